@@ -1,0 +1,54 @@
+/**
+ * The benchmark contract: every bench prints a readable table and, as its very last line, one JSON
+ * object `{"bench": name, "ratio": ours ÷ peer (higher is better), ...figures}`.
+ */
+
+/** One row of a bench table: a label and its figures. */
+export type Row = Record<string, string | number>;
+
+function cell(v: string | number): string {
+  if (typeof v === "number") {
+    if (!Number.isFinite(v)) return String(v);
+    return Math.abs(v) >= 100 ? Math.round(v).toLocaleString("en-US") : v.toFixed(2);
+  }
+  return v;
+}
+
+/** Formats rows as an aligned text table (columns from the first row's keys). */
+export function formatTable(rows: Row[]): string {
+  if (!rows.length) return "(no rows)";
+  const cols = Object.keys(rows[0]);
+  const cells = rows.map((r) => cols.map((c) => cell(r[c] ?? "")));
+  const widths = cols.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i].length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i])).join("  ").trimEnd();
+  return [line(cols), line(widths.map((w) => "-".repeat(w))), ...cells.map(line)].join("\n");
+}
+
+/** Prints the table, then the JSON result line last. */
+export function report(
+  bench: string,
+  rows: Row[],
+  result: { ratio: number } & Record<string, unknown>,
+): void {
+  console.log(formatTable(rows));
+  console.log(JSON.stringify({ bench, ...result }));
+}
+
+/** The p-th percentile (0–100) of `values`, by nearest rank. */
+export function percentile(values: number[], p: number): number {
+  if (!values.length) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank];
+}
+
+/** Peak resident set size of a process in MiB, from /proc (Linux), or NaN when it cannot be read. */
+export function peakRssMiB(pid: number | "self" = "self"): number {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const m = /VmHWM:\s+(\d+) kB/.exec(status);
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}

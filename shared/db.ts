@@ -1,0 +1,142 @@
+/**
+ * The Postgres module every wharf process uses: postgres.js with wharf's TLS rules and logging.
+ *
+ * TLS follows libpq's names so that a connection string works the same in psql and in wharf:
+ * `sslmode=disable|prefer|require|verify-ca|verify-full` and `sslrootcert=/path/ca.pem` in the URL, or
+ * `PGSSLMODE` / `PGSSLROOTCERT` in the environment. `require` encrypts without checking the server's
+ * certificate (libpq's meaning); `verify-full` checks the chain against the CA file (or the system roots)
+ * and the host name.
+ */
+import postgres from "postgres";
+import { WharfError } from "./errors.ts";
+
+/** A postgres.js client. */
+export type Sql = postgres.Sql<Record<string, unknown>>;
+
+/** The TLS modes wharf understands, with libpq's meanings. */
+export const SSL_MODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const;
+/** One of {@linkcode SSL_MODES}. */
+export type SslMode = typeof SSL_MODES[number];
+
+/** Options for {@linkcode connectPostgres}. */
+export interface ConnectOptions {
+  /** Overrides the URL's `sslmode` and `PGSSLMODE`. */
+  sslmode?: SslMode;
+  /** A CA bundle (PEM) path; overrides `sslrootcert` and `PGSSLROOTCERT`. */
+  sslrootcert?: string;
+  /** Pool size (default 10). */
+  max?: number;
+  /** `application_name` shown in `pg_stat_activity`. */
+  applicationName?: string;
+  /** Seconds an idle connection is kept (default 30). */
+  idleTimeout?: number;
+  /** Seconds to wait for a connection (default 10). */
+  connectTimeout?: number;
+  /** Called for server notices; silent by default. */
+  onnotice?: (notice: postgres.Notice) => void;
+  /** Extra postgres.js options (types, transforms). */
+  extra?: Partial<postgres.Options<Record<string, postgres.PostgresType>>>;
+}
+
+/** The parsed TLS part of a connection: the URL without its TLS parameters, and the postgres.js `ssl`. */
+export interface ResolvedTls {
+  url: string;
+  mode: SslMode;
+  ssl: false | "prefer" | { rejectUnauthorized: boolean; ca?: string; checkServerIdentity?: () => undefined };
+}
+
+function envGet(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Works out the TLS settings of a connection from the URL, the options and the environment. */
+export function resolveTls(
+  url: string,
+  options: Pick<ConnectOptions, "sslmode" | "sslrootcert"> = {},
+): ResolvedTls {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new WharfError(400, "Cannot connect to Postgres: the connection string is not a valid URL", {
+      code: "invalid_database_url",
+    });
+  }
+  if (parsed.protocol !== "postgres:" && parsed.protocol !== "postgresql:") {
+    throw new WharfError(400, `Cannot connect to Postgres: scheme is ${parsed.protocol} (want postgres://)`, {
+      code: "invalid_database_url",
+    });
+  }
+  const rawMode = options.sslmode ?? parsed.searchParams.get("sslmode") ?? envGet("PGSSLMODE") ?? "disable";
+  if (!(SSL_MODES as readonly string[]).includes(rawMode)) {
+    throw new WharfError(400, `Cannot connect to Postgres: sslmode must be one of ${SSL_MODES.join(", ")}`, {
+      code: "invalid_database_url",
+    });
+  }
+  const mode = rawMode as SslMode;
+  const caPath = options.sslrootcert ?? parsed.searchParams.get("sslrootcert") ?? envGet("PGSSLROOTCERT");
+  parsed.searchParams.delete("sslmode");
+  parsed.searchParams.delete("sslrootcert");
+  let ssl: ResolvedTls["ssl"];
+  switch (mode) {
+    case "disable":
+      ssl = false;
+      break;
+    case "prefer":
+      ssl = "prefer";
+      break;
+    case "require":
+      ssl = { rejectUnauthorized: false };
+      break;
+    case "verify-ca":
+    case "verify-full": {
+      let ca: string | undefined;
+      if (caPath) {
+        try {
+          ca = Deno.readTextFileSync(caPath);
+        } catch (e) {
+          throw new WharfError(400, `Cannot read the Postgres CA file: ${(e as Error).message}`, {
+            code: "invalid_database_ca",
+          });
+        }
+      }
+      ssl = { rejectUnauthorized: true, ...(ca ? { ca } : {}) };
+      if (mode === "verify-ca") ssl.checkServerIdentity = () => undefined;
+      break;
+    }
+  }
+  return { url: parsed.toString(), mode, ssl };
+}
+
+/** Opens a pooled Postgres client. Nothing connects until the first query. */
+export function connectPostgres(url: string, options: ConnectOptions = {}): Sql {
+  const tls = resolveTls(url, options);
+  return postgres(tls.url, {
+    ssl: tls.ssl as postgres.Options<Record<string, postgres.PostgresType>>["ssl"],
+    max: options.max ?? 10,
+    idle_timeout: options.idleTimeout ?? 30,
+    connect_timeout: options.connectTimeout ?? 10,
+    onnotice: options.onnotice ?? (() => {}),
+    connection: { application_name: options.applicationName ?? "wharf" },
+    ...options.extra,
+  }) as unknown as Sql;
+}
+
+/** The database URL from the first of `names` that is set (wharf reads `DATABASE_URL`, merflow `pcred`). */
+export function databaseUrlFromEnv(
+  env: Record<string, string | undefined>,
+  names: string[] = ["DATABASE_URL"],
+): string | undefined {
+  for (const n of names) if (env[n]) return env[n];
+  return undefined;
+}
+
+/** Quotes an identifier (schema, table, column) for SQL text built from trusted names. */
+export function quoteIdent(name: string): string {
+  if (name.includes("\u0000")) throw new WharfError(400, "Cannot use an identifier that contains a NUL byte");
+  return '"' + name.replace(/"/g, '""') + '"';
+}

@@ -1,0 +1,69 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { connectPostgres, quoteIdent, resolveTls } from "./db.ts";
+import { testEnv } from "./testing/mod.ts";
+
+async function sslInUse(url: string, opts: Parameters<typeof connectPostgres>[1] = {}): Promise<boolean> {
+  const sql = connectPostgres(url, { max: 1, ...opts });
+  try {
+    const [r] = await sql<{ ssl: boolean }[]>`select ssl from pg_stat_ssl where pid = pg_backend_pid()`;
+    return r.ssl;
+  } finally {
+    await sql.end();
+  }
+}
+
+Deno.test("connectPostgres() speaks plain TCP with sslmode=disable and TLS with require", async () => {
+  assert.equal(await sslInUse(testEnv.pgUrl + "?sslmode=disable"), false);
+  assert.equal(await sslInUse(testEnv.pgUrl + "?sslmode=require"), true);
+});
+
+Deno.test("connectPostgres() verifies the server against a CA file with verify-full", async () => {
+  const url = new URL(testEnv.pgUrl);
+  url.hostname = "localhost";
+  url.searchParams.set("sslmode", "verify-full");
+  url.searchParams.set("sslrootcert", testEnv.pgCaFile);
+  assert.equal(await sslInUse(url.toString()), true);
+});
+
+Deno.test("connectPostgres() refuses a server whose certificate the CA did not sign", async () => {
+  const dir = await Deno.makeTempDir({ dir: testEnv.tmp });
+  const ca = join(dir, "other-ca.crt");
+  const out = await new Deno.Command("openssl", {
+    args: [
+      "req",
+      "-x509",
+      "-new",
+      "-nodes",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-keyout",
+      join(dir, "k"),
+      "-out",
+      ca,
+      "-days",
+      "1",
+      "-subj",
+      "/CN=other",
+    ],
+    stderr: "null",
+  }).output();
+  assert.ok(out.success);
+  await assert.rejects(() => sslInUse(testEnv.pgUrl, { sslmode: "verify-full", sslrootcert: ca }));
+});
+
+Deno.test("resolveTls() strips TLS parameters from the URL and rejects unknown modes clearly", () => {
+  const r = resolveTls("postgres://u:p@h/db?sslmode=require&application_name=x");
+  assert.equal(r.mode, "require");
+  assert.ok(!r.url.includes("sslmode"));
+  assert.throws(() => resolveTls("postgres://h/db?sslmode=sometimes"), /sslmode must be one of/);
+  assert.throws(() => resolveTls("mysql://u:secret@h/db"), (e: Error) => !e.message.includes("secret"));
+  assert.throws(() => resolveTls("not a url"), /not a valid URL/);
+});
+
+Deno.test("quoteIdent() doubles quotes and refuses NUL", () => {
+  assert.equal(quoteIdent('we"ird'), '"we""ird"');
+  assert.throws(() => quoteIdent("a\u0000b"));
+});

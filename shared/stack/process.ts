@@ -1,0 +1,195 @@
+/**
+ * Child processes that wharf starts and must stop: services for dev and tests, workers under
+ * `deno task dev`. Each is tracked by its process id and stopped by it (SIGTERM, then SIGKILL after a
+ * grace period), never by name, so nothing else on the machine is touched.
+ */
+import { createLogger } from "../log.ts";
+
+const log = createLogger("stack");
+
+/** Options for {@linkcode startProcess}. */
+export interface StartOptions {
+  /** A short name for logs (`postgres`, `web`, `dispatch-1`). */
+  name: string;
+  cmd: string;
+  args?: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Where stdout and stderr go: a file path (appended), `"inherit"`, or `"null"`. Default: `"null"`. */
+  output?: string | "inherit" | "null";
+  /** Signal for a graceful stop (default SIGTERM; Postgres wants SIGINT for a fast shutdown). */
+  stopSignal?: Deno.Signal;
+}
+
+/** A child process wharf owns. */
+export class ManagedProcess {
+  readonly name: string;
+  readonly pid: number;
+  readonly #child: Deno.ChildProcess;
+  readonly #stopSignal: Deno.Signal;
+  readonly #file?: Deno.FsFile;
+  #exit?: Deno.CommandStatus;
+  readonly status: Promise<Deno.CommandStatus>;
+
+  constructor(child: Deno.ChildProcess, name: string, stopSignal: Deno.Signal, file?: Deno.FsFile) {
+    this.#child = child;
+    this.name = name;
+    this.pid = child.pid;
+    this.#stopSignal = stopSignal;
+    this.#file = file;
+    this.status = child.status.then((s) => {
+      this.#exit = s;
+      try {
+        this.#file?.close();
+      } catch { /* already closed */ }
+      return s;
+    });
+  }
+
+  /** True until the process has exited. */
+  get running(): boolean {
+    return this.#exit === undefined;
+  }
+
+  /** Sends `signal` to this process only. */
+  kill(signal: Deno.Signal = this.#stopSignal): void {
+    if (!this.running) return;
+    try {
+      this.#child.kill(signal);
+    } catch { /* exited meanwhile */ }
+  }
+
+  /**
+   * Stops the process: the graceful signal, then SIGKILL after `graceMs`. Resolves when it has exited.
+   */
+  async stop(graceMs = 10_000): Promise<Deno.CommandStatus> {
+    if (!this.running) return await this.status;
+    this.kill(this.#stopSignal);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const killed = new Promise<void>((r) => {
+      timer = setTimeout(() => {
+        if (this.running) {
+          log.warn("process did not stop in time; killing", { name: this.name, pid: this.pid });
+        }
+        this.kill("SIGKILL");
+        r();
+      }, graceMs);
+    });
+    await Promise.race([this.status, killed]);
+    clearTimeout(timer);
+    return await this.status;
+  }
+}
+
+/** Starts a child process with its output sent to a file, the terminal, or nowhere. */
+export async function startProcess(options: StartOptions): Promise<ManagedProcess> {
+  const output = options.output ?? "null";
+  let file: Deno.FsFile | undefined;
+  let stdio: "inherit" | "null" | "piped" = "null";
+  if (output === "inherit") stdio = "inherit";
+  else if (output !== "null") {
+    file = await Deno.open(output, { create: true, append: true, write: true });
+    stdio = "piped";
+  }
+  const child = new Deno.Command(options.cmd, {
+    args: options.args ?? [],
+    env: options.env,
+    cwd: options.cwd,
+    stdin: "null",
+    stdout: stdio,
+    stderr: stdio,
+  }).spawn();
+  if (file) {
+    const f = file;
+    // Both streams go to one file; writes are line-sized chunks, so interleaving stays readable.
+    const pump = async (stream: ReadableStream<Uint8Array>) => {
+      try {
+        for await (const chunk of stream) await f.write(chunk);
+      } catch { /* the file was closed at exit */ }
+    };
+    void pump(child.stdout);
+    void pump(child.stderr);
+  }
+  return new ManagedProcess(child, options.name, options.stopSignal ?? "SIGTERM", file);
+}
+
+/** Runs a command to completion; throws with its stderr when it fails. */
+export async function run(
+  cmd: string,
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string; stdin?: string } = {},
+): Promise<{ stdout: string; stderr: string }> {
+  const child = new Deno.Command(cmd, {
+    args,
+    env: options.env,
+    cwd: options.cwd,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (options.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(options.stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  const dec = new TextDecoder();
+  const stdout = dec.decode(out.stdout);
+  const stderr = dec.decode(out.stderr);
+  if (!out.success) {
+    throw new Error(`Command ${cmd} ${args[0] ?? ""} failed with exit code ${out.code}: ${stderr.trim()}`);
+  }
+  return { stdout, stderr };
+}
+
+/** A free TCP port on 127.0.0.1, chosen by the OS. */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** True when nothing listens on `port` at 127.0.0.1. */
+export function portIsFree(port: number): boolean {
+  try {
+    const l = Deno.listen({ hostname: "127.0.0.1", port });
+    l.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Polls `check` until it resolves true, or throws after `timeoutMs` with `what` in the message. */
+export async function waitUntil(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs = 30_000,
+  intervalMs = 100,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      if (await check()) return;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(
+    `Timed out after ${timeoutMs} ms waiting for ${what}` + (last ? `: ${(last as Error).message}` : ""),
+  );
+}
+
+/** True when a TCP connection to 127.0.0.1:`port` succeeds. */
+export async function tcpOpen(port: number, hostname = "127.0.0.1"): Promise<boolean> {
+  try {
+    const c = await Deno.connect({ hostname, port });
+    c.close();
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * Starts the local S3 server ({@link ./s3_server.ts}) as a child process and waits for it.
+ */
+import { join } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import { type ManagedProcess, startProcess, tcpOpen, waitUntil } from "./process.ts";
+
+/** s3rver's fixed credentials: a local stand-in, never a real secret. */
+export const LOCAL_S3_CREDENTIALS = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" } as const;
+
+/** A running local S3 server. */
+export interface LocalS3 {
+  process: ManagedProcess;
+  port: number;
+  endpoint: string;
+  stop(): Promise<void>;
+}
+
+/** Starts s3rver on `port`, storing objects under `dir`, creating `buckets`. */
+export async function startS3(options: { dir: string; port: number; buckets?: string[] }): Promise<LocalS3> {
+  await Deno.mkdir(options.dir, { recursive: true });
+  const entry = fromFileUrl(new URL("./s3_server.ts", import.meta.url));
+  const args = ["run", "-A", entry, "--port", String(options.port), "--dir", join(options.dir, "objects")];
+  for (const b of options.buckets ?? []) args.push("--bucket", b);
+  const proc = await startProcess({
+    name: "s3",
+    cmd: Deno.execPath(),
+    args,
+    output: join(options.dir, "s3.log"),
+  });
+  try {
+    await waitUntil("the S3 server to listen", async () => {
+      if (!proc.running) throw new Error("it exited; see s3.log");
+      return await tcpOpen(options.port);
+    }, 60_000);
+  } catch (e) {
+    await proc.stop(2_000);
+    throw e;
+  }
+  return {
+    process: proc,
+    port: options.port,
+    endpoint: `http://127.0.0.1:${options.port}`,
+    stop: async () => {
+      await proc.stop(10_000);
+    },
+  };
+}

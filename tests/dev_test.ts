@@ -1,0 +1,92 @@
+/**
+ * `deno task dev` as a user runs it: the stack comes up, the web answers, Ctrl-C stops every child, and
+ * data survives a restart.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { connectPostgres } from "../shared/db.ts";
+import { freePort, tcpOpen, waitUntil } from "../shared/stack/process.ts";
+import { captureText, testEnv } from "../shared/testing/mod.ts";
+
+const DEV = fileURLToPath(new URL("../shared/stack/dev.ts", import.meta.url));
+
+async function startDev(stateDir: string, port: number) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", DEV, "--port", String(port), "--state-dir", stateDir],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdout = captureText(child.stdout), stderr = captureText(child.stderr);
+  const output = () => stdout.text() + stderr.text();
+  await waitUntil(
+    "dev to print its summary",
+    () => {
+      if (output().includes("Cannot start")) throw new Error(output());
+      return Promise.resolve(output().includes("Ctrl-C stops everything"));
+    },
+    120_000,
+    100,
+  );
+  return {
+    child,
+    output,
+    async stop() {
+      child.kill("SIGINT");
+      const status = await child.status;
+      await Promise.all([stdout.done, stderr.done]);
+      return status;
+    },
+  };
+}
+
+async function readEnv(stateDir: string): Promise<Record<string, string>> {
+  const text = await Deno.readTextFile(join(stateDir, "env"));
+  return Object.fromEntries(
+    text.trim().split("\n").map((l) => {
+      const i = l.indexOf("=");
+      return [l.slice(0, i), JSON.parse(l.slice(i + 1))];
+    }),
+  );
+}
+
+Deno.test("deno task dev brings the stack up, stops every child on Ctrl-C, and keeps data", async () => {
+  const stateDir = await Deno.makeTempDir({ dir: testEnv.tmp, prefix: "dev-" });
+  const port = freePort();
+  const first = await startDev(stateDir, port);
+  const ports = JSON.parse(await Deno.readTextFile(join(stateDir, "ports.json")));
+  try {
+    await waitUntil("the web to answer", async () => {
+      const r = await fetch(`http://127.0.0.1:${port}/healthz`);
+      const body = await r.json();
+      return r.status === 200 && body.database === "ok";
+    }, 60_000);
+    const page = await fetch(`http://127.0.0.1:${port}/`);
+    assert.match(await page.text(), /data-island="HealthCheck"/);
+    const env = await readEnv(stateDir);
+    const sql = connectPostgres(env.DATABASE_URL, { max: 1 });
+    await sql`create table if not exists survives (n int)`;
+    await sql`insert into survives values (42)`;
+    await sql.end();
+    const out = first.output();
+    assert.ok(!out.includes(env.DATABASE_URL), "the database password is not printed");
+    assert.match(out, /admin login {2}admin \/ \S+/);
+  } finally {
+    const status = await first.stop();
+    assert.equal(status.code, 0, first.output());
+  }
+  for (const p of [port, ports.postgres, ports.redis, ports.s3]) {
+    assert.equal(await tcpOpen(p), false, `port ${p} is closed after Ctrl-C`);
+  }
+
+  const second = await startDev(stateDir, port);
+  try {
+    const env = await readEnv(stateDir);
+    const sql = connectPostgres(env.DATABASE_URL, { max: 1 });
+    const rows = await sql`select n from survives`;
+    await sql.end();
+    assert.deepEqual(rows.map((r) => r.n), [42]);
+  } finally {
+    assert.equal((await second.stop()).code, 0);
+  }
+});

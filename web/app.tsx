@@ -1,0 +1,93 @@
+/**
+ * Builds the web process's Hono app: request ids, JSON errors, health and metrics, static files, and the
+ * console's pages. Kept free of listening and signals so tests drive it in-process with `app.request()`.
+ */
+import { Hono } from "hono";
+import { serveStatic } from "hono/deno";
+import { render } from "preact-render-to-string";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import type { Sql } from "../shared/db.ts";
+import { errorResponseBody } from "../shared/errors.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
+import { METRICS_CONTENT_TYPE, Registry } from "../shared/metrics.ts";
+import { requestId } from "./middleware/request_id.ts";
+import { OverviewPage } from "./routes/index.tsx";
+
+/** Variables every handler can read with `c.get()`. */
+export type AppEnv = { Variables: { requestId: string } };
+
+/** What the app is built from. */
+export interface AppOptions {
+  /** The database; `/healthz` reports it when given. */
+  sql?: Sql;
+  log?: Logger;
+  metrics?: Registry;
+  /** Version tag appended to the islands script URL so browsers fetch a new bundle after a deploy. */
+  islandsVersion?: string;
+}
+
+const STATIC_ROOT = fromFileUrl(new URL("./static/", import.meta.url));
+
+/** Renders a Preact page as a full HTML document. */
+export function renderPage(page: preact.VNode): string {
+  return "<!doctype html>" + render(page);
+}
+
+/** Builds the app. */
+export function createApp(options: AppOptions = {}): Hono<AppEnv> {
+  const log = options.log ?? createLogger("web");
+  const metrics = options.metrics ?? new Registry();
+  const startedAt = new Date();
+  const requests = metrics.counter("wharf_http_requests_total", "HTTP requests by method, route and status");
+  const duration = metrics.histogram("wharf_http_request_duration_seconds", "HTTP request duration");
+  const app = new Hono<AppEnv>();
+
+  app.use(requestId());
+  app.use(async function accessMetrics(c, next) {
+    const t0 = performance.now();
+    await next();
+    const route = c.req.routePath || "unmatched";
+    requests.inc({ method: c.req.method, route, status: c.res.status });
+    duration.observe((performance.now() - t0) / 1000, { route });
+  });
+
+  app.onError((err, c) => {
+    const { status, body } = errorResponseBody(err, c.get("requestId"));
+    if (status >= 500) {
+      log.error("request failed", { request_id: c.get("requestId"), path: c.req.path, error: err });
+    }
+    return c.json(body, status as 500);
+  });
+  app.notFound((c) => {
+    const { status, body } = errorResponseBody(
+      Object.assign(new Error(`No route for ${c.req.method} ${c.req.path}`), { status: 404 }),
+      c.get("requestId"),
+    );
+    return c.json(body, status as 404);
+  });
+
+  app.get("/healthz", async (c) => {
+    const uptime_s = Math.round((Date.now() - startedAt.getTime()) / 1000);
+    if (!options.sql) return c.json({ status: "ok", uptime_s });
+    try {
+      await Promise.race([
+        options.sql`select 1`,
+        new Promise((_, rej) => setTimeout(() => rej(new Error("database check timed out")), 2_000)),
+      ]);
+      return c.json({ status: "ok", uptime_s, database: "ok" });
+    } catch {
+      return c.json({ status: "unavailable", uptime_s, database: "unreachable" }, 503);
+    }
+  });
+  app.get("/metrics", (c) => c.body(metrics.render(), 200, { "content-type": METRICS_CONTENT_TYPE }));
+
+  app.use(
+    "/static/*",
+    serveStatic({ root: STATIC_ROOT, rewriteRequestPath: (p) => p.replace(/^\/static/, "") }),
+  );
+
+  const islandsSrc = `/static/build/islands.js?v=${options.islandsVersion ?? startedAt.getTime()}`;
+  app.get("/", (c) => c.html(renderPage(<OverviewPage islandsSrc={islandsSrc} startedAt={startedAt} />)));
+
+  return app;
+}
