@@ -10,11 +10,12 @@ import type { Sql } from "../shared/db.ts";
 import { errorResponseBody } from "../shared/errors.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { METRICS_CONTENT_TYPE, Registry } from "../shared/metrics.ts";
+import { adminAuth } from "./middleware/admin_auth.ts";
 import { requestId } from "./middleware/request_id.ts";
 import { OverviewPage } from "./routes/index.tsx";
 
 /** Variables every handler can read with `c.get()`. */
-export type AppEnv = { Variables: { requestId: string } };
+export type AppEnv = { Variables: { requestId: string; admin: string } };
 
 /** What the app is built from. */
 export interface AppOptions {
@@ -22,6 +23,10 @@ export interface AppOptions {
   sql?: Sql;
   log?: Logger;
   metrics?: Registry;
+  /** Bearer token for `/api/admin/*` API clients (`WHARF_ADMIN_TOKEN`). */
+  adminToken?: string;
+  /** The process environment, for parts that read their own settings. */
+  env?: Record<string, string>;
   /** Version tag appended to the islands script URL so browsers fetch a new bundle after a deploy. */
   islandsVersion?: string;
 }
@@ -85,6 +90,13 @@ export function createApp(options: AppOptions = {}): Hono<AppEnv> {
     "/static/*",
     serveStatic({ root: STATIC_ROOT, rewriteRequestPath: (p) => p.replace(/^\/static/, "") }),
   );
+
+  // The admin API: every part of wharf mounts its routes here, behind one authentication check:
+  //   admin.route("/hydration", hydrationAdminRoutes(options));
+  const admin = new Hono<AppEnv>();
+  admin.use(adminAuth({ token: options.adminToken }));
+  admin.get("/whoami", (c) => c.json({ admin: c.get("admin") }));
+  app.route("/api/admin", admin);
 
   const islandsSrc = `/static/build/islands.js?v=${options.islandsVersion ?? startedAt.getTime()}`;
   app.get("/", (c) => c.html(renderPage(<OverviewPage islandsSrc={islandsSrc} startedAt={startedAt} />)));

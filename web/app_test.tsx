@@ -63,3 +63,20 @@ Deno.test("GET /metrics counts requests by route and status", async () => {
   const text = await (await app.request("/metrics")).text();
   assert.match(text, /wharf_http_requests_total\{method="GET",route="\/healthz",status="200"\} 1/);
 });
+
+Deno.test("the admin API refuses requests without the right bearer token", async () => {
+  const app = createApp({ adminToken: "a-long-enough-admin-token" });
+  const none = await app.request("/api/admin/whoami");
+  assert.equal(none.status, 401);
+  assert.equal((await none.json()).error.code, "unauthorized");
+  const wrong = await app.request("/api/admin/whoami", { headers: { authorization: "Bearer nope" } });
+  assert.equal(wrong.status, 401);
+  await wrong.body?.cancel();
+  const ok = await app.request("/api/admin/whoami", {
+    headers: { authorization: "Bearer a-long-enough-admin-token" },
+  });
+  assert.deepEqual(await ok.json(), { admin: "api-token" });
+  const unset = await createApp().request("/api/admin/whoami", { headers: { authorization: "Bearer x" } });
+  assert.equal(unset.status, 401);
+  await unset.body?.cancel();
+});

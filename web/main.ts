@@ -16,6 +16,7 @@ const Config = z.object({
   WEB_HOST: z.string().default("127.0.0.1"),
   WEB_PORT: portVar.default(8000),
   DATABASE_URL: urlVar(["postgres:", "postgresql:"]).optional(),
+  WHARF_ADMIN_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
 });
 
 const log = createLogger("web");
@@ -31,7 +32,13 @@ const bundleVersion = (await Deno.stat(bundle)).mtime?.getTime().toString(36);
 const sql = config.DATABASE_URL
   ? connectPostgres(config.DATABASE_URL, { applicationName: "wharf-web" })
   : undefined;
-const app = createApp({ sql, log, islandsVersion: bundleVersion });
+const app = createApp({
+  sql,
+  log,
+  islandsVersion: bundleVersion,
+  adminToken: config.WHARF_ADMIN_TOKEN,
+  env: Deno.env.toObject(),
+});
 const controller = new AbortController();
 const server = Deno.serve({
   hostname: config.WEB_HOST,

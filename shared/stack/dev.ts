@@ -31,6 +31,7 @@ interface DevSecrets {
   pgPassword: string;
   adminPassword: string;
   jwtSecret: string;
+  adminToken: string;
 }
 
 function randomSecret(bytes = 18): string {
@@ -69,8 +70,13 @@ async function main() {
   await Deno.mkdir(stateDir, { recursive: true });
   const secretsPath = join(stateDir, "secrets.json");
   let secrets = await readJson<DevSecrets>(secretsPath);
-  if (!secrets) {
-    secrets = { pgPassword: randomSecret(), adminPassword: randomSecret(9), jwtSecret: randomSecret(32) };
+  if (!secrets?.adminToken) {
+    secrets = {
+      pgPassword: secrets?.pgPassword ?? randomSecret(),
+      adminPassword: secrets?.adminPassword ?? randomSecret(9),
+      jwtSecret: secrets?.jwtSecret ?? randomSecret(32),
+      adminToken: randomSecret(24),
+    };
     await Deno.writeTextFile(secretsPath, JSON.stringify(secrets, null, 2), { mode: 0o600 });
   }
   const statePath = join(stateDir, "ports.json");
@@ -117,6 +123,7 @@ async function main() {
       WHARF_ADMIN_USER: "admin",
       WHARF_ADMIN_PASSWORD: secrets.adminPassword,
       JWT_SECRET: secrets.jwtSecret,
+      WHARF_ADMIN_TOKEN: secrets.adminToken,
       WHARF_ENV: "dev",
     };
     const sql = connectPostgres(env.DATABASE_URL, { max: 2, applicationName: "wharf-dev" });
