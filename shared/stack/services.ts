@@ -40,45 +40,51 @@ export async function startServices(options: {
   ports?: PreferredPorts;
   buckets?: string[];
 }): Promise<Services> {
-  const started: { stop(): Promise<void> }[] = [];
-  try {
-    const [postgres, redis, s3] = await Promise.all([
-      startPostgres({
-        dir: join(options.dir, "postgres"),
-        port: pick(options.ports?.postgres),
-        user: options.pgUser,
-        password: options.pgPassword,
-        ephemeral: options.ephemeral,
-      }).then((s) => (started.push(s), s)),
-      startRedis({
-        dir: join(options.dir, "redis"),
-        port: pick(options.ports?.redis),
-        persist: !options.ephemeral,
-      })
-        .then((s) => (started.push(s), s)),
-      startS3({ dir: join(options.dir, "s3"), port: pick(options.ports?.s3), buckets: options.buckets })
-        .then((s) => (started.push(s), s)),
-    ]);
-    return {
-      postgres,
-      redis,
-      s3,
-      ports: { postgres: postgres.port, redis: redis.port, s3: s3.port },
-      env: {
-        REDIS_URL: redis.url,
-        S3_ENDPOINT: s3.endpoint,
-        S3_REGION: "us-east-1",
-        S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
-        S3_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
-        S3_FORCE_PATH_STYLE: "true",
-        WHARF_PG_CA_FILE: postgres.caFile,
-      },
-      stop: async () => {
-        await Promise.allSettled([redis.stop(), s3.stop(), postgres.stop()]);
-      },
-    };
-  } catch (e) {
-    await Promise.allSettled(started.map((s) => s.stop()));
-    throw e;
+  // allSettled, not all: when one service fails, the others may still be starting, and every one that
+  // did start must be stopped before we report the failure.
+  const results = await Promise.allSettled([
+    startPostgres({
+      dir: join(options.dir, "postgres"),
+      port: pick(options.ports?.postgres),
+      user: options.pgUser,
+      password: options.pgPassword,
+      ephemeral: options.ephemeral,
+    }),
+    startRedis({
+      dir: join(options.dir, "redis"),
+      port: pick(options.ports?.redis),
+      persist: !options.ephemeral,
+    }),
+    startS3({ dir: join(options.dir, "s3"), port: pick(options.ports?.s3), buckets: options.buckets }),
+  ]);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) {
+    await Promise.allSettled(
+      results.flatMap((r) => r.status === "fulfilled" ? [r.value.stop()] : []),
+    );
+    throw failed.reason;
   }
+  const [postgres, redis, s3] = results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [
+    LocalPostgres,
+    LocalRedis,
+    LocalS3,
+  ];
+  return {
+    postgres,
+    redis,
+    s3,
+    ports: { postgres: postgres.port, redis: redis.port, s3: s3.port },
+    env: {
+      REDIS_URL: redis.url,
+      S3_ENDPOINT: s3.endpoint,
+      S3_REGION: "us-east-1",
+      S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
+      S3_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
+      S3_FORCE_PATH_STYLE: "true",
+      WHARF_PG_CA_FILE: postgres.caFile,
+    },
+    stop: async () => {
+      await Promise.allSettled([redis.stop(), s3.stop(), postgres.stop()]);
+    },
+  };
 }

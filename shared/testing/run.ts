@@ -35,12 +35,12 @@ async function main(): Promise<number> {
   const dir = await Deno.makeTempDir({ prefix: "wharf-test-" });
   const password = crypto.randomUUID();
   console.log("[test] starting PostgreSQL, Redis and S3…");
-  const [services] = await Promise.all([
-    startServices({ dir, pgUser: "wharf", pgPassword: password, ephemeral: true }),
-    buildIslands(),
-  ]);
+  const islands = buildIslands();
+  islands.catch(() => {}); // awaited below, inside the try that stops the services
+  const services = await startServices({ dir, pgUser: "wharf", pgPassword: password, ephemeral: true });
   let code = 1;
   try {
+    await islands;
     const admin = connectPostgres(services.postgres.url, { max: 1, applicationName: "wharf-test" });
     try {
       await admin.unsafe(`create database ${TEMPLATE_DATABASE}`);
