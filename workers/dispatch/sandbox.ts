@@ -1,0 +1,101 @@
+/**
+ * Runs one function in a Deno Web Worker with no permissions at all (no file system, network, env, run,
+ * ffi, sys or imports beyond its own `data:` module). Its only way out is the database handle, whose
+ * queries the node runs on the function pool. A timeout terminates the worker, which also stops an
+ * infinite loop: the node's own event loop is never blocked.
+ *
+ * Needs `--unstable-worker-options` (Deno 2.9 still gates `Worker` `deno.permissions` behind it).
+ */
+import type { Sql } from "../../shared/db.ts";
+
+const WORKER_URL = new URL("./sandbox_worker.ts", import.meta.url);
+
+/** What a function receives as its first argument. */
+export interface DispatchEvent {
+  id: string;
+  function: string;
+  source: string;
+  table: string | null;
+  op: string | null;
+  row_id: string | null;
+  new: unknown;
+  old: unknown;
+  attempt: number;
+}
+
+/** The outcome of one call. */
+export type SandboxResult =
+  | { ok: true; ms: number }
+  | { ok: false; ms: number; error: string; stack: string; timedOut: boolean };
+
+/** What {@linkcode runInSandbox} needs. */
+export interface SandboxOptions {
+  code: string;
+  event?: DispatchEvent;
+  timeoutMs: number;
+  /** Runs the function's queries. */
+  sql?: Sql;
+  /** Runs `db.readonly` queries (a follower); falls back to `sql` in a read-only transaction. */
+  readonlySql?: Sql;
+  /** Only import the code (compile check) instead of calling it. */
+  checkOnly?: boolean;
+}
+
+async function runQuery(o: SandboxOptions, readonly: boolean, text: string, params: unknown[]) {
+  if (!o.sql) throw new Error("No database is available here");
+  if (readonly && o.readonlySql) return await o.readonlySql.unsafe(text, params as never[]);
+  if (readonly) {
+    return await o.sql.begin("read only", (tx) => tx.unsafe(text, params as never[]));
+  }
+  return await o.sql.unsafe(text, params as never[]);
+}
+
+/** Runs (or only compiles) `code` in a fresh sandboxed worker. Never throws. */
+export function runInSandbox(o: SandboxOptions): Promise<SandboxResult> {
+  const t0 = performance.now();
+  const ms = () => Math.round(performance.now() - t0);
+  return new Promise((resolve) => {
+    let settled = false;
+    // `deno.permissions` is an unstable option missing from the stable WorkerOptions type.
+    const options = { type: "module", deno: { permissions: "none" } } as WorkerOptions;
+    const worker = new Worker(WORKER_URL, options);
+    const finish = (r: SandboxResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      worker.terminate();
+      resolve(r);
+    };
+    const timer = setTimeout(() => {
+      finish({
+        ok: false,
+        ms: ms(),
+        error: `Function timed out after ${o.timeoutMs} ms`,
+        stack: "",
+        timedOut: true,
+      });
+    }, o.timeoutMs);
+    worker.onmessage = (e: MessageEvent) => {
+      const m = e.data;
+      if (m.type === "done") finish({ ok: true, ms: ms() });
+      else if (m.type === "error") {
+        finish({ ok: false, ms: ms(), error: String(m.message), stack: String(m.stack), timedOut: false });
+      } else if (m.type === "query") {
+        runQuery(o, Boolean(m.readonly), String(m.text), Array.isArray(m.params) ? m.params : [])
+          .then((rows) => {
+            if (!settled) worker.postMessage({ type: "result", id: m.id, rows: [...rows] });
+          })
+          .catch((err: Error & { code?: string }) => {
+            if (!settled) {
+              worker.postMessage({ type: "result", id: m.id, error: err.message, code: err.code });
+            }
+          });
+      }
+    };
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      finish({ ok: false, ms: ms(), error: e.message || "Worker failed", stack: "", timedOut: false });
+    };
+    worker.postMessage({ type: o.checkOnly ? "check" : "run", code: o.code, event: o.event });
+  });
+}
