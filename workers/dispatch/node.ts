@@ -14,7 +14,7 @@ import type { Sql } from "../../shared/db.ts";
 import type { Logger } from "../../shared/log.ts";
 import { abortableSleep } from "../../shared/worker.ts";
 import { nextRun, parseCron } from "./cron.ts";
-import { type DispatchEvent, runInSandbox } from "./sandbox.ts";
+import { type DispatchEvent, SandboxPool } from "./sandbox.ts";
 import { signatureProblem } from "./sign.ts";
 
 /** How a node is set up. */
@@ -119,6 +119,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
   })();
 
   const inflight = new Set<Promise<void>>();
+  const pool = new SandboxPool(Math.max(8, o.concurrency * 2));
   let claimFails = 0;
   while (!signal.aborted) {
     const free = o.concurrency - inflight.size;
@@ -129,7 +130,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
         got = rows.length;
         claimFails = 0;
         for (const ev of rows) {
-          const p = execute(o, ev, status).finally(() => {
+          const p = execute(o, pool, ev, status).finally(() => {
             inflight.delete(p);
             nudge();
           });
@@ -156,6 +157,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     });
   }
   await Promise.allSettled(inflight);
+  pool.close();
   await listener.unlisten().catch(() => {});
   await heartbeat;
   await sql`update ${s}.dispatch_nodes set stopped_at = now(), lease_until = now() where node_id = ${nodeId}`
@@ -187,7 +189,7 @@ async function claim(o: NodeOptions, n: number): Promise<Claimed[]> {
      order by u.id`;
 }
 
-async function execute(o: NodeOptions, ev: Claimed, status: NodeStatus): Promise<void> {
+async function execute(o: NodeOptions, pool: SandboxPool, ev: Claimed, status: NodeStatus): Promise<void> {
   const { sql } = o;
   const s = sql(o.schema);
   status.running++;
@@ -213,7 +215,7 @@ async function execute(o: NodeOptions, ev: Claimed, status: NodeStatus): Promise
       old: ev.old_row,
       attempt: ev.attempts,
     };
-    const r = await runInSandbox({
+    const r = await pool.run({
       code: ev.code,
       event,
       timeoutMs: ev.timeout_ms,

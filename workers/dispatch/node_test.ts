@@ -33,7 +33,7 @@ function startNode(db: TestDatabase, trustedKeys: CryptoKey[] = [], nodeId = `n-
   };
 }
 
-async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>, ms = 10_000): Promise<T> {
+async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     const v = await f();
@@ -50,7 +50,8 @@ const RECORD = `export default async (e, db) => {
 async function setup(db: TestDatabase) {
   await db.sql`create table public.seen (event_id bigint, payload jsonb)`;
   await db.sql`create table public.things (id int primary key, v text)`;
-  await db.sql`insert into control.dispatch_functions (name, code) values ('record', ${RECORD})`;
+  await db
+    .sql`insert into control.dispatch_functions (name, code, timeout_ms) values ('record', ${RECORD}, 60000)`;
   await db.sql`insert into control.dispatch_triggers (table_schema, table_name, function_name)
                values ('public', 'things', 'record')`;
   await db.sql`select control.dispatch_install('public', 'things')`;
@@ -82,8 +83,9 @@ Deno.test("a table change runs the function with table, op, id, new row and old 
 Deno.test("a failing function is retried with backoff up to its limit, then dead with error and stack", async () => {
   await using db = await createTestDatabase();
   await db.sql`create table public.tries (at timestamptz default clock_timestamp())`;
-  await db.sql`insert into control.dispatch_functions (name, code, max_attempts, backoff_ms) values
-    ('flaky', ${`export default async (e, db) => { await db.sql\`insert into public.tries default values\`; throw new Error("boom " + e.attempt); }`}, 4, 100)`;
+  await db
+    .sql`insert into control.dispatch_functions (name, code, max_attempts, backoff_ms, timeout_ms) values
+    ('flaky', ${`export default async (e, db) => { await db.sql\`insert into public.tries default values\`; throw new Error("boom " + e.attempt); }`}, 4, 100, 60000)`;
   await using _node = startNode(db);
   await db.sql`insert into control.dispatch_events (function_name, source) values ('flaky', 'manual')`;
   const ev = await waitFor("dead event", async () => {
@@ -110,10 +112,10 @@ Deno.test("only code signed by a trusted key runs; tampered and unsigned code is
   const pair = await crypto.subtle.generateKey("Ed25519", true, ["sign", "verify"]) as CryptoKeyPair;
   const keys = await importTrustedKeys([await exportPublicKey(pair.publicKey)]);
   const sig = await signCode(pair.privateKey, RECORD);
-  await db.sql`insert into control.dispatch_functions (name, code, signature) values
-    ('signed', ${RECORD}, ${sig}),
-    ('tampered', ${RECORD + "\n// changed"}, ${sig}),
-    ('unsigned', ${RECORD}, null)`;
+  await db.sql`insert into control.dispatch_functions (name, code, signature, timeout_ms) values
+    ('signed', ${RECORD}, ${sig}, 60000),
+    ('tampered', ${RECORD + "\n// changed"}, ${sig}, 60000),
+    ('unsigned', ${RECORD}, null, 60000)`;
   await using _node = startNode(db, keys);
   await db.sql`insert into control.dispatch_events (function_name, source)
                values ('signed', 'manual'), ('tampered', 'manual'), ('unsigned', 'manual')`;

@@ -50,20 +50,32 @@ async function runQuery(o: SandboxOptions, readonly: boolean, text: string, para
   return await o.sql.unsafe(text, params as never[]);
 }
 
-/** Runs (or only compiles) `code` in a fresh sandboxed worker. Never throws. */
-export function runInSandbox(o: SandboxOptions): Promise<SandboxResult> {
+function newWorker(): Worker {
+  // `deno.permissions` is an unstable option missing from the stable WorkerOptions type.
+  const options = { type: "module", deno: { permissions: "none" } } as WorkerOptions;
+  return new Worker(WORKER_URL, options);
+}
+
+/**
+ * Runs one call on `worker`; `release` gets the worker back with whether it may be reused (a call that
+ * returned or threw) or must be terminated (a timeout or a crash).
+ */
+function execIn(
+  worker: Worker,
+  o: SandboxOptions,
+  release: (w: Worker, reusable: boolean) => void,
+): Promise<SandboxResult> {
   const t0 = performance.now();
   const ms = () => Math.round(performance.now() - t0);
   return new Promise((resolve) => {
     let settled = false;
-    // `deno.permissions` is an unstable option missing from the stable WorkerOptions type.
-    const options = { type: "module", deno: { permissions: "none" } } as WorkerOptions;
-    const worker = new Worker(WORKER_URL, options);
-    const finish = (r: SandboxResult) => {
+    const finish = (r: SandboxResult, reusable: boolean) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      worker.terminate();
+      worker.onmessage = null;
+      worker.onerror = null;
+      release(worker, reusable);
       resolve(r);
     };
     const timer = setTimeout(() => {
@@ -73,13 +85,16 @@ export function runInSandbox(o: SandboxOptions): Promise<SandboxResult> {
         error: `Function timed out after ${o.timeoutMs} ms`,
         stack: "",
         timedOut: true,
-      });
+      }, false);
     }, o.timeoutMs);
     worker.onmessage = (e: MessageEvent) => {
       const m = e.data;
-      if (m.type === "done") finish({ ok: true, ms: ms() });
+      if (m.type === "done") finish({ ok: true, ms: ms() }, true);
       else if (m.type === "error") {
-        finish({ ok: false, ms: ms(), error: String(m.message), stack: String(m.stack), timedOut: false });
+        finish(
+          { ok: false, ms: ms(), error: String(m.message), stack: String(m.stack), timedOut: false },
+          true,
+        );
       } else if (m.type === "query") {
         runQuery(o, Boolean(m.readonly), String(m.text), Array.isArray(m.params) ? m.params : [])
           .then((rows) => {
@@ -94,8 +109,47 @@ export function runInSandbox(o: SandboxOptions): Promise<SandboxResult> {
     };
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
-      finish({ ok: false, ms: ms(), error: e.message || "Worker failed", stack: "", timedOut: false });
+      finish({ ok: false, ms: ms(), error: e.message || "Worker failed", stack: "", timedOut: false }, false);
     };
     worker.postMessage({ type: o.checkOnly ? "check" : "run", code: o.code, event: o.event });
   });
+}
+
+/** Runs (or only compiles) `code` in a fresh sandboxed worker, terminated afterwards. Never throws. */
+export function runInSandbox(o: SandboxOptions): Promise<SandboxResult> {
+  return execIn(newWorker(), o, (w) => w.terminate());
+}
+
+/**
+ * Keeps sandboxed workers warm between calls of the same code, so a call costs a message rather than a
+ * worker start. A worker runs one call at a time; one that timed out or crashed is terminated, never
+ * reused. Calls of the same function on the same worker share its module state (globals), as calls of a
+ * module do; different functions never share a worker.
+ */
+export class SandboxPool {
+  #idle = new Map<string, Worker[]>();
+  #count = 0;
+  constructor(readonly maxIdle = 32) {}
+
+  /** Runs `o` on a warm worker for its code, or a new one. Never throws. */
+  run(o: SandboxOptions): Promise<SandboxResult> {
+    const list = this.#idle.get(o.code);
+    const w = list?.pop();
+    if (w) this.#count--;
+    if (list && !list.length) this.#idle.delete(o.code);
+    return execIn(w ?? newWorker(), o, (worker, reusable) => {
+      if (!reusable || this.#count >= this.maxIdle) return worker.terminate();
+      const l = this.#idle.get(o.code) ?? [];
+      l.push(worker);
+      this.#idle.set(o.code, l);
+      this.#count++;
+    });
+  }
+
+  /** Terminates every idle worker. */
+  close(): void {
+    for (const l of this.#idle.values()) for (const w of l) w.terminate();
+    this.#idle.clear();
+    this.#count = 0;
+  }
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createTestDatabase } from "../../shared/testing/mod.ts";
-import { runInSandbox } from "./sandbox.ts";
+import { type DispatchEvent, runInSandbox, SandboxPool } from "./sandbox.ts";
 
 Deno.test("a function that loops forever is stopped by its timeout and the caller stays responsive", async () => {
   let ticks = 0;
@@ -22,7 +22,7 @@ Deno.test("the sandbox denies file system, network, env and subprocess access", 
       'await Deno.writeTextFile("/tmp/x", "x")',
     ]
   ) {
-    const r = await runInSandbox({ code: `export default async () => { ${body}; }`, timeoutMs: 5_000 });
+    const r = await runInSandbox({ code: `export default async () => { ${body}; }`, timeoutMs: 30_000 });
     assert.equal(r.ok, false, body);
     assert.match(!r.ok ? r.error : "", /Requires|NotCapable|permission/i, body);
   }
@@ -31,14 +31,14 @@ Deno.test("the sandbox denies file system, network, env and subprocess access", 
 Deno.test("code that does not compile is reported with the compiler's message", async () => {
   const r = await runInSandbox({
     code: "export default () => { let x = ; }",
-    timeoutMs: 5_000,
+    timeoutMs: 30_000,
     checkOnly: true,
   });
   assert.equal(r.ok, false);
   assert.match(!r.ok ? r.error : "", /Expression expected|Unexpected/i);
   const ok = await runInSandbox({
     code: "export default (e: unknown) => e;",
-    timeoutMs: 5_000,
+    timeoutMs: 30_000,
     checkOnly: true,
   });
   assert.equal(ok.ok, true);
@@ -55,7 +55,7 @@ Deno.test("a function's database handle runs queries through the node, read-only
   }`;
   const r = await runInSandbox({
     code,
-    timeoutMs: 5_000,
+    timeoutMs: 30_000,
     sql: db.sql,
     event: {
       id: "1",
@@ -72,4 +72,26 @@ Deno.test("a function's database handle runs queries through the node, read-only
   assert.equal(r.ok, false);
   assert.match(!r.ok ? r.error : "", /read-only/);
   assert.deepEqual([...await db.sql`select id, v from t`], [{ id: 1, v: "a" }]);
+});
+
+Deno.test("the pool reuses a warm worker for the same code but never one that timed out", async () => {
+  const pool = new SandboxPool(4);
+  try {
+    // Module state persists on a reused worker, which shows reuse.
+    const counter = "let n = 0; export default () => { n++; if (n > 1) throw new Error('reused ' + n); };";
+    assert.equal((await pool.run({ code: counter, timeoutMs: 30_000 })).ok, true);
+    const second = await pool.run({ code: counter, timeoutMs: 30_000 });
+    assert.equal(!second.ok && second.error, "reused 2");
+    const spin =
+      "let n = 0; export default (e) => { if (e?.loop) { while (true) {} } n++; throw new Error('n=' + n); };";
+    const loop = { loop: true } as unknown as DispatchEvent;
+    assert.equal((await pool.run({ code: spin, timeoutMs: 30_000 }) as { error: string }).error, "n=1");
+    const first = await pool.run({ code: spin, timeoutMs: 200, event: loop });
+    assert.ok(!first.ok && first.timedOut);
+    // The worker that looped was terminated: the next call gets a fresh module (n starts again).
+    assert.equal((await pool.run({ code: spin, timeoutMs: 30_000 }) as { error: string }).error, "n=1");
+    assert.equal((await pool.run({ code: spin, timeoutMs: 30_000 }) as { error: string }).error, "n=2");
+  } finally {
+    pool.close();
+  }
 });

@@ -39,6 +39,9 @@ const db = {
   },
 };
 
+/** The imported module, kept so a reused worker does not import the same code again. */
+let loaded: { code: string; mod: { default?: unknown } & Record<string, unknown> } | undefined;
+
 self.onmessage = async (e: MessageEvent) => {
   const msg = e.data;
   if (msg.type === "result") {
@@ -51,12 +54,15 @@ self.onmessage = async (e: MessageEvent) => {
   }
   if (msg.type !== "run" && msg.type !== "check") return;
   try {
-    const bytes = new TextEncoder().encode(msg.code);
-    let bin = "";
-    for (const b of bytes) bin += String.fromCharCode(b);
-    const mod = await import("data:application/typescript;base64," + btoa(bin));
+    if (!loaded || loaded.code !== msg.code) {
+      const bytes = new TextEncoder().encode(msg.code);
+      let bin = "";
+      for (const b of bytes) bin += String.fromCharCode(b);
+      loaded = { code: msg.code, mod: await import("data:application/typescript;base64," + btoa(bin)) };
+    }
+    const mod = loaded.mod;
     if (typeof mod.default !== "function") throw new TypeError("The code must export a default function");
-    if (msg.type === "run") await mod.default(msg.event, db);
+    if (msg.type === "run") await (mod.default as (e: unknown, d: typeof db) => unknown)(msg.event, db);
     self.postMessage({ type: "done" });
   } catch (err) {
     const e = err instanceof Error ? err : new Error(String(err));

@@ -15,7 +15,7 @@ Deno.test("the dispatch demo seed is idempotent and its table changes enqueue th
   assert.equal(ev.op, "insert");
   const r = await runInSandbox({
     code: DEMO_CODE,
-    timeoutMs: 5_000,
+    timeoutMs: 30_000,
     sql: db.sql,
     event: {
       id: ev.id,
