@@ -47,6 +47,7 @@ create table control.dispatch_events (
   created_at    timestamptz not null default clock_timestamp(),
   claimed_by    text,
   claimed_at    timestamptz,
+  -- Set when a node claims the event and hands it to the sandbox (the start of this attempt).
   started_at    timestamptz,
   finished_at   timestamptz,
   last_error    text,

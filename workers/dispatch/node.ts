@@ -179,6 +179,7 @@ async function claim(o: NodeOptions, n: number): Promise<Claimed[]> {
     ), u as (
       update ${s}.dispatch_events e
          set state = 'running', claimed_by = ${o.nodeId}, claimed_at = clock_timestamp(),
+             started_at = clock_timestamp(),
              attempts = e.attempts + 1
         from c where e.id = c.id
       returning e.*
@@ -194,7 +195,6 @@ async function execute(o: NodeOptions, pool: SandboxPool, ev: Claimed, status: N
   const s = sql(o.schema);
   status.running++;
   try {
-    await sql`update ${s}.dispatch_events set started_at = clock_timestamp() where id = ${ev.id}`;
     const refused = await signatureProblem(o.trustedKeys, ev.code, ev.signature);
     if (refused) {
       status.failed++;
