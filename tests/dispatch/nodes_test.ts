@@ -100,6 +100,9 @@ Deno.test("three nodes with the master killed by SIGKILL mid-run execute every e
       select count(*)::int as n from control.dispatch_events e
        where not exists (select 1 from public.runs r where r.event_id = e.id)`;
     assert.equal(missing.n, 0, "every event ran at least once");
+    // Events the killed node had claimed were released after its lease expired and run again.
+    const [again] = await sql`select count(*)::int as n from control.dispatch_events where attempts >= 2`;
+    assert.ok(again.n > 0, "some events were released from the killed node");
     // Leadership moved off the killed node to a survivor.
     const [after] = await sql`select holder from control.dispatch_leases where lease_until > now()`;
     assert.ok(after?.holder && after.holder !== lease.holder);
