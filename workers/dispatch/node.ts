@@ -245,8 +245,20 @@ async function execute(o: NodeOptions, pool: SandboxPool, ev: Claimed, status: N
         where id = ${ev.id} and claimed_by = ${o.nodeId}`;
     }
   } catch (e) {
-    // The event stays running under this node; if the node dies the master releases it.
+    // Hand the event back (it runs again: at least once). If even that fails, it stays running under
+    // this node until the node's lease expires and the master releases it.
     o.log.error("cannot record event outcome", { event: ev.id, error: e });
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      try {
+        await sql`
+          update ${s}.dispatch_events set state = 'pending', claimed_by = null,
+            run_at = clock_timestamp() + interval '1 second'
+          where id = ${ev.id} and claimed_by = ${o.nodeId} and state = 'running'`;
+        break;
+      } catch {
+        await abortableSleep(retryDelayMs(200, attempt));
+      }
+    }
   } finally {
     status.running--;
   }
