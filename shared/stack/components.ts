@@ -20,4 +20,5 @@ export interface Component {
 /** Every component `deno task dev` starts, in start order. */
 export const COMPONENTS: Component[] = [
   { name: "web", entry: "web/main.ts", web: true },
+  { name: "dispatch", entry: "workers/dispatch/main.ts", copies: 2 },
 ];

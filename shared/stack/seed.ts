@@ -3,6 +3,7 @@
  * (dev re-seeds on every start and keeps what a previous start made).
  */
 import type { Sql } from "../db.ts";
+import { dispatchSeed } from "../../workers/dispatch/seed.ts";
 
 /** What a seed step gets. */
 export interface SeedContext {
@@ -19,7 +20,7 @@ export interface SeedStep {
 }
 
 /** The registered seed steps, in order. */
-export const SEED_STEPS: SeedStep[] = [];
+export const SEED_STEPS: SeedStep[] = [dispatchSeed];
 
 /** Runs every seed step. */
 export async function seedDemoData(ctx: SeedContext): Promise<void> {

@@ -1,0 +1,197 @@
+/**
+ * `deno task bench:dispatch`: events through a no-op function on one Postgres, dispatch against
+ * graphile-worker running the equivalent no-op task, with one and two nodes each. Throughput is events
+ * per second from the commit of the batch to the last completion; latency is insert to function start
+ * (database clock for dispatch, payload timestamp for graphile-worker), bulk and idle (one at a time).
+ *
+ * `BENCH_EVENTS` (default 100000) sets the batch size; `BENCH_CONCURRENCY` (default 8) the per-node
+ * concurrency for both.
+ */
+import { Logger as GraphileLogger, run as graphileRun } from "graphile-worker";
+import { connectPostgres, type Sql } from "../shared/db.ts";
+import { createLogger } from "../shared/log.ts";
+import { migrate } from "../shared/migrate.ts";
+import { startPostgres } from "../shared/stack/postgres.ts";
+import { freePort } from "../shared/stack/process.ts";
+import { abortableSleep } from "../shared/worker.ts";
+import { type NodeStatus, runNode } from "../workers/dispatch/node.ts";
+import { percentile, report, type Row } from "./_util.ts";
+
+const N = Number(Deno.env.get("BENCH_EVENTS") ?? 100_000);
+const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 8);
+const IDLE = 50;
+const quiet = new GraphileLogger(() => () => {});
+const log = createLogger("bench-dispatch", { level: "error" });
+
+function startNodes(sql: Sql, count: number) {
+  const controller = new AbortController();
+  const statuses: NodeStatus[] = [];
+  const runs = Array.from({ length: count }, (_, i) => {
+    const status: NodeStatus = { master: false, running: 0, done: 0, failed: 0 };
+    statuses.push(status);
+    return runNode(
+      {
+        sql,
+        functionSql: sql,
+        schema: "control",
+        nodeId: `bench-${count}-${i}`,
+        bind: "localhost:0",
+        log,
+        leaseMs: 5_000,
+        concurrency: CONC,
+        pollMs: 1_000,
+        trustedKeys: [],
+      },
+      controller.signal,
+      status,
+    );
+  });
+  return {
+    done: () => statuses.reduce((a, st) => a + st.done, 0),
+    stop: async () => {
+      controller.abort();
+      await Promise.all(runs);
+    },
+  };
+}
+
+async function waitUntil(f: () => Promise<boolean>): Promise<void> {
+  while (!(await f())) await abortableSleep(20);
+}
+
+async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
+  await sql`truncate control.dispatch_events, control.dispatch_nodes`;
+  await sql`update control.dispatch_leases set holder = null, lease_until = '-infinity'`;
+  const { done, stop } = startNodes(sql, nodes);
+  try {
+    await abortableSleep(300);
+    // Idle latency: one event at a time.
+    for (let i = 0; i < IDLE; i++) {
+      await sql`insert into public.bench_t (v) values (${i})`;
+      await waitUntil(() => Promise.resolve(done() === i + 1));
+    }
+    const idle = await sql<{ ms: number }[]>`
+      select extract(epoch from started_at - created_at) * 1000 as ms from control.dispatch_events`;
+    await sql`truncate control.dispatch_events`;
+    const t0 = performance.now();
+    await sql`insert into public.bench_t (v) select g from generate_series(1, ${N}) g`;
+    const tc = performance.now();
+    const before = done();
+    await waitUntil(() => Promise.resolve(done() - before >= N));
+    const secs = (performance.now() - tc) / 1000;
+    const bulk = await sql<{ ms: number }[]>`
+      select extract(epoch from started_at - created_at) * 1000 as ms from control.dispatch_events`;
+    return row(
+      "dispatch",
+      nodes,
+      N / secs,
+      idle.map((r) => Number(r.ms)),
+      bulk.map((r) => Number(r.ms)),
+      tc - t0,
+    );
+  } finally {
+    await stop();
+  }
+}
+
+function row(
+  system: string,
+  nodes: number,
+  eps: number,
+  idle: number[],
+  bulk: number[],
+  insertMs: number,
+): Row {
+  return {
+    system,
+    nodes,
+    events_per_s: eps,
+    idle_p50_ms: percentile(idle, 50),
+    idle_p99_ms: percentile(idle, 99),
+    bulk_p50_ms: percentile(bulk, 50),
+    bulk_p99_ms: percentile(bulk, 99),
+    insert_ms: insertMs,
+  };
+}
+
+async function benchGraphile(sql: Sql, url: string, nodes: number): Promise<Row> {
+  const lat: number[] = [];
+  let done = 0;
+  const taskList = {
+    noop: (payload: unknown) => {
+      lat.push(Date.now() - (payload as { t: number }).t);
+      done++;
+      return Promise.resolve();
+    },
+  };
+  const runners = await Promise.all(
+    Array.from(
+      { length: nodes },
+      () =>
+        graphileRun({
+          logger: quiet,
+          connectionString: url,
+          concurrency: CONC,
+          noHandleSignals: true,
+          pollInterval: 1_000,
+          taskList,
+        }),
+    ),
+  );
+  try {
+    for (let i = 0; i < IDLE; i++) {
+      await sql`select graphile_worker.add_job('noop', json_build_object('t', (extract(epoch from clock_timestamp()) * 1000)::bigint))`;
+      await waitUntil(() => Promise.resolve(done === i + 1));
+    }
+    const idle = lat.splice(0);
+    done = 0;
+    const t0 = performance.now();
+    await sql`select graphile_worker.add_job('noop', json_build_object('t', (extract(epoch from clock_timestamp()) * 1000)::bigint))
+                from generate_series(1, ${N})`;
+    const tc = performance.now();
+    await waitUntil(() => Promise.resolve(done >= N));
+    const secs = (performance.now() - tc) / 1000;
+    return row("graphile-worker", nodes, N / secs, idle, lat, tc - t0);
+  } finally {
+    await Promise.all(runners.map((r) => r.stop()));
+  }
+}
+
+const dir = await Deno.makeTempDir({ prefix: "wharf-bench-dispatch-" });
+const pg = await startPostgres({
+  dir,
+  port: freePort(),
+  user: "bench",
+  password: crypto.randomUUID(),
+  ephemeral: true,
+});
+const sql = connectPostgres(pg.url, { max: 20 });
+try {
+  await migrate(sql, { log });
+  await sql`create table public.bench_t (id bigserial primary key, v int)`;
+  await sql`insert into control.dispatch_functions (name, code) values ('noop', 'export default () => {}')`;
+  await sql`insert into control.dispatch_triggers (table_schema, table_name, function_name) values ('public', 'bench_t', 'noop')`;
+  await sql`select control.dispatch_install('public', 'bench_t')`;
+  const rows: Row[] = [];
+  for (const nodes of [1, 2]) {
+    rows.push(await benchDispatch(sql, nodes));
+    rows.push(await benchGraphile(sql, pg.url, nodes));
+  }
+  const ours = rows.filter((r) => r.system === "dispatch");
+  const peer = rows.filter((r) => r.system !== "dispatch");
+  const best = (rs: Row[]) => Math.max(...rs.map((r) => Number(r.events_per_s)));
+  report("dispatch", rows, {
+    ratio: Number((best(ours) / best(peer)).toFixed(3)),
+    events: N,
+    events_per_s: Math.round(best(ours)),
+    peer_events_per_s: Math.round(best(peer)),
+    p50_ms: ours[0].idle_p50_ms,
+    p99_ms: ours[0].idle_p99_ms,
+    bulk_p50_ms: ours[0].bulk_p50_ms,
+    bulk_p99_ms: ours[0].bulk_p99_ms,
+  });
+} finally {
+  await sql.end({ timeout: 5 });
+  await pg.stop();
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}

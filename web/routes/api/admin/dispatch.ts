@@ -1,0 +1,176 @@
+/**
+ * Admin API for dispatch, mounted at `/api/admin` (so `/api/admin/functions`, `/triggers`, `/events`,
+ * `/schedules`, `/nodes`). Functions are compiled in a sandbox before they are saved, so a typo is a 400
+ * with the compiler's message instead of a dead event later.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import type { AppEnv, AppOptions } from "../../../app.tsx";
+import type { Sql } from "../../../../shared/db.ts";
+import { WharfError } from "../../../../shared/errors.ts";
+import { parseCron } from "../../../../workers/dispatch/cron.ts";
+import { runInSandbox } from "../../../../workers/dispatch/sandbox.ts";
+
+const Ident = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, "must be a plain identifier");
+
+const FunctionBody = z.object({
+  name: z.string().regex(/^[a-z][a-z0-9_]{0,62}$/, "must be lower case letters, digits and _"),
+  code: z.string().min(1).max(1_000_000),
+  signature: z.string().nullable().optional(),
+  timeout_ms: z.number().int().min(10).max(600_000).optional(),
+  max_attempts: z.number().int().min(1).max(100).optional(),
+  backoff_ms: z.number().int().min(1).max(3_600_000).optional(),
+  enabled: z.boolean().optional(),
+});
+
+const TriggerBody = z.object({
+  table_schema: Ident,
+  table_name: Ident,
+  function_name: z.string(),
+  ops: z.array(z.enum(["insert", "update", "delete"])).min(1).optional(),
+});
+
+const ScheduleBody = z.object({
+  function_name: z.string(),
+  cron: z.string(),
+  enabled: z.boolean().optional(),
+});
+
+const EventQuery = z.object({
+  state: z.enum(["pending", "running", "done", "dead"]).optional(),
+  function: z.string().optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  before: z.coerce.number().int().optional(),
+});
+
+function needSql(o: AppOptions): Sql {
+  if (!o.sql) throw new WharfError(503, "Cannot serve dispatch as no database is configured");
+  return o.sql;
+}
+
+async function compile(code: string): Promise<void> {
+  const r = await runInSandbox({ code, timeoutMs: 10_000, checkOnly: true });
+  if (!r.ok) throw new WharfError(400, `Cannot save function as its code does not compile: ${r.error}`);
+}
+
+/** Builds the dispatch admin routes. */
+export function dispatchAdminRoutes(options: AppOptions): Hono<AppEnv> {
+  const r = new Hono<AppEnv>();
+
+  r.get("/functions", async (c) => {
+    const sql = needSql(options);
+    return c.json(await sql`select * from control.dispatch_functions order by name`);
+  });
+  r.put("/functions/:name", async (c) => {
+    const sql = needSql(options);
+    const b = FunctionBody.parse({ ...await c.req.json(), name: c.req.param("name") });
+    await compile(b.code);
+    const [row] = await sql`
+      insert into control.dispatch_functions (name, code, signature, timeout_ms, max_attempts, backoff_ms, enabled)
+      values (${b.name}, ${b.code}, ${b.signature ?? null}, ${b.timeout_ms ?? 5000}, ${b.max_attempts ?? 5},
+              ${b.backoff_ms ?? 500}, ${b.enabled ?? true})
+      on conflict (name) do update set code = excluded.code, signature = excluded.signature,
+        timeout_ms = excluded.timeout_ms, max_attempts = excluded.max_attempts,
+        backoff_ms = excluded.backoff_ms, enabled = excluded.enabled, updated_at = now()
+      returning *`;
+    return c.json(row);
+  });
+  r.delete("/functions/:name", async (c) => {
+    const sql = needSql(options);
+    const rows = await sql`delete from control.dispatch_functions where name = ${
+      c.req.param("name")
+    } returning name`;
+    if (!rows.length) throw new WharfError(404, "Cannot delete function as it does not exist");
+    return c.body(null, 204);
+  });
+
+  r.get(
+    "/triggers",
+    async (c) => c.json(await needSql(options)`select * from control.dispatch_triggers order by id`),
+  );
+  r.post("/triggers", async (c) => {
+    const sql = needSql(options);
+    const b = TriggerBody.parse(await c.req.json());
+    const row = await sql.begin(async (tx) => {
+      const [t] = await tx`select 1 from information_schema.tables
+                            where table_schema = ${b.table_schema} and table_name = ${b.table_name}`;
+      if (!t) throw new WharfError(400, "Cannot add trigger as the table does not exist");
+      const [f] = await tx`select 1 from control.dispatch_functions where name = ${b.function_name}`;
+      if (!f) throw new WharfError(400, "Cannot add trigger as the function does not exist");
+      const [row] = await tx`
+        insert into control.dispatch_triggers (table_schema, table_name, function_name, ops)
+        values (${b.table_schema}, ${b.table_name}, ${b.function_name},
+                ${b.ops ?? ["insert", "update", "delete"]})
+        on conflict (table_schema, table_name, function_name) do update set ops = excluded.ops
+        returning *`;
+      await tx`select control.dispatch_install(${b.table_schema}, ${b.table_name})`;
+      return row;
+    });
+    return c.json(row, 201);
+  });
+  r.delete("/triggers/:id", async (c) => {
+    const sql = needSql(options);
+    const id = z.coerce.number().int().parse(c.req.param("id"));
+    const rows = await sql`delete from control.dispatch_triggers where id = ${id} returning id`;
+    if (!rows.length) throw new WharfError(404, "Cannot delete trigger as it does not exist");
+    return c.body(null, 204);
+  });
+
+  r.get(
+    "/schedules",
+    async (c) => c.json(await needSql(options)`select * from control.dispatch_schedules order by id`),
+  );
+  r.post("/schedules", async (c) => {
+    const sql = needSql(options);
+    const b = ScheduleBody.parse(await c.req.json());
+    parseCron(b.cron);
+    const [f] = await sql`select 1 from control.dispatch_functions where name = ${b.function_name}`;
+    if (!f) throw new WharfError(400, "Cannot add schedule as the function does not exist");
+    const [row] = await sql`insert into control.dispatch_schedules (function_name, cron, enabled)
+      values (${b.function_name}, ${b.cron}, ${b.enabled ?? true}) returning *`;
+    return c.json(row, 201);
+  });
+  r.delete("/schedules/:id", async (c) => {
+    const sql = needSql(options);
+    const id = z.coerce.number().int().parse(c.req.param("id"));
+    const rows = await sql`delete from control.dispatch_schedules where id = ${id} returning id`;
+    if (!rows.length) throw new WharfError(404, "Cannot delete schedule as it does not exist");
+    return c.body(null, 204);
+  });
+
+  r.get("/events", async (c) => {
+    const sql = needSql(options);
+    const q = EventQuery.parse(c.req.query());
+    const rows = await sql`
+      select * from control.dispatch_events
+       where true
+         ${q.state ? sql`and state = ${q.state}` : sql``}
+         ${q.function ? sql`and function_name = ${q.function}` : sql``}
+         ${q.before ? sql`and id < ${q.before}` : sql``}
+       order by id desc limit ${q.limit}`;
+    return c.json(rows);
+  });
+  r.post("/events/:id/retry", async (c) => {
+    const sql = needSql(options);
+    const id = z.coerce.number().int().parse(c.req.param("id"));
+    const rows = await sql`
+      update control.dispatch_events set state = 'pending', attempts = 0, run_at = now(), claimed_by = null,
+        finished_at = null
+       where id = ${id} and state = 'dead' returning *`;
+    if (!rows.length) throw new WharfError(409, "Cannot retry event as it is not dead");
+    return c.json(rows[0]);
+  });
+
+  r.get("/nodes", async (c) => {
+    const sql = needSql(options);
+    return c.json(
+      await sql`
+        select n.*, case when l.holder = n.node_id and l.lease_until > now() then 'master' else 'node' end as role,
+               n.lease_until > now() and n.stopped_at is null as alive
+          from control.dispatch_nodes n cross join control.dispatch_leases l
+         where l.name = 'master'
+         order by n.started_at desc`,
+    );
+  });
+  return r;
+}

@@ -1,0 +1,97 @@
+import assert from "node:assert/strict";
+import { createTestDatabase } from "../../shared/testing/mod.ts";
+import { type DispatchEvent, runInSandbox, SandboxPool } from "./sandbox.ts";
+
+Deno.test("a function that loops forever is stopped by its timeout and the caller stays responsive", async () => {
+  let ticks = 0;
+  const iv = setInterval(() => ticks++, 10);
+  const r = await runInSandbox({ code: "export default () => { while (true) {} }", timeoutMs: 300 });
+  clearInterval(iv);
+  assert.equal(r.ok, false);
+  assert.ok(!r.ok && r.timedOut);
+  assert.ok(ticks >= 10, `the host event loop kept running (${ticks} ticks)`);
+});
+
+Deno.test("the sandbox denies file system, network, env and subprocess access", async () => {
+  for (
+    const body of [
+      'await Deno.readTextFile("/etc/hostname")',
+      'await fetch("http://127.0.0.1:8080/")',
+      'Deno.env.get("HOME")',
+      'await new Deno.Command("true").output()',
+      'await Deno.writeTextFile("/tmp/x", "x")',
+    ]
+  ) {
+    const r = await runInSandbox({ code: `export default async () => { ${body}; }`, timeoutMs: 30_000 });
+    assert.equal(r.ok, false, body);
+    assert.match(!r.ok ? r.error : "", /Requires|NotCapable|permission/i, body);
+  }
+});
+
+Deno.test("code that does not compile is reported with the compiler's message", async () => {
+  const r = await runInSandbox({
+    code: "export default () => { let x = ; }",
+    timeoutMs: 30_000,
+    checkOnly: true,
+  });
+  assert.equal(r.ok, false);
+  assert.match(!r.ok ? r.error : "", /Expression expected|Unexpected/i);
+  const ok = await runInSandbox({
+    code: "export default (e: unknown) => e;",
+    timeoutMs: 30_000,
+    checkOnly: true,
+  });
+  assert.equal(ok.ok, true);
+});
+
+Deno.test("a function's database handle runs queries through the node, read-only ones in a read-only transaction", async () => {
+  await using db = await createTestDatabase();
+  await db.sql`create table t (id int primary key, v text)`;
+  const code = `export default async (e, db) => {
+    await db.sql\`insert into t values (\${e.id}, \${e.new.v})\`;
+    const rows = await db.readonly.query("select count(*)::int as n from t");
+    if (rows[0].n !== 1) throw new Error("bad count");
+    await db.readonly.query("insert into t values (2, 'no')");
+  }`;
+  const r = await runInSandbox({
+    code,
+    timeoutMs: 30_000,
+    sql: db.sql,
+    event: {
+      id: "1",
+      function: "f",
+      source: "trigger",
+      table: null,
+      op: null,
+      row_id: null,
+      new: { v: "a" },
+      old: null,
+      attempt: 1,
+    },
+  });
+  assert.equal(r.ok, false);
+  assert.match(!r.ok ? r.error : "", /read-only/);
+  assert.deepEqual([...await db.sql`select id, v from t`], [{ id: 1, v: "a" }]);
+});
+
+Deno.test("the pool reuses a warm worker for the same code but never one that timed out", async () => {
+  const pool = new SandboxPool(4);
+  try {
+    // Module state persists on a reused worker, which shows reuse.
+    const counter = "let n = 0; export default () => { n++; if (n > 1) throw new Error('reused ' + n); };";
+    assert.equal((await pool.run({ code: counter, timeoutMs: 30_000 })).ok, true);
+    const second = await pool.run({ code: counter, timeoutMs: 30_000 });
+    assert.equal(!second.ok && second.error, "reused 2");
+    const spin =
+      "let n = 0; export default (e) => { if (e?.loop) { while (true) {} } n++; throw new Error('n=' + n); };";
+    const loop = { loop: true } as unknown as DispatchEvent;
+    assert.equal((await pool.run({ code: spin, timeoutMs: 30_000 }) as { error: string }).error, "n=1");
+    const first = await pool.run({ code: spin, timeoutMs: 200, event: loop });
+    assert.ok(!first.ok && first.timedOut);
+    // The worker that looped was terminated: the next call gets a fresh module (n starts again).
+    assert.equal((await pool.run({ code: spin, timeoutMs: 30_000 }) as { error: string }).error, "n=1");
+    assert.equal((await pool.run({ code: spin, timeoutMs: 30_000 }) as { error: string }).error, "n=2");
+  } finally {
+    pool.close();
+  }
+});
