@@ -9,6 +9,7 @@ export type Row = Record<string, string | number>;
 function cell(v: string | number): string {
   if (typeof v === "number") {
     if (!Number.isFinite(v)) return String(v);
+    if (Number.isInteger(v)) return v.toLocaleString("en-US");
     return Math.abs(v) >= 100 ? Math.round(v).toLocaleString("en-US") : v.toFixed(2);
   }
   return v;

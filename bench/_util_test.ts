@@ -2,8 +2,12 @@ import assert from "node:assert/strict";
 import { formatTable, peakRssMiB, percentile } from "./_util.ts";
 
 Deno.test("formatTable() aligns columns and formats numbers", () => {
-  const t = formatTable([{ system: "wharf", rows_s: 123456.7 }, { system: "peer", rows_s: 9.5 }]);
-  assert.equal(t, "system  rows_s\n------  -------\nwharf   123,457\npeer    9.50");
+  const t = formatTable([{ system: "wharf", rows_s: 123456.7, nodes: 2 }, {
+    system: "peer",
+    rows_s: 9.5,
+    nodes: 1,
+  }]);
+  assert.equal(t, "system  rows_s   nodes\n------  -------  -----\nwharf   123,457  2\npeer    9.50     1");
 });
 
 Deno.test("percentile() uses nearest rank", () => {

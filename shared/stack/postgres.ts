@@ -9,7 +9,7 @@
  */
 import { dirname, join } from "node:path";
 import { postgresBinDir } from "./packages.ts";
-import { type ManagedProcess, run, startProcess, waitUntil } from "./process.ts";
+import { type ManagedProcess, run, startProcess } from "./process.ts";
 
 /** The user a service runs as when we are root. */
 export interface ServiceUser {
@@ -233,22 +233,19 @@ export async function startPostgres(options: PostgresOptions): Promise<LocalPost
     output: logFile,
     stopSignal: "SIGINT",
   });
-  try {
-    await waitUntil("PostgreSQL to accept connections", async () => {
-      if (!proc.running) {
-        throw new Error(`it exited; see ${logFile}`);
-      }
+  await proc.waitReady(
+    "PostgreSQL to accept connections",
+    async () => {
       const out = await new Deno.Command(join(binDir, "pg_isready"), {
         args: ["-h", "127.0.0.1", "-p", String(options.port), "-q"],
         stdout: "null",
         stderr: "null",
       }).output();
       return out.success;
-    }, 60_000);
-  } catch (e) {
-    await proc.stop(5_000);
-    throw e;
-  }
+    },
+    60_000,
+    logFile,
+  );
   const base = `postgres://${encodeURIComponent(options.user)}:${
     encodeURIComponent(options.password)
   }@127.0.0.1:${options.port}`;

@@ -60,6 +60,28 @@ export class ManagedProcess {
   }
 
   /**
+   * Waits until `check` says the service is ready. Fails early when the process exits (naming `logHint`,
+   * where its output went) and stops the process on any failure, so a service that never came up is not
+   * left running.
+   */
+  async waitReady(
+    what: string,
+    check: () => Promise<boolean>,
+    timeoutMs: number,
+    logHint: string,
+  ): Promise<void> {
+    try {
+      await waitUntil(what, async () => {
+        if (!this.running) throw new Error(`it exited; see ${logHint}`);
+        return await check();
+      }, timeoutMs);
+    } catch (e) {
+      await this.stop(5_000);
+      throw e;
+    }
+  }
+
+  /**
    * Stops the process: the graceful signal, then SIGKILL after `graceMs`. Resolves when it has exited.
    */
   async stop(graceMs = 10_000): Promise<Deno.CommandStatus> {

@@ -3,7 +3,7 @@
  */
 import { join } from "node:path";
 import { which } from "./packages.ts";
-import { type ManagedProcess, startProcess, waitUntil } from "./process.ts";
+import { type ManagedProcess, startProcess } from "./process.ts";
 
 /** Options for {@linkcode startRedis}. */
 export interface RedisOptions {
@@ -59,15 +59,12 @@ export async function startRedis(options: RedisOptions): Promise<LocalRedis> {
     "warning",
   ];
   const proc = await startProcess({ name: "redis", cmd: bin, args, output: join(options.dir, "redis.log") });
-  try {
-    await waitUntil("Redis to answer PING", async () => {
-      if (!proc.running) throw new Error("it exited; see redis.log");
-      return (await redisCommand(options.port, "PING")) === "+PONG";
-    }, 30_000);
-  } catch (e) {
-    await proc.stop(2_000);
-    throw e;
-  }
+  await proc.waitReady(
+    "Redis to answer PING",
+    async () => (await redisCommand(options.port, "PING")) === "+PONG",
+    30_000,
+    join(options.dir, "redis.log"),
+  );
   return {
     process: proc,
     port: options.port,

@@ -3,7 +3,7 @@
  */
 import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import { type ManagedProcess, startProcess, tcpOpen, waitUntil } from "./process.ts";
+import { type ManagedProcess, startProcess, tcpOpen } from "./process.ts";
 
 /** s3rver's fixed credentials: a local stand-in, never a real secret. */
 export const LOCAL_S3_CREDENTIALS = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" } as const;
@@ -28,15 +28,12 @@ export async function startS3(options: { dir: string; port: number; buckets?: st
     args,
     output: join(options.dir, "s3.log"),
   });
-  try {
-    await waitUntil("the S3 server to listen", async () => {
-      if (!proc.running) throw new Error("it exited; see s3.log");
-      return await tcpOpen(options.port);
-    }, 60_000);
-  } catch (e) {
-    await proc.stop(2_000);
-    throw e;
-  }
+  await proc.waitReady(
+    "the S3 server to listen",
+    () => tcpOpen(options.port),
+    60_000,
+    join(options.dir, "s3.log"),
+  );
   return {
     process: proc,
     port: options.port,
