@@ -272,7 +272,8 @@ export function composeCredentialProblems(compose: any): string[] {
 
 /** The variables compose.yaml interpolates as required (`${NAME:?…}`). */
 export function composeRequiredVariables(text: string): Set<string> {
-  return new Set([...text.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*):\?/g)].map((m) => m[1]));
+  const code = text.split("\n").filter((l) => !l.trim().startsWith("#")).join("\n");
+  return new Set([...code.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*):\?/g)].map((m) => m[1]));
 }
 
 // ---------------------------------------------------------------------------------------------------
