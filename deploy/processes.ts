@@ -56,7 +56,10 @@ export const SHARED_UNSET: Record<string, string> = {
   S3_ENDPOINT: "unset means AWS S3; set it (and S3_FORCE_PATH_STYLE) for another S3 service",
 };
 
-const NET_ENV_READ = ["--allow-net", "--allow-env", "--allow-read", "--allow-sys"];
+/** What every process needs: its database and peers, its settings, its files (CA, static, SQL). */
+const NET_ENV_READ = ["--allow-net", "--allow-env", "--allow-read"];
+/** Workers also name their instance after the host (`control.worker_instances`). */
+const WORKER = [...NET_ENV_READ, "--allow-sys=hostname"];
 
 /** Every process, in start order. */
 export const PROCESSES: ProcessSpec[] = [
@@ -89,7 +92,7 @@ export const PROCESSES: ProcessSpec[] = [
     name: "dispatch",
     entry: "workers/dispatch/main.ts",
     kind: "service",
-    permissions: NET_ENV_READ,
+    permissions: WORKER,
     flags: ["--unstable-worker-options"],
     // The sandbox's Web Worker module is loaded by URL, not imported, so it is not in the module graph.
     include: ["workers/dispatch/sandbox_worker.ts"],
@@ -114,7 +117,7 @@ export const PROCESSES: ProcessSpec[] = [
     name: "hydrate",
     entry: "workers/hydrate/main.ts",
     kind: "service",
-    permissions: NET_ENV_READ,
+    permissions: WORKER,
     port: 9101,
     portVar: "OPS_PORT",
     targets: ["k8s", "compose", "systemd"],
@@ -129,7 +132,7 @@ export const PROCESSES: ProcessSpec[] = [
     entry: "workers/replicate/main.ts",
     kind: "service",
     // --allow-write: large transactions spill to files under its state directory.
-    permissions: [...NET_ENV_READ, "--allow-write"],
+    permissions: [...WORKER, "--allow-write"],
     port: 9102,
     portVar: "OPS_PORT",
     targets: ["k8s", "compose", "systemd"],
@@ -140,8 +143,9 @@ export const PROCESSES: ProcessSpec[] = [
     name: "imgproc",
     entry: "workers/imgproc/main.ts",
     kind: "service",
-    // sharp is a Node-API addon that loads libvips from beside it: it needs real files on disk.
-    permissions: [...NET_ENV_READ, "--allow-write", "--allow-ffi"],
+    // sharp is a Node-API addon (--allow-ffi) that loads libvips from beside it, so it needs real files on
+    // disk (--self-extracting), and sizes its thread pool from the CPU count (--allow-sys).
+    permissions: [...NET_ENV_READ, "--allow-sys", "--allow-write", "--allow-ffi"],
     selfExtracting: true,
     port: 9104,
     portVar: "OPS_PORT",
@@ -154,7 +158,7 @@ export const PROCESSES: ProcessSpec[] = [
     entry: "workers/discovery/main.ts",
     kind: "service",
     // Starts and supervises etcd and Patroni, and writes their configuration and certificates.
-    permissions: [...NET_ENV_READ, "--allow-write", "--allow-run"],
+    permissions: [...WORKER, "--allow-write", "--allow-run"],
     port: 9103,
     portVar: "OPS_PORT",
     targets: ["k8s", "compose", "systemd"],
