@@ -91,6 +91,52 @@ export function validateK8sDoc(doc: K8sDoc["doc"]): string[] {
   }
 }
 
+const MODEL_PATHS: Record<string, string> = {
+  "v1": "kubernetes-models/v1",
+  "apps/v1": "kubernetes-models/apps/v1",
+  "batch/v1": "kubernetes-models/batch/v1",
+  "networking.k8s.io/v1": "kubernetes-models/networking.k8s.io/v1",
+  "policy/v1": "kubernetes-models/policy/v1",
+};
+
+/**
+ * The schema validators accept fields the API does not define (a typo such as `livenessprobe` passes,
+ * and the API server would drop or reject it). This checks each document as an object literal typed
+ * with its `kubernetes-models` interface, so TypeScript's excess-property check names every unknown
+ * field at any depth. Returns `deno check`'s errors; empty when every field is known.
+ */
+export async function unknownK8sFields(docs: K8sDoc[], root = ROOT): Promise<string[]> {
+  const dir = await Deno.makeTempDir({ prefix: "wharf-k8s-fields-" });
+  try {
+    const lines: string[] = [];
+    docs.forEach(({ file, doc }, i) => {
+      const from = MODEL_PATHS[doc.apiVersion];
+      if (!from || !MODELS[doc.apiVersion]?.[doc.kind]) return;
+      lines.push(`import type { I${doc.kind} as T${i} } from "${from}/${doc.kind}";`);
+      lines.push(`// ${file} ${doc.kind}/${doc.metadata?.name}`);
+      lines.push(`export const d${i}: T${i} = ${JSON.stringify(doc)};`);
+    });
+    const path = join(dir, "manifests_check.ts");
+    await Deno.writeTextFile(path, lines.join("\n") + "\n");
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["check", "--config", join(root, "deno.json"), path],
+      cwd: root,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (out.success) return [];
+    // deno-lint-ignore no-control-regex
+    const text = new TextDecoder().decode(out.stderr).replace(/\x1b\[[0-9;]*m/g, "");
+    const src = lines;
+    return [...text.matchAll(/TS\d+ \[ERROR\]: ([^\n]+)\n[\s\S]*?manifests_check\.ts:(\d+)/g)].map((m) => {
+      const where = src[Number(m[2]) - 2]?.replace(/^\/\/ /, "") ?? "";
+      return `${where}: ${m[1]}`;
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** A container of a workload, with what it needs to resolve its environment. */
 export interface K8sContainer {
   file: string;

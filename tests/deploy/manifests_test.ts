@@ -26,6 +26,7 @@ import {
   parseEnvFile,
   unitOf,
   unitProvided,
+  unknownK8sFields,
   validateCompose,
   validateK8sDoc,
 } from "../../deploy/manifests.ts";
@@ -73,6 +74,20 @@ Deno.test("the Kubernetes validation rejects a wrong type, a missing required fi
   delete service.spec.ports[0].port;
   assert.match(validateK8sDoc(service).join(), /port/);
   assert.match(validateK8sDoc({ apiVersion: "v1", kind: "Pdo" }).join(), /unknown apiVersion\/kind/);
+});
+
+Deno.test("every field in the manifests is one the Kubernetes API defines, and a misspelt one is named", async () => {
+  // One type-check run for all: the real documents plus a planted typo that must be the only finding.
+  const planted = structuredClone(docs.find((d) => d.doc.kind === "Deployment")!);
+  planted.file = "planted.yaml";
+  planted.doc.spec.template.spec.containers[0].livenessprobe =
+    planted.doc.spec.template.spec.containers[0].livenessProbe;
+  const problems = await unknownK8sFields([...docs, planted]);
+  assert.equal(problems.length, 1, problems.join("\n"));
+  assert.match(
+    problems[0],
+    /^planted\.yaml Deployment\/\S+: .*'"livenessprobe"' does not exist in type 'IContainer'/,
+  );
 });
 
 Deno.test("kustomization.yaml applies every manifest except the example Secrets", async () => {
