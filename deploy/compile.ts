@@ -219,6 +219,8 @@ async function main(): Promise<number> {
     await buildIslands({ force: true });
   }
   await Deno.mkdir(outDir, { recursive: true });
+  // Binaries are large (tens of MB each): the output folder ignores itself so they are never committed.
+  await Deno.writeTextFile(join(outDir, ".gitignore"), "*\n");
   for (const job of jobs) {
     const t0 = performance.now();
     const out = await new Deno.Command(Deno.execPath(), {

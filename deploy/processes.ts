@@ -79,9 +79,10 @@ export const PROCESSES: ProcessSpec[] = [
     entry: "web/main.ts",
     kind: "service",
     // --allow-ffi: the feed API's argon2 is a Node-API addon. No --allow-run: a compiled web never
-    // rebuilds its islands bundle (it is built before compiling and embedded with web/static/).
+    // rebuilds its islands bundle (it is built before compiling and embedded with web/static/); the
+    // bundle's sources are embedded too, because web checks at start that the bundle is newer than them.
     permissions: [...NET_ENV_READ, "--allow-ffi"],
-    include: ["web/static/"],
+    include: ["web/static/", "web/client.tsx", "web/islands/", "web/components/"],
     port: 8000,
     portVar: "WEB_PORT",
     targets: ["k8s", "compose", "systemd"],
