@@ -173,6 +173,9 @@ Deno.test("every wharf container has /healthz probes on its port, resource reque
       if (!c.securityContext?.capabilities?.drop?.includes("ALL")) {
         problems.push(`${at}: capabilities not dropped`);
       }
+      if (!c.volumeMounts?.some((m: { mountPath: string }) => m.mountPath === "/tmp")) {
+        problems.push(`${at}: no writable /tmp under the read-only root`);
+      }
       if (p.kind === "job") continue;
       const portOf = (ref: string | number) =>
         typeof ref === "number" ? ref : c.ports?.find((x: { name: string }) => x.name === ref)?.containerPort;
