@@ -1,0 +1,270 @@
+import assert from "node:assert/strict";
+import { createTestDatabase, type TestDatabase } from "../../../shared/testing/mod.ts";
+import { createApp } from "../../app.tsx";
+import { LOGIN_LIMIT, upsertAdmin } from "../../console/auth.ts";
+import { redactDetails } from "../../console/audit.ts";
+import { parseCompileError } from "../../islands/FunctionEditor.tsx";
+import { CONSOLE_PAGES } from "./pages.ts";
+
+const PASSWORD = "correct horse battery";
+const TOKEN = "a-long-enough-admin-token";
+
+async function setup(db: TestDatabase) {
+  await upsertAdmin(db.sql, "ops", PASSWORD);
+  return createApp({ sql: db.sql, adminToken: TOKEN, islandsVersion: "t" });
+}
+
+async function login(app: ReturnType<typeof createApp>, password = PASSWORD, base = "http://localhost") {
+  const res = await app.request(`${base}/console/login`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ name: "ops", password, next: "/console/functions" }),
+  });
+  await res.body?.cancel();
+  const setCookie = res.headers.get("set-cookie") ?? "";
+  const cookie = setCookie.split(";")[0];
+  return { res, setCookie, cookie };
+}
+
+async function csrfOf(app: ReturnType<typeof createApp>, cookie: string): Promise<string> {
+  const html = await (await app.request("/console/functions", { headers: { cookie, accept: "text/html" } }))
+    .text();
+  const m = /<meta name="csrf-token" content="([^"]+)"/.exec(html);
+  assert.ok(m, "the page carries the CSRF token");
+  return m[1];
+}
+
+Deno.test("a console page without a session sends a browser to the login form and a script gets 401", async () => {
+  await using db = await createTestDatabase();
+  const app = await setup(db);
+  const page = await app.request("/console/events?state=dead", { headers: { accept: "text/html" } });
+  assert.equal(page.status, 303);
+  assert.equal(page.headers.get("location"), "/console/login?next=%2Fconsole%2Fevents%3Fstate%3Ddead");
+  const live = await app.request("/console/live/workers", { headers: { accept: "application/json" } });
+  assert.equal(live.status, 401);
+  assert.equal((await live.json()).error.code, "unauthorized");
+  const api = await app.request("/api/admin/functions");
+  assert.equal(api.status, 401);
+  await api.body?.cancel();
+});
+
+Deno.test("login sets an HttpOnly SameSite=Strict cookie, Secure over TLS, and only the token's hash is stored", async () => {
+  await using db = await createTestDatabase();
+  const app = await setup(db);
+  const { res, setCookie, cookie } = await login(app);
+  assert.equal(res.status, 303);
+  assert.equal(res.headers.get("location"), "/console/functions");
+  assert.match(setCookie, /HttpOnly/);
+  assert.match(setCookie, /SameSite=Strict/);
+  assert.doesNotMatch(setCookie, /Secure/);
+  const token = cookie.split("=")[1];
+  const [row] = await db.sql`select token_hash from control.console_sessions`;
+  assert.notEqual(row.token_hash, token);
+  assert.equal(row.token_hash.length, 64);
+  const page = await app.request("/console/functions", { headers: { cookie, accept: "text/html" } });
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /data-testid="functions-empty"/);
+  const tls = await login(app, PASSWORD, "https://localhost");
+  assert.match(tls.setCookie, /Secure/);
+  const [{ hash }] = await db
+    .sql`select password_hash as hash from control.console_admins where name = 'ops'`;
+  assert.match(hash, /^\$argon2id\$/);
+});
+
+Deno.test("wrong passwords are refused and, past the limit, even the right one is rate limited", async () => {
+  await using db = await createTestDatabase();
+  const app = await setup(db);
+  for (let i = 0; i < LOGIN_LIMIT.perName; i++) {
+    const { res } = await login(app, "wrong password");
+    assert.equal(res.status, 401);
+  }
+  const { res, setCookie } = await login(app);
+  assert.equal(res.status, 429);
+  assert.equal(setCookie, "");
+  const refused = await db.sql`select status from control.console_audit where action = 'login refused'`;
+  assert.equal(refused.length, LOGIN_LIMIT.perName + 1);
+});
+
+Deno.test("a change with a session but without its CSRF token is refused; with it, it is made and audited", async () => {
+  await using db = await createTestDatabase();
+  const app = await setup(db);
+  const { cookie } = await login(app);
+  const body = JSON.stringify({ code: "export default () => {}" });
+  const without = await app.request("/api/admin/functions/f1", {
+    method: "PUT",
+    headers: { cookie, "content-type": "application/json" },
+    body,
+  });
+  assert.equal(without.status, 403);
+  assert.equal((await without.json()).error.code, "csrf");
+  const wrong = await app.request("/api/admin/functions/f1", {
+    method: "PUT",
+    headers: { cookie, "content-type": "application/json", "x-csrf-token": "nope" },
+    body,
+  });
+  assert.equal(wrong.status, 403);
+  await wrong.body?.cancel();
+  assert.equal((await db.sql`select * from control.dispatch_functions`).length, 0);
+  const csrf = await csrfOf(app, cookie);
+  const ok = await app.request("/api/admin/functions/f1", {
+    method: "PUT",
+    headers: { cookie, "content-type": "application/json", "x-csrf-token": csrf },
+    body,
+  });
+  assert.equal(ok.status, 200);
+  await ok.body?.cancel();
+  const audit = await db.sql`select admin, via, action, target, status, details from control.console_audit
+                              where via = 'session' order by id`;
+  assert.equal(audit.length, 1, "refused CSRF requests never reach the audited handler");
+  assert.equal(audit[0].admin, "ops");
+  assert.equal(audit[0].action, "PUT /api/admin/functions/:name");
+  assert.equal(audit[0].target, "/api/admin/functions/f1");
+  assert.equal(audit[0].status, 200);
+  assert.equal(audit[0].details.body.code, "export default () => {}");
+  // A form post to the console (logout) without the token is refused too.
+  const logout = await app.request("/console/logout", {
+    method: "POST",
+    headers: { cookie, "content-type": "application/x-www-form-urlencoded" },
+    body: "",
+  });
+  assert.equal(logout.status, 403);
+  await logout.body?.cancel();
+});
+
+Deno.test("the bearer token still opens the admin API and its changes are audited, refused ones included", async () => {
+  await using db = await createTestDatabase();
+  const app = await setup(db);
+  const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
+  const bad = await app.request("/api/admin/functions/f2", {
+    method: "PUT",
+    headers,
+    body: JSON.stringify({ code: "export default () => {" }),
+  });
+  assert.equal(bad.status, 400);
+  assert.match((await bad.json()).error.message, /does not compile/);
+  const good = await app.request("/api/admin/functions/f2", {
+    method: "PUT",
+    headers,
+    body: JSON.stringify({ code: "export default () => {}" }),
+  });
+  assert.equal(good.status, 200);
+  await good.body?.cancel();
+  const list = await app.request("/api/admin/functions", { headers });
+  assert.equal((await list.json()).length, 1);
+  const audit = await db.sql`select admin, via, status from control.console_audit order by id`;
+  assert.deepEqual(audit.map((a) => [a.admin, a.via, a.status]), [["api-token", "token", 400], [
+    "api-token",
+    "token",
+    200,
+  ]]);
+});
+
+Deno.test("logout ends the session: the same cookie no longer opens a page", async () => {
+  await using db = await createTestDatabase();
+  const app = await setup(db);
+  const { cookie } = await login(app);
+  const csrf = await csrfOf(app, cookie);
+  const out = await app.request("/console/logout", {
+    method: "POST",
+    headers: { cookie, "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ _csrf: csrf }),
+  });
+  assert.equal(out.status, 303);
+  assert.match(out.headers.get("set-cookie") ?? "", /wharf_session=;/);
+  const after = await app.request("/console/functions", { headers: { cookie, accept: "text/html" } });
+  assert.equal(after.status, 303);
+  assert.equal((await db.sql`select * from control.console_sessions`).length, 0);
+  const actions = await db.sql`select action from control.console_audit order by id`;
+  assert.deepEqual(actions.map((a) => a.action), ["login", "logout"]);
+});
+
+Deno.test("every registered page renders with data, without a script needed to read it", async () => {
+  await using db = await createTestDatabase();
+  const app = await setup(db);
+  const { cookie } = await login(app);
+  await db.sql`create table public.items (id int primary key)`;
+  await db.sql`insert into control.dispatch_functions (name, code) values ('fx', 'export default () => {}')`;
+  await db.sql`insert into control.dispatch_triggers (table_schema, table_name, function_name)
+               values ('public', 'items', 'fx')`;
+  await db.sql`insert into control.dispatch_events (function_name, state, last_error, attempts)
+               values ('fx', 'dead', 'Error: boom', 5)`;
+  await db.sql`insert into control.dispatch_schedules (function_name, cron) values ('fx', '*/5 * * * *')`;
+  await db
+    .sql`insert into control.worker_instances (instance_id, worker, host, pid, state, status, started_at)
+               values ('dispatch-a', 'dispatch', 'h', 1, 'running', '{"done": 12, "failed": 1}', now() - interval '1 minute')`;
+  const expect: Record<string, RegExp> = {
+    "/console": /data-worker="dispatch" data-health="ok"/,
+    "/console/functions": /data-function="fx"/,
+    "/console/events": /data-state="dead"/,
+    "/console/schedules": /\*\/5 \* \* \* \*/,
+    "/console/audit": /data-action="login"/,
+  };
+  for (const p of CONSOLE_PAGES) {
+    const res = await app.request(p.href, { headers: { cookie, accept: "text/html" } });
+    assert.equal(res.status, 200, p.href);
+    const html = await res.text();
+    assert.match(html, expect[p.href] ?? /./, p.href);
+    assert.match(html, new RegExp(`aria-current="page"[^>]*>|href="${p.href}" aria-current="page"`), p.href);
+  }
+  const fn = await (await app.request("/console/functions/fx", { headers: { cookie, accept: "text/html" } }))
+    .text();
+  assert.match(fn, /data-trigger="public.items"/);
+  const missing = await app.request("/console/functions/nope", { headers: { cookie, accept: "text/html" } });
+  assert.equal(missing.status, 404);
+  assert.match(await missing.text(), /There is no function named nope/);
+  const filtered = await app.request("/console/live/events?state=done", { headers: { cookie } });
+  assert.deepEqual(await filtered.json(), []);
+});
+
+Deno.test("a test run enqueues a manual event; retry-all revives every dead event of a function", async () => {
+  await using db = await createTestDatabase();
+  const app = await setup(db);
+  const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
+  await db.sql`insert into control.dispatch_functions (name, code) values ('fx', 'export default () => {}')`;
+  const run = await app.request("/api/admin/functions/fx/test", {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ event: { op: "insert", table_name: "t", new: { id: 7 } } }),
+  });
+  assert.equal(run.status, 201);
+  const ev = await run.json();
+  assert.equal(ev.source, "manual");
+  assert.deepEqual(ev.new_row, { id: 7 });
+  const one = await app.request(`/api/admin/events/${ev.id}`, { headers });
+  assert.equal((await one.json()).state, "pending");
+  await db.sql`update control.dispatch_events set state = 'dead'`;
+  await db.sql`insert into control.dispatch_events (function_name, state) values ('fx', 'dead')`;
+  const retry = await app.request("/api/admin/events/retry", {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ function: "fx" }),
+  });
+  assert.deepEqual(await retry.json(), { retried: 2 });
+  const off = await app.request("/api/admin/functions/fx", {
+    method: "PATCH",
+    headers,
+    body: JSON.stringify({ enabled: false }),
+  });
+  assert.equal((await off.json()).enabled, false);
+});
+
+Deno.test("audit details hide secrets and cut long strings", () => {
+  const d = redactDetails({ password: "p", nested: { api_token: "t", ok: "x".repeat(30_000) } }) as {
+    password: string;
+    nested: { api_token: string; ok: string };
+  };
+  assert.equal(d.password, "[redacted]");
+  assert.equal(d.nested.api_token, "[redacted]");
+  assert.ok(d.nested.ok.length < 20_100);
+});
+
+Deno.test("parseCompileError() finds the line and column of the sandbox compiler's message", () => {
+  const p = parseCompileError(
+    "Cannot save function as its code does not compile: SyntaxError: Expression expected\n  |\n2 |   const x = ;\n" +
+      "  |             ~\n    at data:application/typescript;base64,AAAA:2:13",
+  );
+  assert.equal(p.message, "SyntaxError: Expression expected");
+  assert.equal(p.line, 2);
+  assert.equal(p.col, 13);
+  assert.match(p.snippet ?? "", /const x = ;/);
+});
