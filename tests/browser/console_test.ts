@@ -198,6 +198,31 @@ Deno.test("an operator logs in, writes a function, attaches it to a table and wa
     assert.equal(refused.status(), 401);
     await other.close();
 
+    // A dead event is retried from its row in the event log, and then runs.
+    await sql`create table public.stock (ok boolean not null)`;
+    await sql`insert into public.stock values (false)`;
+    await sql`insert into control.dispatch_functions (name, code, max_attempts) values ('check_stock', ${`
+      export default async (event, db) => {
+        const [s] = await db.sql\`select ok from public.stock\`;
+        if (!s.ok) throw new Error("out of stock");
+      };`}, 1)`;
+    const [dead] =
+      await sql`insert into control.dispatch_events (function_name, source) values ('check_stock', 'manual')
+                             returning id`;
+    await sql`select pg_notify('wharf_dispatch', '')`;
+    await waitFor("the event to die", async () => {
+      const [e] = await sql`select state from control.dispatch_events where id = ${dead.id}`;
+      return e.state === "dead";
+    });
+    await page.goto(`${base}/console/events?state=dead`);
+    assert.match(await page.textContent(`[data-event="${dead.id}"]`) ?? "", /out of stock/);
+    await sql`update public.stock set ok = true`;
+    await page.click(`[data-testid="retry-${dead.id}"]:not([disabled])`);
+    await waitFor("the retried event to run", async () => {
+      const [e] = await sql`select state from control.dispatch_events where id = ${dead.id}`;
+      return e.state === "done";
+    });
+
     // The overview shows the node's health and throughput; the chart is drawn.
     await page.goto(`${base}/console`);
     await page.waitForSelector('[data-worker="dispatch"][data-health="ok"]');

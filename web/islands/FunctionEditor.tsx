@@ -26,7 +26,8 @@ export function parseCompileError(text: string): CompileProblem {
   const at = /:(\d+):(\d+)\)?\s*$/m.exec(body.split("\n").find((l) => /^\s*at /.test(l)) ?? "");
   const lines = body.split("\n");
   const message = lines[0].replace(/^(TypeError: )?/, "");
-  const snippet = lines.slice(1).filter((l) => !/^\s*at /.test(l)).join("\n").trim() || undefined;
+  const snippet = lines.slice(1).filter((l) => !/^\s*at /.test(l)).join("\n").replace(/^\n+|\s+$/g, "") ||
+    undefined;
   return at ? { message, line: Number(at[1]), col: Number(at[2]), snippet } : { message, snippet };
 }
 

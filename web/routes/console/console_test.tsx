@@ -268,3 +268,42 @@ Deno.test("parseCompileError() finds the line and column of the sandbox compiler
   assert.equal(p.col, 13);
   assert.match(p.snippet ?? "", /const x = ;/);
 });
+
+Deno.test("console:admin creates an admin from stdin and --disable locks it out with its sessions", async () => {
+  await using db = await createTestDatabase();
+  const cli = new URL("../../console/admin_cli.ts", import.meta.url).pathname;
+  const run = async (args: string[], input = "") => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", cli, ...args],
+      env: { DATABASE_URL: db.url },
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(input));
+    await w.close();
+    const out = await child.output();
+    return {
+      code: out.code,
+      text: new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr),
+    };
+  };
+  const short = await run(["alice"], "short\n");
+  assert.equal(short.code, 1);
+  assert.match(short.text, /shorter than 8/);
+  const made = await run(["alice"], "a long password\n");
+  assert.equal(made.code, 0, made.text);
+  const app = createApp({ sql: db.sql });
+  const res = await app.request("/console/login", {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ name: "alice", password: "a long password" }),
+  });
+  assert.equal(res.status, 303);
+  const cookie = (res.headers.get("set-cookie") ?? "").split(";")[0];
+  const disabled = await run(["alice", "--disable"]);
+  assert.equal(disabled.code, 0, disabled.text);
+  const after = await app.request("/console", { headers: { cookie, accept: "text/html" } });
+  assert.equal(after.status, 303, "a disabled admin's session no longer opens the console");
+});
