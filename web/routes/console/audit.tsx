@@ -68,7 +68,7 @@ export const auditPage: ConsolePage = {
                             <td data-label="Via">{a.via}</td>
                             <td data-label="What">
                               <code>{a.action}</code>
-                              {a.target && <span class="muted small">{a.target}</span>}
+                              {a.target && <span class="muted small target">{a.target}</span>}
                             </td>
                             <td data-label="Status" class={a.status && a.status >= 400 ? "bad" : ""}>
                               {a.status}
