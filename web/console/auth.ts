@@ -114,12 +114,18 @@ export async function createSession(sql: Sql, adminId: number, userAgent?: strin
 export async function findSession(sql: Sql, token: string): Promise<ConsoleSession | undefined> {
   if (!/^[A-Za-z0-9_-]{20,100}$/.test(token)) return undefined;
   const h = await tokenHash(token);
-  const [row] = await sql<{ admin_id: string; name: string; csrf_token: string; expires_at: Date }[]>`
-    update control.console_sessions s set last_seen_at = now()
-      from control.console_admins a
-     where s.token_hash = ${h} and a.id = s.admin_id and not a.disabled and s.expires_at > now()
-    returning s.admin_id, a.name, s.csrf_token, s.expires_at`;
+  const [row] = await sql<
+    { admin_id: string; name: string; csrf_token: string; expires_at: Date; seen_s: number }[]
+  >`
+    select s.admin_id, a.name, s.csrf_token, s.expires_at,
+           extract(epoch from now() - s.last_seen_at)::float8 as seen_s
+      from control.console_sessions s join control.console_admins a on a.id = s.admin_id
+     where s.token_hash = ${h} and not a.disabled and s.expires_at > now()`;
   if (!row) return undefined;
+  // Pages poll every few seconds: note the last use at most once a minute, not on every request.
+  if (row.seen_s > 60) {
+    await sql`update control.console_sessions set last_seen_at = now() where token_hash = ${h}`;
+  }
   return {
     adminId: Number(row.admin_id),
     admin: row.name,

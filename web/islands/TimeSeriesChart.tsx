@@ -43,8 +43,8 @@ function toAligned(d: ChartData): uPlot.AlignedData {
  * any series over time: throughput on the overview, replication lag in bytes and seconds.
  */
 export function TimeSeriesChart(p: TimeSeriesChartProps) {
-  const poll = usePoll<ChartData>(p.url ?? "", p.url ? p.intervalMs ?? 5_000 : 3_600_000, p.initial);
-  const data = p.url ? poll.data : p.initial;
+  const poll = usePoll<ChartData>(p.url, p.intervalMs ?? 5_000, p.initial);
+  const data = poll.data;
   const box = useRef<HTMLDivElement>(null);
   const chart = useRef<uPlot>();
 

@@ -61,15 +61,16 @@ export interface Poll<T> {
 
 /**
  * Polls `url` every `intervalMs` while the page is visible, starting from the server-rendered
- * `initial`. A changed `url` (new filters) polls at once.
+ * `initial`. A changed `url` (new filters) polls at once; no `url`, no polling.
  */
-export function usePoll<T>(url: string, intervalMs: number, initial: T): Poll<T> {
+export function usePoll<T>(url: string | undefined, intervalMs: number, initial: T): Poll<T> {
   const [state, setState] = useState<{ data: T; error?: string; updatedAt: number }>({
     data: initial,
     updatedAt: 0,
   });
   const tick = useRef<() => void>(() => {});
   useEffect(() => {
+    if (!url) return;
     let stopped = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const run = async () => {

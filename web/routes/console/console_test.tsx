@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { connectPostgres } from "../../../shared/db.ts";
 import { createTestDatabase, type TestDatabase } from "../../../shared/testing/mod.ts";
 import { createApp } from "../../app.tsx";
 import { LOGIN_LIMIT, upsertAdmin } from "../../console/auth.ts";
@@ -306,4 +307,23 @@ Deno.test("console:admin creates an admin from stdin and --disable locks it out 
   assert.equal(disabled.code, 0, disabled.text);
   const after = await app.request("/console", { headers: { cookie, accept: "text/html" } });
   assert.equal(after.status, 303, "a disabled admin's session no longer opens the console");
+});
+
+Deno.test("with the database unreachable a console page says so with a 503 page, not a stack trace", async () => {
+  const dead = connectPostgres("postgres://u:p@127.0.0.1:1/x", { max: 1, connectTimeout: 1 });
+  try {
+    const app = createApp({ sql: dead });
+    const res = await app.request("/console/events", {
+      headers: { accept: "text/html", cookie: `wharf_session=${"x".repeat(43)}` },
+    });
+    assert.equal(res.status, 503);
+    const html = await res.text();
+    assert.match(html, /data-testid="error-page"/);
+    assert.match(html, /Cannot reach the database/);
+    const login = await app.request("/console/login");
+    assert.equal(login.status, 200, "the login form itself needs no database");
+    await login.body?.cancel();
+  } finally {
+    await dead.end();
+  }
 });

@@ -87,6 +87,26 @@ function LoginPage({ error, next, name }: { error?: string; next?: string; name?
   );
 }
 
+const CONNECTION_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+]);
+
+/** A lost database is a 503 with a plain message, not an internal error. */
+function asUnavailable(err: unknown): unknown {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === "string" && CONNECTION_CODES.has(code)
+    ? new WharfError(503, "Cannot reach the database: the console works again once it is back", {
+      cause: err,
+    })
+    : err;
+}
+
 function wantsHtml(c: Context): boolean {
   return (c.req.header("accept") ?? "").includes("text/html");
 }
@@ -124,9 +144,11 @@ export function consoleRoutes(options: ConsoleOptions): Hono<AppEnv> {
     },
   };
 
-  r.onError((err, c) => {
+  r.onError((thrown, c) => {
+    const err = asUnavailable(thrown);
     const { status, body } = errorResponseBody(err, c.get("requestId"));
-    if (status >= 500) log.error("console request failed", { path: c.req.path, error: err });
+    if (status === 503) log.warn("console unavailable", { path: c.req.path, reason: body.error.message });
+    else if (status >= 500) log.error("console request failed", { path: c.req.path, error: err });
     if (!wantsHtml(c)) return c.json(body, status as 500);
     const s = c.get("session");
     const page: VNode = (
