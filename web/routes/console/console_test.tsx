@@ -15,14 +15,30 @@ async function setup(db: TestDatabase) {
   return createApp({ sql: db.sql, adminToken: TOKEN, islandsVersion: "t" });
 }
 
-async function login(app: ReturnType<typeof createApp>, password = PASSWORD, base = "http://localhost") {
+/** Fetches the login form: its CSRF cookie and the same token from the form. */
+async function loginForm(app: ReturnType<typeof createApp>, base = "http://localhost") {
+  const res = await app.request(`${base}/console/login`);
+  const html = await res.text();
+  const token = /name="_csrf" value="([^"]+)"/.exec(html)?.[1];
+  assert.ok(token, "the login form carries a CSRF token");
+  const cookie = res.headers.getSetCookie().find((c) => c.startsWith("wharf_login="))!.split(";")[0];
+  return { token, cookie };
+}
+
+async function login(
+  app: ReturnType<typeof createApp>,
+  password = PASSWORD,
+  base = "http://localhost",
+  name = "ops",
+) {
+  const form = await loginForm(app, base);
   const res = await app.request(`${base}/console/login`, {
     method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ name: "ops", password, next: "/console/functions" }),
+    headers: { "content-type": "application/x-www-form-urlencoded", cookie: form.cookie },
+    body: new URLSearchParams({ name, password, next: "/console/functions", _csrf: form.token }),
   });
   await res.body?.cancel();
-  const setCookie = res.headers.get("set-cookie") ?? "";
+  const setCookie = res.headers.getSetCookie().find((c) => c.startsWith("wharf_session=")) ?? "";
   const cookie = setCookie.split(";")[0];
   return { res, setCookie, cookie };
 }
@@ -70,6 +86,29 @@ Deno.test("login sets an HttpOnly SameSite=Strict cookie, Secure over TLS, and o
   const [{ hash }] = await db
     .sql`select password_hash as hash from control.console_admins where name = 'ops'`;
   assert.match(hash, /^\$argon2id\$/);
+});
+
+Deno.test("a login post without the login form's token, or with another one, is refused", async () => {
+  await using db = await createTestDatabase();
+  const app = await setup(db);
+  const body = { name: "ops", password: PASSWORD };
+  const bare = await app.request("/console/login", {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(body),
+  });
+  assert.equal(bare.status, 403);
+  assert.match(await bare.text(), /The login form expired/);
+  const form = await loginForm(app);
+  const other = await loginForm(app);
+  const mixed = await app.request("/console/login", {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded", cookie: form.cookie },
+    body: new URLSearchParams({ ...body, _csrf: other.token }),
+  });
+  assert.equal(mixed.status, 403);
+  await mixed.body?.cancel();
+  assert.equal((await db.sql`select * from control.console_sessions`).length, 0);
 });
 
 Deno.test("wrong passwords are refused and, past the limit, even the right one is rate limited", async () => {
@@ -296,13 +335,8 @@ Deno.test("console:admin creates an admin from stdin and --disable locks it out 
   const made = await run(["alice"], "a long password\n");
   assert.equal(made.code, 0, made.text);
   const app = createApp({ sql: db.sql });
-  const res = await app.request("/console/login", {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ name: "alice", password: "a long password" }),
-  });
+  const { res, cookie } = await login(app, "a long password", "http://localhost", "alice");
   assert.equal(res.status, 303);
-  const cookie = (res.headers.get("set-cookie") ?? "").split(";")[0];
   const disabled = await run(["alice", "--disable"]);
   assert.equal(disabled.code, 0, disabled.text);
   const after = await app.request("/console", { headers: { cookie, accept: "text/html" } });

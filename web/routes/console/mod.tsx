@@ -3,6 +3,7 @@
  * behind the session guard (HTML rendered on the server; islands only where a page is interactive).
  */
 import { type Context, Hono } from "hono";
+import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { getConnInfo } from "hono/deno";
 import { trimTrailingSlash } from "hono/trailing-slash";
 import type { VNode } from "preact";
@@ -13,7 +14,8 @@ import type { Sql } from "../../../shared/db.ts";
 import { errorResponseBody, WharfError } from "../../../shared/errors.ts";
 import { createLogger } from "../../../shared/log.ts";
 import { Layout } from "../../components/Layout.tsx";
-import { checkLogin, createSession, deleteSession } from "../../console/auth.ts";
+import { checkLogin, createSession, deleteSession, randomToken } from "../../console/auth.ts";
+import { timingSafeEqual } from "../../middleware/admin_auth.ts";
 import { recordAudit } from "../../console/audit.ts";
 import {
   checkCsrf,
@@ -31,6 +33,9 @@ export interface ConsoleOptions extends AppOptions {
   /** The islands script URL (versioned). */
   islandsSrc: string;
 }
+
+/** The login form's own CSRF cookie (double submit: no session exists yet to hold a token). */
+const LOGIN_COOKIE = "wharf_login";
 
 const LoginForm = z.object({
   name: z.string().trim().min(1).max(64),
@@ -59,13 +64,16 @@ export function cookieOptions(options: AppOptions): ConsoleSessionOptions {
   return { sql: options.sql, secure: v === "true" ? true : v === "false" ? false : undefined };
 }
 
-function LoginPage({ error, next, name }: { error?: string; next?: string; name?: string }) {
+function LoginPage(
+  { error, next, name, csrf }: { error?: string; next?: string; name?: string; csrf: string },
+) {
   return (
     <Layout title="Log in">
       <section class="card login">
         <h1>Console login</h1>
         <form method="post" action="/console/login" data-testid="login-form">
           <input type="hidden" name="next" value={next ?? ""} />
+          <input type="hidden" name="_csrf" value={csrf} />
           <label class="field">
             <span>Name</span>
             <input name="name" autocomplete="username" required value={name ?? ""} />
@@ -166,18 +174,39 @@ export function consoleRoutes(options: ConsoleOptions): Hono<AppEnv> {
     );
   });
 
+  // Every login form carries a fresh random token that must come back both as the form field and as a
+  // SameSite=Strict cookie, so another site cannot log a browser in to an account of its choosing.
+  const loginPage = (
+    c: Context<AppEnv>,
+    p: { error?: string; next?: string; name?: string },
+    status = 200,
+  ) => {
+    const csrf = randomToken();
+    setCookie(c, LOGIN_COOKIE, csrf, {
+      httpOnly: true,
+      sameSite: "Strict",
+      secure: cookie.secure ?? new URL(c.req.url).protocol === "https:",
+      path: "/console/login",
+      maxAge: 3600,
+    });
+    return c.html(renderPage(<LoginPage {...p} csrf={csrf} />), status as 200);
+  };
+
   r.get("/login", async (c) => {
     const s = options.sql ? await loadSession(c, options.sql) : undefined;
     if (s) return c.redirect(safeNext(c.req.query("next")), 303);
-    return c.html(renderPage(<LoginPage next={c.req.query("next")} />));
+    return loginPage(c, { next: c.req.query("next") });
   });
 
   r.post("/login", async (c) => {
     const sql = needSql();
-    const parsed = LoginForm.safeParse(await c.req.parseBody());
-    if (!parsed.success) {
-      return c.html(renderPage(<LoginPage error="Enter a name and a password" />), 400);
+    const form = await c.req.parseBody();
+    const expected = getCookie(c, LOGIN_COOKIE);
+    if (!expected || typeof form._csrf !== "string" || !timingSafeEqual(form._csrf, expected)) {
+      return loginPage(c, { error: "The login form expired: log in again" }, 403);
     }
+    const parsed = LoginForm.safeParse(form);
+    if (!parsed.success) return loginPage(c, { error: "Enter a name and a password" }, 400);
     const { name, password, next } = parsed.data;
     const result = await checkLogin(sql, name, password, clientOf(c));
     if (!result.ok) {
@@ -189,21 +218,17 @@ export function consoleRoutes(options: ConsoleOptions): Hono<AppEnv> {
         status: limited ? 429 : 401,
         requestId: c.get("requestId"),
       });
-      return c.html(
-        renderPage(
-          <LoginPage
-            name={name}
-            next={next}
-            error={limited
-              ? "Too many failed logins: wait a few minutes and try again"
-              : "Wrong name or password"}
-          />,
-        ),
-        limited ? 429 : 401,
-      );
+      return loginPage(c, {
+        name,
+        next,
+        error: limited
+          ? "Too many failed logins: wait a few minutes and try again"
+          : "Wrong name or password",
+      }, limited ? 429 : 401);
     }
     const token = await createSession(sql, result.adminId, c.req.header("user-agent"));
     setSessionCookie(c, token, cookie);
+    deleteCookie(c, LOGIN_COOKIE, { path: "/console/login" });
     await recordAudit(sql, {
       admin: name,
       via: "login",
