@@ -256,7 +256,7 @@ Deno.test("every registered page renders with data, without a script needed to r
   assert.deepEqual(await filtered.json(), []);
 });
 
-Deno.test("a test run enqueues a manual event; retry-all revives every dead event of a function", async () => {
+Deno.test("a test run enqueues a manual event; retry-all revives dead events and hurries failed ones", async () => {
   await using db = await createTestDatabase();
   const app = await setup(db);
   const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
@@ -274,12 +274,24 @@ Deno.test("a test run enqueues a manual event; retry-all revives every dead even
   assert.equal((await one.json()).state, "pending");
   await db.sql`update control.dispatch_events set state = 'dead'`;
   await db.sql`insert into control.dispatch_events (function_name, state) values ('fx', 'dead')`;
+  const [waiting] = await db
+    .sql`insert into control.dispatch_events (function_name, last_error, attempts, run_at)
+                                 values ('fx', 'Error: later', 1, now() + interval '1 hour') returning id`;
   const retry = await app.request("/api/admin/events/retry", {
     method: "POST",
     headers,
     body: JSON.stringify({ function: "fx" }),
   });
   assert.deepEqual(await retry.json(), { retried: 2 });
+  const failed = await app.request("/api/admin/events/retry", {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ failed: true }),
+  });
+  assert.deepEqual(await failed.json(), { retried: 1 });
+  const [now] = await db
+    .sql`select run_at <= now() as due from control.dispatch_events where id = ${waiting.id}`;
+  assert.equal(now.due, true);
   const off = await app.request("/api/admin/functions/fx", {
     method: "PATCH",
     headers,

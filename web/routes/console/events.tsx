@@ -59,8 +59,9 @@ export const eventsPage: ConsolePage = {
       const [rows, fns, [counts]] = await Promise.all([
         eventRows(sql, f),
         sql<{ name: string }[]>`select name from control.dispatch_functions order by name`,
-        sql<{ dead: number; pending: number; running: number }[]>`
+        sql<{ dead: number; pending: number; running: number; failed: number }[]>`
           select count(*) filter (where state = 'dead')::int as dead,
+                 count(*) filter (where state = 'pending' and last_error is not null)::int as failed,
                  count(*) filter (where state = 'pending')::int as pending,
                  count(*) filter (where state = 'running')::int as running
             from control.dispatch_events
@@ -74,17 +75,18 @@ export const eventsPage: ConsolePage = {
             <div class="head">
               <h1>Events</h1>
               <span class="muted">
-                {counts.pending} pending · {counts.running} running · {counts.dead} dead
+                {counts.pending} pending ({counts.failed} after an error) · {counts.running} running ·{" "}
+                {counts.dead} dead
               </span>
-              {counts.dead > 0 && (
+              {counts.dead + counts.failed > 0 && (
                 <Island
                   component={ApiAction}
                   props={{
-                    label: f.function ? `Retry all dead of ${f.function}` : "Retry all dead",
+                    label: `Retry all failed and dead${f.function ? ` of ${f.function}` : ""}`,
                     method: "POST",
                     url: "/api/admin/events/retry",
-                    body: f.function ? { function: f.function } : {},
-                    confirm: `Retry ${counts.dead} dead event(s)?`,
+                    body: { ...(f.function ? { function: f.function } : {}), failed: true },
+                    confirm: `Run ${counts.dead} dead and ${counts.failed} failed event(s) again now?`,
                     testid: "retry-all",
                   }}
                 />

@@ -221,16 +221,23 @@ export function dispatchAdminRoutes(options: AppOptions): Hono<AppEnv> {
     if (!row) throw new WharfError(404, "Cannot find event");
     return c.json(row);
   });
+  // Dead events start over; with `failed`, events waiting out their backoff after an error run now too.
   r.post("/events/retry", async (c) => {
-    const b = z.object({ function: z.string().optional() }).parse(await c.req.json().catch(() => ({})));
-    const rows = await needSql(options)`
+    const b = z.object({ function: z.string().optional(), failed: z.boolean().optional() })
+      .parse(await c.req.json().catch(() => ({})));
+    const sql = needSql(options);
+    const fn = b.function ? sql`and function_name = ${b.function}` : sql``;
+    const rows = await sql`
       update control.dispatch_events set state = 'pending', attempts = 0, run_at = now(), claimed_by = null,
         finished_at = null
-       where state = 'dead' ${
-      b.function ? needSql(options)`and function_name = ${b.function}` : needSql(options)``
-    }
+       where state = 'dead' ${fn}
       returning id`;
-    return c.json({ retried: rows.length });
+    const failed = b.failed
+      ? await sql`update control.dispatch_events set run_at = now()
+                   where state = 'pending' and last_error is not null and run_at > now() ${fn} returning id`
+      : [];
+    if (failed.length) await sql`select pg_notify('wharf_dispatch', '')`;
+    return c.json({ retried: rows.length + failed.length });
   });
 
   r.get("/nodes", async (c) => {
