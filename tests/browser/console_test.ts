@@ -99,6 +99,15 @@ Deno.test("an operator logs in, writes a function, attaches it to a table and wa
     const page = await context.newPage();
     const errors: string[] = [];
     page.on("pageerror", (e) => errors.push(e.message));
+    page.on("console", (m) => {
+      // Refused requests (401, 403, the compile error's 400) are expected here; anything else is not.
+      if (
+        m.type() === "error" &&
+        !/^Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())
+      ) {
+        errors.push(m.text());
+      }
+    });
 
     // Without a session: the console sends the browser to the login form; the admin API refuses.
     await page.goto(`${base}/console/functions`);

@@ -31,6 +31,7 @@ export function Layout({ title, children, islandsSrc, nav, active, admin, csrf }
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         {csrf && <meta name="csrf-token" content={csrf} />}
         <title>{`${title} · wharf`}</title>
+        <link rel="icon" href="data:," />
         <link rel="stylesheet" href="/static/console.css" />
         {islandsSrc && <link rel="stylesheet" href="/static/build/uPlot.min.css" />}
       </head>

@@ -242,6 +242,11 @@ Deno.test("every registered page renders with data, without a script needed to r
   for (const p of CONSOLE_PAGES) {
     const res = await app.request(p.href, { headers: { cookie, accept: "text/html" } });
     assert.equal(res.status, 200, p.href);
+    assert.match(
+      res.headers.get("content-security-policy") ?? "",
+      /default-src 'self'.*frame-ancestors 'none'/,
+    );
+    assert.equal(res.headers.get("cache-control"), "no-store");
     const html = await res.text();
     assert.match(html, expect[p.href] ?? /./, p.href);
     assert.match(html, new RegExp(`aria-current="page"[^>]*>|href="${p.href}" aria-current="page"`), p.href);
