@@ -128,7 +128,7 @@ export function WorkersLive(p: WorkersLiveProps) {
                       ? `${count(avg)}/min avg`
                       : "–"}
                     {num(w.status.done) !== undefined && (
-                      <span class="muted">· {count(num(w.status.done))} done</span>
+                      <span class="muted">{` · ${count(num(w.status.done))} done`}</span>
                     )}
                   </td>
                   <td data-label="Errors" class={errors ? "bad" : ""}>{count(errors)}</td>
