@@ -53,6 +53,17 @@ export function FunctionEditor(p: FunctionEditorProps) {
     setProblem(undefined);
     setSaved(undefined);
     const target = p.name ?? name.trim();
+    if (!p.name) {
+      // PUT creates or replaces: make sure "new" does not overwrite a function of the same name.
+      const list = await api<{ name: string }[]>("GET", "/api/admin/functions");
+      if (list.ok && list.data.some((f) => f.name === target)) {
+        setBusy(false);
+        setProblem({
+          message: `A function named ${target} exists already: open it from the list to edit it`,
+        });
+        return;
+      }
+    }
     const r = await api("PUT", `/api/admin/functions/${encodeURIComponent(target)}`, {
       code,
       timeout_ms: Number(form.get("timeout_ms")),

@@ -378,3 +378,29 @@ Deno.test("with the database unreachable a console page says so with a 503 page,
     await dead.end();
   }
 });
+
+Deno.test("the event log pages back with an Older link and filters by state, function and table", async () => {
+  await using db = await createTestDatabase();
+  const app = await setup(db);
+  const { cookie } = await login(app);
+  await db.sql`insert into control.dispatch_functions (name, code) values ('fx', 'export default () => {}'),
+                 ('gx', 'export default () => {}')`;
+  await db.sql`insert into control.dispatch_events (function_name, state, table_schema, table_name, op)
+               select case when i % 2 = 0 then 'fx' else 'gx' end, case when i < 4 then 'done' else 'dead' end,
+                      'public', case when i = 5 then 'special' else 'items' end, 'insert'
+                 from generate_series(1, 6) i`;
+  const html =
+    await (await app.request("/console/events?limit=2", { headers: { cookie, accept: "text/html" } }))
+      .text();
+  assert.deepEqual([...html.matchAll(/data-event="(\d+)"/g)].map((m) => m[1]), ["6", "5"]);
+  assert.match(html, /href="\/console\/events\?limit=2&amp;before=5"/);
+  const live = async (q: string) =>
+    (await (await app.request(`/console/live/events?${q}`, { headers: { cookie } })).json() as {
+      id: string;
+    }[])
+      .map((e) => e.id);
+  assert.deepEqual(await live("limit=2&before=5"), ["4", "3"]);
+  assert.deepEqual(await live("state=dead&function=fx"), ["6", "4"]);
+  assert.deepEqual(await live("table=public.special"), ["5"]);
+  assert.deepEqual(await live("state=bogus&limit=2"), ["6", "5"], "an unknown filter value is dropped");
+});

@@ -16,6 +16,7 @@ export const EventFilters = z.object({
   table: z.string().max(130).optional().catch(undefined).transform((v) => v || undefined),
   id: z.coerce.number().int().positive().optional().catch(undefined),
   failed: z.enum(["1"]).optional().catch(undefined),
+  before: z.coerce.number().int().positive().optional().catch(undefined),
   limit: z.coerce.number().int().min(1).max(500).default(100).catch(100),
 });
 type Filters = z.infer<typeof EventFilters>;
@@ -35,6 +36,7 @@ export async function eventRows(sql: Sql, f: Filters): Promise<EventRow[]> {
        ${table ? sql`and table_name = ${table}` : sql``}
        ${schema ? sql`and table_schema = ${schema}` : sql``}
        ${f.failed ? sql`and last_error is not null` : sql``}
+       ${f.before ? sql`and id < ${f.before}` : sql``}
      order by id desc limit ${f.limit}`;
   return rows.map((r) => JSON.parse(JSON.stringify(r)));
 }
@@ -134,6 +136,17 @@ export const eventsPage: ConsolePage = {
                 component={EventLog}
                 props={{ initial: rows, url: `/console/live/events${query(f)}`, intervalMs: 2_000 }}
               />
+              <p class="pager">
+                {f.before && <a href={`/console/events${query({ ...f, before: undefined })}`}>Newest</a>}
+                {rows.length === f.limit && (
+                  <a
+                    href={`/console/events${query({ ...f, before: Number(rows.at(-1)!.id) })}`}
+                    data-testid="older"
+                  >
+                    Older
+                  </a>
+                )}
+              </p>
             </section>
           </>
         ),
