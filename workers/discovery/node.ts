@@ -462,6 +462,7 @@ export class DiscoveryNode {
     await this.#killPostmaster("SIGKILL");
     if (!options.keepEtcd) this.#etcd?.kill("SIGKILL");
     await Promise.allSettled(this.#loops);
+    this.status.phase = "stopped";
   }
 }
 
