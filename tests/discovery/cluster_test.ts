@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { createLogger } from "../../shared/log.ts";
+import { createApp } from "../../web/app.tsx";
 import { waitUntil } from "../../shared/stack/process.ts";
 import { createTestDatabase } from "../../shared/testing/mod.ts";
 import { EtcdClient } from "../../workers/discovery/etcd.ts";
@@ -210,6 +211,57 @@ Deno.test({
         250,
       );
     });
+
+    await t.step(
+      "Patroni refuses an unauthenticated switchover; the admin API's is done and recorded",
+      async () => {
+        await waitUntil("two healthy members", async () => healthy(await view(cluster), 2), 30_000, 250);
+        const members = await view(cluster);
+        const leader = members.find((m) => m.role === "leader")!;
+        const candidate = members.find((m) => m.role !== "leader")!;
+        const direct = await fetch(`${cluster.any().apiUrl}/switchover`, {
+          method: "POST",
+          body: JSON.stringify({ leader: leader.name, candidate: candidate.name }),
+        });
+        assert.equal(direct.status, 401);
+        await direct.body?.cancel();
+        await waitUntil(
+          "the control tables to know the leader",
+          async () => {
+            const [row] = await db.sql`select name from control.cluster_members
+                                   where scope = ${cluster.appName} and role = 'leader'`;
+            return row?.name === leader.name;
+          },
+          15_000,
+          250,
+        );
+        const app = createApp({
+          sql: db.sql,
+          adminToken: "tok",
+          env: { POSTGRES_SUPERUSER_PASSWORD: cluster.passwords.superuser },
+          log: createLogger("web", { level: "error" }),
+        });
+        const res = await app.request("/api/admin/cluster/switchover", {
+          method: "POST",
+          headers: { authorization: "Bearer tok", "content-type": "application/json" },
+          body: JSON.stringify({ scope: cluster.appName, candidate: candidate.name }),
+        });
+        assert.equal(res.status, 200, await res.clone().text());
+        await res.body?.cancel();
+        await waitUntil(
+          "the candidate to lead",
+          async () => {
+            const m = await view(cluster);
+            return m.some((x) => x.name === candidate.name && x.role === "leader" && x.state === "running");
+          },
+          30_000,
+          250,
+        );
+        const [req] = await db.sql`select actor, member from control.cluster_history
+                                 where scope = ${cluster.appName} and kind = 'switchover_requested'`;
+        assert.deepEqual([req.actor, req.member], ["api-token", candidate.name]);
+      },
+    );
   } finally {
     await cluster.stop();
   }
