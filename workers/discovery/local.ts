@@ -8,10 +8,18 @@ import { join } from "node:path";
 import { createLogger, type Logger } from "../../shared/log.ts";
 import type { Sql } from "../../shared/db.ts";
 import { loadConfig } from "../../shared/config.ts";
+import { postgresBinDir, type Requirement, which } from "../../shared/stack/packages.ts";
 import { type DcsTiming } from "./config.ts";
 import { DiscoveryConfig, type DiscoverySettings } from "./config.ts";
 import { DiscoveryNode } from "./node.ts";
 import { fluxSource } from "./sources.ts";
+
+/** What a member needs installed: PostgreSQL, etcd (Debian etcd-server) and Patroni. */
+export const CLUSTER_REQUIREMENTS: Requirement[] = [
+  { label: "PostgreSQL server", pkg: "postgresql", present: () => postgresBinDir() !== undefined },
+  { label: "etcd", pkg: "etcd-server", present: () => which("etcd") !== undefined },
+  { label: "Patroni", pkg: "patroni", present: () => which("patroni") !== undefined },
+];
 
 /** How the stand-in API answers: the listing, or a bad answer. */
 export type ApiMode = "ok" | "500" | "garbage" | "empty";
