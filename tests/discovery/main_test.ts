@@ -27,7 +27,7 @@ Deno.test("a worker with a bad configuration exits with code 2 and names the var
 
 Deno.test({
   name:
-    "a one-member worker from a static list leads, reports health and status, logs no secret and stops cleanly",
+    "a one-member TLS worker from a static list leads, reports health and status, logs no secret and stops cleanly",
   sanitizeResources: false,
   sanitizeOps: false,
 }, async () => {
@@ -36,7 +36,11 @@ Deno.test({
   const [pg, api, ec, ep] = sharedFreePorts([ip]);
   const dir = await Deno.makeTempDir({ prefix: "wharf-discovery-main-" });
   const ops = freePort();
-  const secrets = { su: `su-${crypto.randomUUID()}`, rep: `rep-${crypto.randomUUID()}` };
+  const secrets = {
+    su: `su-${crypto.randomUUID()}`,
+    rep: `rep-${crypto.randomUUID()}`,
+    tls: `tls-${crypto.randomUUID()}`,
+  };
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN],
     env: {
@@ -49,6 +53,8 @@ Deno.test({
       POSTGRES_SUPERUSER_PASSWORD: secrets.su,
       POSTGRES_REPLICATION_PASSWORD: secrets.rep,
       POSTGRES_DB: "appdb",
+      SSL_ENABLED: "true",
+      SSL_PASSPHRASE: secrets.tls,
       ...Object.fromEntries(
         [["POSTGRES_PORT", pg], ["PATRONI_API_PORT", api], ["ETCD_CLIENT_PORT", ec], ["ETCD_PEER_PORT", ep]]
           .flatMap(([k, v]) => [[k as string, String(v)], ["HOST_" + k, String(v)]]),
@@ -63,6 +69,7 @@ Deno.test({
     stderr: "piped",
   }).spawn();
   const stdout = captureText(child.stdout), stderr = captureText(child.stderr);
+  let client: Deno.HttpClient | undefined;
   try {
     await waitUntil(
       "the worker to be healthy",
@@ -77,7 +84,8 @@ Deno.test({
     await waitUntil(
       "one leader",
       async () => {
-        const m = await getCluster(`http://${ip}:${api}`);
+        client ??= Deno.createHttpClient({ caCerts: [await Deno.readTextFile(`${dir}/tls/ca.crt`)] });
+        const m = await getCluster(`https://${ip}:${api}`, { client });
         return m.length === 1 && m[0].role === "leader" && m[0].state === "running";
       },
       60_000,
@@ -100,6 +108,7 @@ Deno.test({
       password: secrets.su,
       database: "postgres",
       max: 1,
+      ssl: { ca: await Deno.readTextFile(`${dir}/tls/ca.crt`), rejectUnauthorized: true },
     });
     try {
       await waitUntil(
@@ -110,14 +119,18 @@ Deno.test({
         20_000,
         250,
       );
+      const [tls] = await sql`select ssl from pg_stat_ssl where pid = pg_backend_pid()`;
+      assert.equal(tls.ssl, true);
     } finally {
       await sql.end();
     }
   } finally {
     child.kill("SIGTERM");
+    client?.close();
+    await child.status;
+    await Promise.all([stdout.done, stderr.done]);
   }
   const status = await child.status;
-  await Promise.all([stdout.done, stderr.done]);
   assert.equal(status.code, 0, stderr.text().slice(-2000));
   const logs = stdout.text() + stderr.text() + await Deno.readTextFile(`${dir}/patroni.log`) +
     await Deno.readTextFile(`${dir}/etcd.log`);

@@ -35,6 +35,7 @@ import {
   peerUrl,
 } from "./patroni_config.ts";
 import type { DiscoverySource } from "./sources.ts";
+import { ensureTls } from "./tls.ts";
 import { type MemberStatus, recordHistory, writeSnapshot } from "./status.ts";
 
 /** What a node is made from. */
@@ -77,6 +78,7 @@ export class DiscoveryNode {
   #listed: string[] = [];
   #hbaMembers = "";
   #crashed = false;
+  #http?: Deno.HttpClient;
   #stopping?: Promise<void>;
 
   constructor(opts: NodeOptions) {
@@ -90,9 +92,16 @@ export class DiscoveryNode {
     return this.opts.settings;
   }
 
-  /** This node's Patroni REST API base URL. */
+  /** This node's Patroni REST API base URL (https when SSL is enabled). */
   get apiUrl(): string {
-    return `http://${hostPort(this.opts.self, this.#s.HOST_PATRONI_API_PORT)}`;
+    return `${this.#s.SSL_ENABLED ? "https" : "http"}://${
+      hostPort(this.opts.self, this.#s.HOST_PATRONI_API_PORT)
+    }`;
+  }
+
+  /** How this node calls Patroni: with a client that trusts the cluster's CA when SSL is enabled. */
+  get calls(): { client?: Deno.HttpClient } {
+    return { client: this.#http };
   }
 
   /** This node's etcd client URL. */
@@ -155,6 +164,16 @@ export class DiscoveryNode {
     await Deno.mkdir(this.paths.run, { recursive: true });
     await Deno.chmod(this.paths.run, 0o700);
     await makeReachable(this.#user, this.paths.run);
+    if (s.SSL_ENABLED && s.SSL_PASSPHRASE) {
+      this.#plan.tls = await ensureTls({
+        dir: join(s.DATA_DIR, "tls"),
+        passphrase: s.SSL_PASSPHRASE,
+        scope: this.scope,
+        address: this.opts.self,
+        validityDays: s.SSL_CERT_VALIDITY_DAYS,
+      });
+      this.#http = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(this.#plan.tls.ca)] });
+    }
 
     const { initial, state } = await this.#etcdJoin(members);
     this.#etcdArgs = etcdArgs(this.#plan, initial, state);
@@ -306,7 +325,10 @@ export class DiscoveryNode {
     ].sort();
     if (known.join(",") !== this.#hbaMembers) {
       await this.#writePatroniConfig(known);
-      const r = await postPatroni(this.apiUrl, "/reload", this.#plan.restApi, undefined, 5_000).catch((
+      const r = await postPatroni(this.apiUrl, "/reload", this.#plan.restApi, undefined, {
+        timeoutMs: 5_000,
+        ...this.calls,
+      }).catch((
         e,
       ) => ({
         status: 0,
@@ -377,10 +399,10 @@ export class DiscoveryNode {
 
   /** Reads `GET /cluster` (and each member's WAL position) once. */
   async snapshot(): Promise<MemberStatus[]> {
-    const members = await getCluster(this.apiUrl);
+    const members = await getCluster(this.apiUrl, this.calls);
     return await Promise.all(members.map(async (m) => ({
       ...m,
-      lsn: m.api_url ? await getMemberLsn(m.api_url) : undefined,
+      lsn: m.api_url ? await getMemberLsn(m.api_url, this.calls) : undefined,
     })));
   }
 
@@ -436,6 +458,7 @@ export class DiscoveryNode {
       if (this.#patroni) await this.#patroni.stop(30_000);
       await this.#killPostmaster("SIGQUIT");
       if (this.#etcd) await this.#etcd.stop(10_000);
+      this.#http?.close();
       this.status.phase = "stopped";
     })();
     return this.#stopping;

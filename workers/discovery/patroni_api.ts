@@ -35,9 +35,18 @@ const ClusterAnswer = z.object({
 
 const timeout = (ms: number) => AbortSignal.timeout(ms);
 
+/** How calls reach Patroni: a timeout and, for a REST API on TLS, a client that trusts the cluster's CA. */
+export interface CallOptions {
+  timeoutMs?: number;
+  client?: Deno.HttpClient;
+}
+
 /** `GET {api}/cluster`. */
-export async function getCluster(apiBase: string, timeoutMs = 2_000): Promise<ClusterMember[]> {
-  const res = await fetch(`${apiBase.replace(/\/+$/, "")}/cluster`, { signal: timeout(timeoutMs) });
+export async function getCluster(apiBase: string, o: CallOptions = {}): Promise<ClusterMember[]> {
+  const res = await fetch(`${apiBase.replace(/\/+$/, "")}/cluster`, {
+    signal: timeout(o.timeoutMs ?? 2_000),
+    client: o.client,
+  });
   if (!res.ok) {
     await res.body?.cancel();
     throw new Error(`Patroni GET /cluster answered HTTP ${res.status}`);
@@ -62,9 +71,9 @@ export function formatLsn(n: number | bigint): string {
 }
 
 /** The WAL position of a member from its `GET /patroni` (written on a leader, replayed on a replica). */
-export async function getMemberLsn(apiUrl: string, timeoutMs = 1_500): Promise<string | undefined> {
+export async function getMemberLsn(apiUrl: string, o: CallOptions = {}): Promise<string | undefined> {
   try {
-    const res = await fetch(apiUrl, { signal: timeout(timeoutMs) });
+    const res = await fetch(apiUrl, { signal: timeout(o.timeoutMs ?? 1_500), client: o.client });
     const j = await res.json() as { xlog?: { location?: number; replayed_location?: number } };
     const n = j.xlog?.location ?? j.xlog?.replayed_location;
     return typeof n === "number" ? formatLsn(n) : undefined;
@@ -90,7 +99,7 @@ export async function postPatroni(
   path: "/switchover" | "/failover" | "/reload",
   auth: ApiAuth | undefined,
   body?: unknown,
-  timeoutMs = 30_000,
+  o: CallOptions = {},
 ): Promise<{ status: number; text: string }> {
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (auth) headers.authorization = basic(auth);
@@ -98,7 +107,8 @@ export async function postPatroni(
     method: "POST",
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
-    signal: timeout(timeoutMs),
+    signal: timeout(o.timeoutMs ?? 30_000),
+    client: o.client,
   });
   return { status: res.status, text: (await res.text()).slice(0, 500) };
 }

@@ -161,14 +161,17 @@ export function patroniConfig(plan: NodePlan): Record<string, unknown> {
     unix_socket_directories: p.run,
     password_encryption: "scram-sha-256",
   };
-  if (plan.tls) {
+  const tls = plan.tls;
+  if (tls) {
     Object.assign(parameters, {
       ssl: "on",
-      ssl_cert_file: plan.tls.cert,
-      ssl_key_file: plan.tls.key,
-      ssl_ca_file: plan.tls.ca,
+      ssl_cert_file: tls.cert,
+      ssl_key_file: tls.key,
+      ssl_ca_file: tls.ca,
     });
   }
+  // Members check each other's certificates against the cluster's authority (see tls.ts).
+  const verify = tls ? { sslmode: "verify-ca", sslrootcert: tls.ca } : {};
   return {
     scope: plan.scope,
     namespace: "/service/",
@@ -179,8 +182,12 @@ export function patroniConfig(plan: NodePlan): Record<string, unknown> {
       connect_address: hostPort(plan.self, plan.host.api),
       // With authentication set, Patroni asks for it on unsafe methods (POST/PUT/PATCH/DELETE) only.
       authentication: { username: plan.restApi.username, password: plan.restApi.password },
+      ...(tls ? { certfile: tls.cert, keyfile: tls.key, cafile: tls.ca } : {}),
     },
-    ctl: { authentication: { username: plan.restApi.username, password: plan.restApi.password } },
+    ctl: {
+      authentication: { username: plan.restApi.username, password: plan.restApi.password },
+      ...(tls ? { cacert: tls.ca, certfile: tls.cert, keyfile: tls.key } : {}),
+    },
     etcd3: { hosts: plan.members.map((m) => hostPort(m, plan.host.etcdClient)) },
     bootstrap: {
       dcs: {
@@ -209,9 +216,9 @@ export function patroniConfig(plan: NodePlan): Record<string, unknown> {
       bin_dir: plan.binDir,
       pgpass: p.pgpass,
       authentication: {
-        superuser: plan.superuser,
-        replication: plan.replication,
-        rewind: plan.superuser,
+        superuser: { ...plan.superuser, ...verify },
+        replication: { ...plan.replication, ...verify },
+        rewind: { ...plan.superuser, ...verify },
       },
       parameters,
       pg_hba: pgHba(plan),

@@ -78,3 +78,20 @@ Deno.test("etcd's arguments bootstrap from the initial cluster with the scope as
   );
   assert.equal(memberName("2001:db8::1"), "m-2001-db8-1");
 });
+
+Deno.test("with TLS, PostgreSQL and the REST API serve the member's certificate and members verify the CA", () => {
+  const c = JSON.parse(
+    JSON.stringify(patroniConfig({ ...plan, tls: { cert: "/t/s.crt", key: "/t/s.key", ca: "/t/ca.crt" } })),
+  );
+  assert.equal(c.postgresql.parameters.ssl, "on");
+  assert.equal(c.postgresql.parameters.ssl_cert_file, "/t/s.crt");
+  assert.deepEqual([c.restapi.certfile, c.restapi.keyfile, c.restapi.cafile], [
+    "/t/s.crt",
+    "/t/s.key",
+    "/t/ca.crt",
+  ]);
+  assert.equal(c.ctl.cacert, "/t/ca.crt");
+  assert.equal(c.postgresql.authentication.replication.sslmode, "verify-ca");
+  assert.equal(c.postgresql.authentication.replication.sslrootcert, "/t/ca.crt");
+  assert.ok(c.postgresql.pg_hba.includes("hostssl replication replicator 10.0.0.3/32 scram-sha-256"));
+});

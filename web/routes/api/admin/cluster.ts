@@ -5,7 +5,8 @@
  * cluster's REST credentials and records who asked.
  *
  * The web process reads the REST credentials from `PATRONI_API_USER` / `PATRONI_API_PASSWORD`, or derives
- * the password from `POSTGRES_SUPERUSER_PASSWORD` the same way the workers do.
+ * the password from `POSTGRES_SUPERUSER_PASSWORD` the same way the workers do; `PATRONI_API_CA_FILE` names
+ * the cluster's CA certificate when the REST API is on TLS (`SSL_ENABLED`).
  */
 import { Hono } from "hono";
 import { z } from "zod";
@@ -112,13 +113,17 @@ export function clusterAdminRoutes(options: AppOptions): Hono<AppEnv> {
       throw new WharfError(502, "Cannot reach the leader as its REST API address is not a URL");
     }
     let answer: { status: number; text: string };
+    const caFile = options.env?.PATRONI_API_CA_FILE;
+    const client = caFile ? Deno.createHttpClient({ caCerts: [await Deno.readTextFile(caFile)] }) : undefined;
     try {
       answer = await postPatroni(base, "/switchover", auth, {
         leader: leader.name,
         ...(b.candidate ? { candidate: b.candidate } : {}),
-      });
+      }, { client });
     } catch (e) {
       throw new WharfError(502, `Cannot reach the leader's REST API: ${(e as Error).name}`);
+    } finally {
+      client?.close();
     }
     await recordHistory(sql, {
       scope: b.scope,
