@@ -43,5 +43,8 @@ create table control.cluster_state (
   scope      text primary key,
   leader     text,
   timeline   integer,
+  -- When the last snapshot written was taken: a slower worker's older snapshot is skipped rather than
+  -- recorded as members leaving and joining again.
+  snapshot_at timestamptz,
   updated_at timestamptz not null default now()
 );

@@ -40,7 +40,7 @@ const healthy = (ms: ClusterMember[], n: number) =>
 
 Deno.test({
   name:
-    "a cluster discovered through the Flux API bootstraps, ignores bad answers, drops and admits members and fails over",
+    "a cluster discovered through the Flux API bootstraps, ignores bad answers, drops, admits and readmits members and fails over",
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
@@ -54,6 +54,7 @@ Deno.test({
   });
   const [a, b, c] = cluster.api.addresses;
   const d = loopbackAddress(3);
+  let gone = "";
   try {
     await t.step("three members listed by the API bootstrap one leader and two replicas", async () => {
       await cluster.startAll();
@@ -107,7 +108,7 @@ Deno.test({
       "a member dropped from the API is removed from etcd after the confirmation reads",
       async () => {
         const replica = (await view(cluster)).find((m) => m.role !== "leader")!;
-        const gone = replica.host!;
+        gone = replica.host!;
         await cluster.nodes.get(gone)!.stop();
         const before = cluster.api.requests;
         cluster.api.addresses = cluster.api.addresses.filter((x) => x !== gone);
@@ -125,8 +126,18 @@ Deno.test({
           200,
         );
         assert.ok(cluster.api.requests >= before + 3 * 2, "removed before three reads per member");
-        const [removal] = await db.sql`select member, detail from control.cluster_history
-                                     where scope = ${cluster.appName} and kind = 'removal'`;
+        let removal: Record<string, { misses: number } & string> | undefined;
+        await waitUntil(
+          "the removal in the history",
+          async () => {
+            [removal] = await db.sql`select member, detail from control.cluster_history
+                                   where scope = ${cluster.appName} and kind = 'removal'`;
+            return !!removal;
+          },
+          5_000,
+          100,
+        );
+        assert.ok(removal);
         assert.equal(removal.member, memberName(gone));
         assert.ok(removal.detail.misses >= 3);
         await waitUntil("Patroni without it", async () => healthy(await view(cluster), 2), 30_000, 250);
@@ -166,6 +177,13 @@ Deno.test({
       } finally {
         await lsql.end();
       }
+    });
+
+    await t.step("a removed member listed again registers afresh in etcd and replicates", async () => {
+      cluster.api.addresses = [...cluster.api.addresses, gone];
+      await cluster.startMember(gone);
+      await waitUntil("four healthy members", async () => healthy(await view(cluster), 4), 90_000, 500);
+      assert.deepEqual(await etcdNames(cluster), [a, b, c, d].map(memberName).sort());
     });
 
     await t.step("kill -9 of the primary promotes a replica and the failover is recorded", async () => {
@@ -215,7 +233,7 @@ Deno.test({
     await t.step(
       "Patroni refuses an unauthenticated switchover; the admin API's is done and recorded",
       async () => {
-        await waitUntil("two healthy members", async () => healthy(await view(cluster), 2), 30_000, 250);
+        await waitUntil("three healthy members", async () => healthy(await view(cluster), 3), 30_000, 250);
         const members = await view(cluster);
         const leader = members.find((m) => m.role === "leader")!;
         const candidate = members.find((m) => m.role !== "leader")!;

@@ -160,6 +160,7 @@ export class DiscoveryNode {
       binDir,
     };
     this.status.phase = "starting";
+    await this.#stopLeftovers();
     this.#user = await serviceUser();
     await Deno.mkdir(this.paths.run, { recursive: true });
     await Deno.chmod(this.paths.run, 0o700);
@@ -187,6 +188,28 @@ export class DiscoveryNode {
     this.#loops.push(this.#supervise(), this.#updaterLoop(), this.#statusLoop());
   }
 
+  /**
+   * Stops processes a previous run of this member left behind (its worker was killed): the pids in
+   * `run/*.pid` and `postmaster.pid`, each only if its command line still names this member's folder.
+   */
+  async #stopLeftovers(): Promise<void> {
+    const pids: number[] = [];
+    for (const f of ["etcd.pid", "patroni.pid"]) {
+      const n = Number(await Deno.readTextFile(join(this.paths.run, f)).catch(() => ""));
+      if (n) pids.push(n);
+    }
+    const { postmaster } = await this.pids();
+    if (postmaster) pids.push(postmaster);
+    for (const pid of pids) {
+      try {
+        const cmd = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+        if (!cmd.includes(this.#s.DATA_DIR)) continue;
+        this.opts.log.warn("stopping a process left by a previous run", { pid });
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+  }
+
   /** Reads the source until it gives a good answer (a fresh member needs one to know its peers). */
   async #discoverUntilGood(signal: AbortSignal): Promise<string[]> {
     for (let attempt = 0;; attempt++) {
@@ -207,27 +230,35 @@ export class DiscoveryNode {
    */
   async #etcdJoin(
     members: string[],
+    mayRegister = true,
   ): Promise<{ initial: Record<string, string>; state: "new" | "existing" }> {
     const s = this.#s;
     const myPeer = peerUrl(this.opts.self, s.HOST_ETCD_PEER_PORT);
     const fresh: Record<string, string> = Object.fromEntries(
       members.map((m) => [memberName(m), peerUrl(m, s.HOST_ETCD_PEER_PORT)]),
     );
-    try {
-      await Deno.stat(join(this.paths.etcd, "member"));
-      return { initial: fresh, state: "existing" }; // data exists: etcd ignores the initial flags
-    } catch { /* no data yet */ }
     const others = members.filter((m) => m !== this.opts.self).map((m) =>
       clientUrl(m, s.HOST_ETCD_CLIENT_PORT)
     );
-    if (!others.length) return { initial: fresh, state: "new" };
-    const client = new EtcdClient(others, 1_500);
-    let current: EtcdMember[];
+    const client = others.length ? new EtcdClient(others, 1_500) : undefined;
+    const current: EtcdMember[] | undefined = await client?.members().catch(() => undefined);
+    let hasData = true;
     try {
-      current = await client.members();
+      await Deno.stat(join(this.paths.etcd, "member"));
     } catch {
-      return { initial: fresh, state: "new" }; // nobody runs etcd yet: bootstrap together
+      hasData = false;
     }
+    if (hasData) {
+      // Data exists: etcd ignores the initial flags, unless the others removed us meanwhile (the source
+      // omitted this member for a while): then our data is of no use and we register afresh.
+      if (!current || current.some((m) => m.peerUrls.includes(myPeer))) {
+        return { initial: fresh, state: "existing" };
+      }
+      if (!mayRegister) throw new Error("Cannot rejoin etcd: this member was removed and is not listed");
+      this.opts.log.warn("this member was removed from etcd; registering again", { member: this.name });
+      await Deno.remove(this.paths.etcd, { recursive: true });
+    }
+    if (!client || !current) return { initial: fresh, state: "new" }; // nobody runs etcd yet: bootstrap together
     const toInitial = (list: EtcdMember[]) =>
       Object.fromEntries(list.map((m) => [m.name || this.name, m.peerUrls[0]]));
     const mine = current.find((m) => m.peerUrls.includes(myPeer));
@@ -260,7 +291,7 @@ export class DiscoveryNode {
 
   async #spawn(name: string, cmd: string, args: string[], output: string): Promise<ManagedProcess> {
     const [c, a] = asUser(this.#user, cmd, args);
-    return await startProcess({
+    const p = await startProcess({
       name: `${name}-${this.name}`,
       cmd: c,
       args: a,
@@ -269,6 +300,8 @@ export class DiscoveryNode {
       env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", LANG: "C.UTF-8", HOME: this.paths.run },
       stopSignal: "SIGTERM",
     });
+    await Deno.writeTextFile(join(this.paths.run, `${name}.pid`), String(p.pid)).catch(() => {});
+    return p;
   }
 
   /** Restarts etcd or Patroni when one exits on its own, with backoff. */
@@ -284,6 +317,12 @@ export class DiscoveryNode {
         if (!(await abortableSleep(backoffMs(attempts[which]++, 1_000, 30_000), signal))) return;
         try {
           if (which === "etcd") {
+            const { initial, state } = await this.#etcdJoin(
+              this.#plan.members,
+              this.#listed.includes(this.opts.self),
+            );
+            this.#etcdArgs = etcdArgs(this.#plan, initial, state);
+            await chownTo(this.#user, this.paths.etcd).catch(() => {});
             this.#etcd = await this.#spawn("etcd", "etcd", this.#etcdArgs, this.paths.etcdLog);
           } else {this.#patroni = await this.#spawn(
               "patroni",
@@ -411,10 +450,11 @@ export class DiscoveryNode {
     let dbCreated = this.#s.POSTGRES_DB === "postgres";
     while (await abortableSleep(this.#s.STATUS_INTERVAL_S * 1000, signal)) {
       try {
+        const takenAt = new Date();
         const snap = await this.snapshot();
         this.status.role = snap.find((m) => m.name === this.name)?.role;
         if (this.opts.sql) {
-          const changes = await writeSnapshot(this.opts.sql, this.scope, snap);
+          const changes = await writeSnapshot(this.opts.sql, this.scope, snap, takenAt);
           for (const c of changes) this.opts.log.info("cluster change", { ...c });
         }
         if (!dbCreated && this.status.role === "leader") dbCreated = await this.#ensureDatabase();

@@ -44,12 +44,21 @@ export function diffSnapshot(
   return { changes, leader };
 }
 
-/** Stores a snapshot; resolves to the changes it recorded. */
-export async function writeSnapshot(sql: Sql, scope: string, now: MemberStatus[]): Promise<Change[]> {
+/**
+ * Stores a snapshot taken at `takenAt`; resolves to the changes it recorded. A snapshot older than the
+ * last one stored (another worker's was written first) is skipped.
+ */
+export async function writeSnapshot(
+  sql: Sql,
+  scope: string,
+  now: MemberStatus[],
+  takenAt: Date = new Date(),
+): Promise<Change[]> {
   return await sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtext(${"wharf.cluster:" + scope}))`;
+    const [state] = await tx`select leader, snapshot_at from control.cluster_state where scope = ${scope}`;
+    if (state?.snapshot_at && (state.snapshot_at as Date).getTime() >= takenAt.getTime()) return [];
     const rows = await tx`select name from control.cluster_members where scope = ${scope}`;
-    const [state] = await tx`select leader from control.cluster_state where scope = ${scope}`;
     const { changes, leader } = diffSnapshot(
       { names: rows.map((r) => r.name as string), leader: (state?.leader as string | null) ?? null },
       now,
@@ -70,12 +79,12 @@ export async function writeSnapshot(sql: Sql, scope: string, now: MemberStatus[]
           api_url = excluded.api_url, role = excluded.role, state = excluded.state,
           timeline = excluded.timeline, lag_bytes = excluded.lag_bytes, lsn = excluded.lsn, seen_at = now()`;
     }
-    if (leader) {
-      await tx`insert into control.cluster_state (scope, leader, timeline) values (${scope}, ${leader.name},
-                 ${leader.timeline ?? null})
-               on conflict (scope) do update set leader = excluded.leader, timeline = excluded.timeline,
-                 updated_at = now()`;
-    }
+    await tx`insert into control.cluster_state (scope, leader, timeline, snapshot_at)
+             values (${scope}, ${leader?.name ?? null}, ${leader?.timeline ?? null}, ${takenAt})
+             on conflict (scope) do update set
+               leader = coalesce(excluded.leader, control.cluster_state.leader),
+               timeline = coalesce(excluded.timeline, control.cluster_state.timeline),
+               snapshot_at = excluded.snapshot_at, updated_at = now()`;
     return changes;
   });
 }

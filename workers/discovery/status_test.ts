@@ -26,12 +26,15 @@ Deno.test("diffSnapshot() records a failover only once a new leader is seen", ()
 Deno.test("snapshots written by several workers record each change once", async () => {
   await using db = await createTestDatabase();
   const snap1 = [member("a", "leader"), member("b", "replica"), member("c", "replica")];
-  const results = await Promise.all([1, 2, 3].map(() => writeSnapshot(db.sql, "s1", snap1)));
+  const at = (s: number) => new Date(Date.UTC(2030, 0, 1, 0, 0, s));
+  const results = await Promise.all([1, 2, 3].map((i) => writeSnapshot(db.sql, "s1", snap1, at(i))));
   assert.equal(results.flat().length, 3);
   const snap2 = [member("b", "replica"), member("c", "replica")];
-  await writeSnapshot(db.sql, "s1", snap2);
+  await writeSnapshot(db.sql, "s1", snap2, at(10));
+  // A slower worker's snapshot from before the member left arrives late: it is skipped, not a rejoin.
+  assert.deepEqual(await writeSnapshot(db.sql, "s1", snap1, at(9)), []);
   const snap3 = [member("b", "leader", 2), member("c", "replica", 2)];
-  await Promise.all([writeSnapshot(db.sql, "s1", snap3), writeSnapshot(db.sql, "s1", snap3)]);
+  await Promise.all([writeSnapshot(db.sql, "s1", snap3, at(11)), writeSnapshot(db.sql, "s1", snap3, at(12))]);
   await recordHistory(db.sql, { scope: "s1", kind: "removal", member: "a", detail: { misses: 3 } });
   const h = await db
     .sql`select kind, member, detail from control.cluster_history where scope = 's1' order by id`;
