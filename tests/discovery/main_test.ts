@@ -101,6 +101,16 @@ Deno.test({
       20_000,
       250,
     );
+    await waitUntil(
+      "the leader gauge",
+      async () => {
+        return /wharf_discovery_is_leader 1/.test(
+          await (await fetch(`http://127.0.0.1:${ops}/metrics`)).text(),
+        );
+      },
+      5_000,
+      200,
+    );
     const sql = postgres({
       host: ip,
       port: pg,

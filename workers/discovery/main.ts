@@ -38,9 +38,33 @@ export async function runDiscovery(ctx: WorkerContext, settings: DiscoverySettin
   try {
     if (sql) ctx.reportTo(sql, () => ({ member: node.name, scope: node.scope, ...node.status }));
     ctx.log.info("discovery source", { kind: source.kind, scope: node.scope, member: node.name });
+    const m = {
+      members: ctx.metrics.gauge("wharf_discovery_etcd_members", "etcd members at the last updater pass"),
+      leader: ctx.metrics.gauge(
+        "wharf_discovery_is_leader",
+        "1 while this member's PostgreSQL is the primary",
+      ),
+      badReads: ctx.metrics.gauge(
+        "wharf_discovery_bad_reads",
+        "Discovery reads refused (HTTP error, bad JSON, empty)",
+      ),
+      removals: ctx.metrics.gauge("wharf_discovery_removals", "Members this worker removed from etcd"),
+      restarts: ctx.metrics.gauge(
+        "wharf_discovery_restarts",
+        "Restarts of etcd or Patroni by the supervisor",
+      ),
+    };
     await node.start();
     ctx.ready();
-    while (await ctx.sleep(1_000)) ctx.setHealth(node.status.phase === "running", { role: node.status.role });
+    while (await ctx.sleep(1_000)) {
+      const st = node.status;
+      ctx.setHealth(st.phase === "running", { role: st.role });
+      m.members.set(st.members);
+      m.leader.set(st.role === "leader" ? 1 : 0);
+      m.badReads.set(st.badReads);
+      m.removals.set(st.removals);
+      m.restarts.set(st.restarts);
+    }
   } finally {
     await node.stop();
     await sql?.end({ timeout: 5 });
