@@ -11,6 +11,7 @@ import { errorResponseBody } from "../shared/errors.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { METRICS_CONTENT_TYPE, Registry } from "../shared/metrics.ts";
 import { adminAuth } from "./middleware/admin_auth.ts";
+import { clusterAdminRoutes } from "./routes/api/admin/cluster.ts";
 import { dispatchAdminRoutes } from "./routes/api/admin/dispatch.ts";
 import { requestId } from "./middleware/request_id.ts";
 import { auditChanges } from "./console/audit.ts";
@@ -123,6 +124,7 @@ export function createApp(options: AppOptions = {}): Hono<AppEnv> {
   }));
   admin.use(auditChanges({ sql: options.sql }));
   admin.route("/", dispatchAdminRoutes(options));
+  admin.route("/", clusterAdminRoutes(options));
   admin.get("/whoami", (c) => c.json({ admin: c.get("admin") }));
   app.route("/api/admin", admin);
 
