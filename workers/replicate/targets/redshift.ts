@@ -50,7 +50,8 @@ export function redshiftLoadSql(batch: TableBatch, manifestKeys: string[], auth:
   const out: string[] = [];
   const copy = (into: string, cols: string[], manifestKey: string) =>
     `copy ${into} (${cols.join(", ")}) from ${redshiftLiteral(`s3://${batch.bucket}/${manifestKey}`)} ` +
-    `${authClause(auth)} manifest format as csv null as '\\\\N' timeformat 'auto' dateformat 'auto' ` +
+    // NULL is Redshift's default null marker `\N`; every other value is quoted (see csv.ts).
+    `${authClause(auth)} manifest format as csv timeformat 'auto' dateformat 'auto' ` +
     `acceptinvchars compupdate off statupdate off`;
   if (batch.kind === "snapshot") {
     // TRUNCATE commits in Redshift; DELETE keeps the load atomic.
