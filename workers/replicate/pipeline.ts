@@ -252,6 +252,8 @@ async function runSession(
     });
     sessionAbort.signal.addEventListener("abort", () => finish?.(), { once: true });
     let flushError: unknown;
+    /** Batches handed to the loader and not finished yet. */
+    let loading = 0;
     /** Pending source commit times (ms) of batches spooled or in flight, for lag in seconds. */
     const pendingSince: number[] = [];
 
@@ -317,6 +319,7 @@ async function runSession(
       batch = await newBatch();
       if (b.firstCommitMs !== undefined) pendingSince.push(b.firstCommitMs);
       const previous = inflight;
+      loading++;
       inflight = (async () => {
         await previous;
         try {
@@ -324,6 +327,7 @@ async function runSession(
           if (b.endLsn) ack(b.endLsn);
           if (b.firstCommitMs !== undefined) pendingSince.shift();
         } finally {
+          loading--;
           await b.discard();
         }
       })();
@@ -433,8 +437,16 @@ async function runSession(
     );
     service.on("data", (_lsn: string, msg: Message) => lock.run(() => handle(msg)));
     service.on("error", (e: Error) => failure?.(e));
-    service.on("heartbeat", (_lsn: string, _ts: number, reply: boolean) => {
-      if (reply) ack(acked);
+    service.on("heartbeat", (lsn: string, _ts: number, reply: boolean) => {
+      // Idle and caught up (nothing queued, spooled or loading, no transaction open): the server's WAL
+      // position can be acknowledged, so that writes to unpublished tables do not show up as lag.
+      const queue = service as unknown as { _messageQueue?: unknown[]; _processing?: boolean };
+      const idle = !tx && !loading && batch?.rows === 0 && batch.endLsn === 0n &&
+        !(queue._messageQueue?.length) && !queue._processing && ![...batch.tables.values()].some((t) =>
+          t.truncate
+        );
+      if (idle) ack(parseLsn(lsn));
+      else if (reply) ack(acked);
     });
     // Cut a batch on time when the stream is quiet between transactions; an empty batch still moves the
     // acknowledged position (transactions on unpublished tables advance it).

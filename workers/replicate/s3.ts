@@ -3,7 +3,8 @@
  * load through the client (Postgres) rather than from S3 itself (Redshift's `COPY … FROM 's3://…'`).
  */
 import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { Readable } from "node:stream";
+import { createReadStream } from "node:fs";
+import type { Readable } from "node:stream";
 
 /** S3 settings (the same `S3_*` variables every wharf process reads). */
 export interface S3Settings {
@@ -33,21 +34,19 @@ export function s3Client(s: S3Settings): S3Client {
 /** Uploads a local file (streamed, never read whole into memory). */
 export async function uploadFile(client: S3Client, bucket: string, key: string, path: string): Promise<void> {
   const size = (await Deno.stat(path)).size;
-  const file = await Deno.open(path, { read: true });
+  const body = createReadStream(path);
   try {
     await client.send(
       new PutObjectCommand({
         Bucket: bucket,
         Key: key,
-        Body: Readable.fromWeb(file.readable as import("node:stream/web").ReadableStream),
+        Body: body,
         ContentLength: size,
         ContentType: "text/csv",
       }),
     );
   } finally {
-    try {
-      file.close();
-    } catch { /* the stream closed it */ }
+    body.destroy();
   }
 }
 
