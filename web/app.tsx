@@ -13,6 +13,7 @@ import { METRICS_CONTENT_TYPE, Registry } from "../shared/metrics.ts";
 import { adminAuth } from "./middleware/admin_auth.ts";
 import { clusterAdminRoutes } from "./routes/api/admin/cluster.ts";
 import { dispatchAdminRoutes } from "./routes/api/admin/dispatch.ts";
+import { replicationAdminRoutes } from "./routes/api/admin/replication.ts";
 import { requestId } from "./middleware/request_id.ts";
 import { auditChanges } from "./console/audit.ts";
 import type { ConsoleSession } from "./console/auth.ts";
@@ -125,6 +126,7 @@ export function createApp(options: AppOptions = {}): Hono<AppEnv> {
   admin.use(auditChanges({ sql: options.sql }));
   admin.route("/", dispatchAdminRoutes(options));
   admin.route("/", clusterAdminRoutes(options));
+  admin.route("/replication", replicationAdminRoutes(options));
   admin.get("/whoami", (c) => c.json({ admin: c.get("admin") }));
   app.route("/api/admin", admin);
 

@@ -2,6 +2,7 @@
  * What `deno task dev` runs besides the services: the web process and every worker, with how many
  * copies. Each part of wharf adds its entry here when it lands.
  */
+import { replicateDemoEnv } from "../../workers/replicate/seed.ts";
 
 /** One long-running process of wharf. */
 export interface Component {
@@ -21,4 +22,9 @@ export interface Component {
 export const COMPONENTS: Component[] = [
   { name: "web", entry: "web/main.ts", web: true },
   { name: "dispatch", entry: "workers/dispatch/main.ts", copies: 2 },
+  {
+    name: "replicate",
+    entry: "workers/replicate/main.ts",
+    env: (shared) => replicateDemoEnv(shared),
+  },
 ];

@@ -1,0 +1,317 @@
+/**
+ * `deno task bench:replicate`: the replicate worker against PostgreSQL's own logical replication
+ * (publication + subscription into a second database), on one Postgres server, in one run.
+ *
+ * Workload, the same for both (each gets its own source database): `BENCH_ROWS` (default 1,000,000)
+ * inserts across three tables in transactions of 10,000 rows, then a `BENCH_CHANGES` (default 200,000)
+ * mix of updates (3/4) and deletes (1/4) in transactions of 5,000. The clock runs from the first insert
+ * until the slot's confirmed position passes the source's last WAL position (both acknowledge only what
+ * their target committed), then the three tables are compared by checksum. Peak lag is the largest
+ * `pg_current_wal_lsn() - confirmed_flush_lsn` seen; peak RSS is the worker process's (VmHWM) and, for
+ * the peer, the apply worker backend's.
+ *
+ * The peer gets its best: `streaming = on` for large transactions, `synchronous_commit = off` on the
+ * subscription, a target without extra indexes. Ours runs as a separate process with its defaults.
+ */
+import { CreateBucketCommand } from "@aws-sdk/client-s3";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import { join } from "node:path";
+import { connectPostgres, type Sql } from "../shared/db.ts";
+import { createLogger } from "../shared/log.ts";
+import { migrate } from "../shared/migrate.ts";
+import { startPostgres } from "../shared/stack/postgres.ts";
+import { freePort } from "../shared/stack/process.ts";
+import { LOCAL_S3_CREDENTIALS, startS3 } from "../shared/stack/s3.ts";
+import { abortableSleep } from "../shared/worker.ts";
+import { s3Client } from "../workers/replicate/s3.ts";
+import { peakRssMiB, report, type Row } from "./_util.ts";
+
+const ROWS = Number(Deno.env.get("BENCH_ROWS") ?? 1_000_000);
+const CHANGES = Number(Deno.env.get("BENCH_CHANGES") ?? 200_000);
+const TABLES = ["t1", "t2", "t3"];
+const MAIN = fromFileUrl(new URL("../workers/replicate/main.ts", import.meta.url));
+const log = createLogger("bench-replicate", { level: "error" });
+const say = (s: string) => console.error(`[bench] ${s}`);
+
+async function createSource(sql: Sql): Promise<void> {
+  for (const t of TABLES) {
+    await sql.unsafe(
+      `create table public.${t} (id bigint primary key, a int not null, b text, c timestamptz)`,
+    );
+  }
+}
+
+async function createTargetTables(sql: Sql): Promise<void> {
+  for (const t of TABLES) {
+    await sql.unsafe(
+      `create table public.${t} (id bigint primary key, a int not null, b text, c timestamptz)`,
+    );
+  }
+}
+
+/** Runs the workload on `sql`; returns the source WAL position at its end. */
+async function workload(sql: Sql): Promise<string> {
+  const perTable = Math.floor(ROWS / TABLES.length);
+  const step = 10_000;
+  for (let start = 1; start <= perTable; start += step) {
+    const end = Math.min(perTable, start + step - 1);
+    await sql.begin(async (tx) => {
+      for (const t of TABLES) {
+        await tx.unsafe(
+          `insert into public.${t} (id, a, b, c) select g, g % 1000, md5(g::text), now() from generate_series($1::bigint, $2::bigint) g`,
+          [start, end],
+        );
+      }
+    });
+  }
+  // Updates and deletes: CHANGES rows in all, spread over the tables, 5,000 per transaction.
+  const perTx = 5_000;
+  let done = 0;
+  let round = 0;
+  while (done < CHANGES) {
+    const t = TABLES[round % TABLES.length];
+    const base = 1 + (round * 7_919) % Math.max(1, perTable - perTx);
+    const n = Math.min(perTx, CHANGES - done);
+    const upd = Math.floor(n * 3 / 4);
+    await sql.begin(async (tx) => {
+      await tx.unsafe(
+        `update public.${t} set a = a + 1, b = b || 'u' where id between $1::bigint and $2::bigint`,
+        [base, base + upd - 1],
+      );
+      await tx.unsafe(`delete from public.${t} where id between $1::bigint and $2::bigint`, [
+        base + upd,
+        base + n - 1,
+      ]);
+    });
+    done += n;
+    round++;
+  }
+  const [r] = await sql`select pg_current_wal_lsn()::text as lsn`;
+  return r.lsn;
+}
+
+async function checksums(sql: Sql): Promise<string[]> {
+  const out: string[] = [];
+  for (const t of TABLES) {
+    const [r] = await sql.unsafe(
+      `select count(*)::text || ':' || coalesce(sum(hashtext(x::text)::bigint), 0)::text as c from public.${t} x`,
+    );
+    out.push(r.c);
+  }
+  return out;
+}
+
+/** Samples lag until the slot has confirmed `endLsn`, keeping the peak. */
+async function followSlot(
+  admin: Sql,
+  slot: string,
+  end: () => string | undefined,
+  rss: () => number,
+): Promise<{ peakLagMiB: number; peakRss: number }> {
+  let peakLag = 0;
+  let peakRss = 0;
+  for (;;) {
+    const [s] = await admin`select (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint::text as lag,
+                                   ${end() ?? null}::pg_lsn <= confirmed_flush_lsn as done
+                              from pg_replication_slots where slot_name = ${slot}`;
+    if (s) {
+      peakLag = Math.max(peakLag, Number(s.lag ?? 0));
+      if (s.done) break;
+    }
+    const r = rss();
+    if (Number.isFinite(r)) peakRss = Math.max(peakRss, r);
+    await abortableSleep(250);
+  }
+  return { peakLagMiB: peakLag / 1024 / 1024, peakRss };
+}
+
+async function runNative(pgUrl: (db: string) => string, admin: Sql): Promise<Row> {
+  await admin.unsafe(`create database src_native`);
+  await admin.unsafe(`create database dst_native`);
+  const src = connectPostgres(pgUrl("src_native"), { max: 2 });
+  const dst = connectPostgres(pgUrl("dst_native"), { max: 2 });
+  try {
+    await createSource(src);
+    await createTargetTables(dst);
+    await src`create publication bench_pub for table public.t1, public.t2, public.t3`;
+    // The subscription's connection string: same server, the source database.
+    const conn = pgUrl("src_native").replace(
+      /^postgres:\/\/([^:]+):([^@]+)@([^:/]+):(\d+)\/(.+)$/,
+      (_m, u, p, h, port, d) =>
+        `host=${h} port=${port} user=${decodeURIComponent(u)} password=${decodeURIComponent(p)} dbname=${d}`,
+    );
+    // A subscription into the same cluster must not create its slot itself (the command would wait on
+    // itself), so the slot is made first. CREATE SUBSCRIPTION takes no parameters; the connection string
+    // is this bench's own local server.
+    await src`select pg_create_logical_replication_slot('bench_sub', 'pgoutput')`;
+    await dst.unsafe(
+      `create subscription bench_sub connection '${conn.replaceAll("'", "''")}' publication bench_pub
+         with (copy_data = false, create_slot = false, slot_name = 'bench_sub', streaming = on,
+               synchronous_commit = off)`,
+    );
+    await abortableSleep(1_000);
+    let endLsn: string | undefined;
+    const t0 = performance.now();
+    const wl = workload(src).then((l) => (endLsn = l));
+    const applyPid = async () => {
+      const [r] =
+        await dst`select pid from pg_stat_subscription where subname = 'bench_sub' and relid is null`;
+      return r?.pid as number | undefined;
+    };
+    let pid = await applyPid();
+    const follow = await followSlot(admin, "bench_sub", () => endLsn, () => (pid ? peakRssMiB(pid) : NaN));
+    await wl;
+    const secs = (performance.now() - t0) / 1000;
+    pid ??= await applyPid();
+    const same = JSON.stringify(await checksums(src)) === JSON.stringify(await checksums(dst));
+    await dst`alter subscription bench_sub disable`;
+    await dst`alter subscription bench_sub set (slot_name = none)`;
+    await dst`drop subscription bench_sub`;
+    await admin`select pg_drop_replication_slot('bench_sub')`;
+    return {
+      system: "postgres logical replication",
+      seconds: secs,
+      rows_per_s: (ROWS + CHANGES) / secs,
+      peak_lag_mib: follow.peakLagMiB,
+      peak_rss_mib: follow.peakRss,
+      target_equals_source: same ? "yes" : "NO",
+    };
+  } finally {
+    await Promise.allSettled([src.end(), dst.end()]);
+  }
+}
+
+async function runWharf(
+  pgUrl: (db: string) => string,
+  admin: Sql,
+  s3Endpoint: string,
+  tmp: string,
+): Promise<Row> {
+  await admin.unsafe(`create database src_wharf`);
+  await admin.unsafe(`create database dst_wharf`);
+  await admin.unsafe(`create database ctl_wharf`);
+  const src = connectPostgres(pgUrl("src_wharf"), { max: 2 });
+  const dst = connectPostgres(pgUrl("dst_wharf"), { max: 2 });
+  const ctl = connectPostgres(pgUrl("ctl_wharf"), { max: 2 });
+  const s3 = s3Client({
+    endpoint: s3Endpoint,
+    region: "us-east-1",
+    forcePathStyle: true,
+    ...LOCAL_S3_CREDENTIALS,
+  });
+  await s3.send(new CreateBucketCommand({ Bucket: "bench-warehouse" }));
+  let worker: Deno.ChildProcess | undefined;
+  try {
+    await migrate(ctl, { log });
+    await createSource(src);
+    await src`create publication bench_pub for table public.t1, public.t2, public.t3`;
+    worker = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN],
+      env: {
+        ...Deno.env.toObject(),
+        DATABASE_URL: pgUrl("ctl_wharf"),
+        REPLICATE_SOURCE_URL: pgUrl("src_wharf"),
+        REPLICATE_PIPELINE: "bench",
+        REPLICATE_SLOT: "bench_wharf",
+        REPLICATE_PUBLICATION: "bench_pub",
+        REPLICATE_TARGET_URL: pgUrl("dst_wharf"),
+        REPLICATE_BUCKET: "bench-warehouse",
+        REPLICATE_SPOOL_DIR: join(tmp, "spool"),
+        S3_ENDPOINT: s3Endpoint,
+        S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
+        S3_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
+        S3_FORCE_PATH_STYLE: "true",
+        OPS_PORT: "0",
+        WHARF_LOG_LEVEL: "warn",
+      },
+      stdout: "null",
+      stderr: "inherit",
+    }).spawn();
+    // Wait for the (empty) snapshot and the stream to start.
+    for (;;) {
+      const [p] = await ctl`select state from control.replicate_pipelines where name = 'bench'`.catch(
+        () => [],
+      );
+      if (p?.state === "streaming") break;
+      await abortableSleep(200);
+    }
+    let endLsn: string | undefined;
+    const t0 = performance.now();
+    const wl = workload(src).then((l) => (endLsn = l));
+    const pid = worker.pid;
+    const follow = await followSlot(admin, "bench_wharf", () => endLsn, () => peakRssMiB(pid));
+    await wl;
+    const secs = (performance.now() - t0) / 1000;
+    const rss = Math.max(follow.peakRss, peakRssMiB(pid));
+    const same = JSON.stringify(await checksums(src)) === JSON.stringify(await checksums(dst));
+    const [b] =
+      await ctl`select count(*)::int as n, avg(rows)::float as avg_rows, avg(duration_ms)::float as avg_ms
+                            from control.replicate_batches where pipeline = 'bench'`;
+    say(`wharf batches: ${b.n}, ${Math.round(b.avg_rows)} rows and ${Math.round(b.avg_ms)} ms on average`);
+    return {
+      system: "wharf replicate (S3 + COPY + merge)",
+      seconds: secs,
+      rows_per_s: (ROWS + CHANGES) / secs,
+      peak_lag_mib: follow.peakLagMiB,
+      peak_rss_mib: rss,
+      target_equals_source: same ? "yes" : "NO",
+    };
+  } finally {
+    if (worker) {
+      worker.kill("SIGTERM");
+      await worker.status;
+    }
+    await admin`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = 'bench_wharf'`
+      .catch(() => {});
+    await Promise.allSettled([src.end(), dst.end(), ctl.end()]);
+    s3.destroy();
+  }
+}
+
+const dir = await Deno.makeTempDir({ prefix: "wharf-bench-replicate-" });
+const pg = await startPostgres({
+  dir: join(dir, "pg"),
+  port: freePort(),
+  user: "bench",
+  password: crypto.randomUUID(),
+  ephemeral: true,
+  settings: { max_wal_size: "4GB", logical_decoding_work_mem: "64MB" },
+});
+const s3 = await startS3({ dir: join(dir, "s3"), port: freePort() });
+const admin = connectPostgres(pg.url, { max: 2 });
+// An interrupted bench still stops the servers it started.
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(sig, async () => {
+    await Promise.allSettled([s3.stop(), pg.stop()]);
+    Deno.exit(130);
+  });
+}
+try {
+  say(
+    `workload: ${ROWS.toLocaleString("en-US")} inserts, then ${
+      CHANGES.toLocaleString("en-US")
+    } updates/deletes`,
+  );
+  say("peer: PostgreSQL logical replication…");
+  const peer = await runNative(pg.urlFor, admin);
+  say(`peer done in ${Number(peer.seconds).toFixed(1)} s; wharf replicate…`);
+  const ours = await runWharf(pg.urlFor, admin, s3.endpoint, dir);
+  const rows = [ours, peer];
+  report("replicate", rows, {
+    ratio: Number((Number(peer.seconds) / Number(ours.seconds)).toFixed(3)),
+    rows: ROWS + CHANGES,
+    seconds: Number(Number(ours.seconds).toFixed(2)),
+    peer_seconds: Number(Number(peer.seconds).toFixed(2)),
+    rows_per_s: Math.round(Number(ours.rows_per_s)),
+    peer_rows_per_s: Math.round(Number(peer.rows_per_s)),
+    peak_lag_mib: Number(Number(ours.peak_lag_mib).toFixed(1)),
+    peer_peak_lag_mib: Number(Number(peer.peak_lag_mib).toFixed(1)),
+    rss_mb: Math.round(Number(ours.peak_rss_mib)),
+    target_equals_source: ours.target_equals_source === "yes" && peer.target_equals_source === "yes",
+  });
+} finally {
+  await admin.end({ timeout: 5 });
+  await s3.stop();
+  await pg.stop();
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}

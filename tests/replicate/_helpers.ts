@@ -1,0 +1,168 @@
+/**
+ * What the replicate tests share: a source and a target database, a bucket, a uniquely named slot and
+ * publication (dropped at the end: a leftover slot would hold WAL for every other test), an in-process
+ * pipeline, and a per-table checksum to compare source and target.
+ */
+import { CreateBucketCommand, type S3Client } from "@aws-sdk/client-s3";
+import type { Sql } from "../../shared/db.ts";
+import { createLogger } from "../../shared/log.ts";
+import { LOCAL_S3_CREDENTIALS } from "../../shared/stack/s3.ts";
+import {
+  createTestDatabase,
+  testBucketName,
+  type TestDatabase,
+  testEnv,
+  testId,
+} from "../../shared/testing/mod.ts";
+import { abortableSleep } from "../../shared/worker.ts";
+import { type PipelineOptions, type PipelineStatus, runPipeline } from "../../workers/replicate/pipeline.ts";
+import { s3Client } from "../../workers/replicate/s3.ts";
+import { PostgresTarget } from "../../workers/replicate/targets/postgres.ts";
+
+/** An S3 client for the test S3 server. */
+export function testS3(): S3Client {
+  return s3Client({
+    endpoint: testEnv.s3Endpoint,
+    region: "us-east-1",
+    forcePathStyle: true,
+    ...LOCAL_S3_CREDENTIALS,
+  });
+}
+
+/** Creates a bucket for one test. */
+export async function testBucket(s3: S3Client): Promise<string> {
+  const bucket = testBucketName("rep");
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  return bucket;
+}
+
+/** Count and md5 of a table's rows as text, in a stable order. */
+export async function checksum(sql: Sql, table: string): Promise<string> {
+  const [schema, name] = table.split(".");
+  const [r] = await sql.unsafe(
+    `select count(*)::text || ':' || coalesce(md5(string_agg(x::text, E'\\n' order by x::text)), '') as c
+       from "${schema}"."${name}" x`,
+  );
+  return r.c as string;
+}
+
+/** Waits until `f` is true (polling), failing after `ms`. */
+export async function eventually(what: string, f: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < end) {
+    try {
+      if (await f()) return;
+    } catch (e) {
+      last = e;
+    }
+    await abortableSleep(100);
+  }
+  throw new Error(`Timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+}
+
+/** Waits until every table has the same checksum on both sides. */
+export async function converged(source: Sql, target: Sql, tables: string[], ms = 30_000): Promise<void> {
+  await eventually(`target to equal source (${tables.join(", ")})`, async () => {
+    for (const t of tables) if ((await checksum(source, t)) !== (await checksum(target, t))) return false;
+    return true;
+  }, ms);
+}
+
+/** A source, a target, a bucket, a slot and a publication; dispose drops them all. */
+export interface Fixture extends AsyncDisposable {
+  source: TestDatabase;
+  target: TestDatabase;
+  s3: S3Client;
+  bucket: string;
+  slot: string;
+  publication: string;
+  pipeline: string;
+  spoolDir: string;
+  /** Starts the pipeline in this process; returns its stop function and status. */
+  start(extra?: Partial<PipelineOptions>): { stop(): Promise<void>; status: PipelineStatus };
+}
+
+/** Drops a slot once nothing reads it any more. */
+export async function dropSlot(sql: Sql, slot: string): Promise<void> {
+  const end = Date.now() + 15_000;
+  for (;;) {
+    try {
+      await sql`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${slot}`;
+      return;
+    } catch (e) {
+      if (Date.now() > end) throw e;
+      await abortableSleep(200);
+    }
+  }
+}
+
+/** Builds a fixture; `setup` runs on the source before the publication is created. */
+export async function fixture(setup: (sql: Sql) => Promise<void>, tables: string[]): Promise<Fixture> {
+  const source = await createTestDatabase();
+  const target = await createTestDatabase();
+  const s3 = testS3();
+  const bucket = await testBucket(s3);
+  const id = testId();
+  const slot = `rep_slot_${id}`;
+  const publication = `rep_pub_${id}`;
+  await setup(source.sql);
+  await source.sql.unsafe(
+    `create publication ${publication} for table ${
+      tables.map((t) => t.split(".").map((p) => `"${p}"`).join("."))
+        .join(", ")
+    }`,
+  );
+  const spoolDir = await Deno.makeTempDir({ dir: testEnv.tmp, prefix: "spool-" });
+  const running: (() => Promise<void>)[] = [];
+  return {
+    source,
+    target,
+    s3,
+    bucket,
+    slot,
+    publication,
+    pipeline: "p" + id,
+    spoolDir,
+    start(extra = {}) {
+      const controller = new AbortController();
+      const status: PipelineStatus = { state: "starting", batches: 0, rowsApplied: 0 };
+      const pgTarget = new PostgresTarget(target.url, s3);
+      const done = runPipeline(
+        {
+          name: "p" + id,
+          sourceUrl: source.url,
+          slot,
+          publication,
+          target: pgTarget,
+          s3,
+          bucket,
+          spoolDir,
+          batchRows: 1000,
+          batchMs: 100,
+          walWarnBytes: 1024 ** 3,
+          control: source.sql,
+          log: createLogger("replicate-test"),
+          statusIntervalMs: 300,
+          ...extra,
+        },
+        controller.signal,
+        status,
+      );
+      const stop = async () => {
+        controller.abort();
+        await done;
+        await pgTarget.close();
+      };
+      running.push(stop);
+      return { stop, status };
+    },
+    async [Symbol.asyncDispose]() {
+      await Promise.allSettled(running.map((s) => s()));
+      await dropSlot(source.sql, slot).catch(() => {});
+      await source.drop();
+      await target.drop();
+      s3.destroy();
+    },
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * The batch file format, shared by every target: CSV where every non-null value is quoted and NULL is
+ * the unquoted marker `\N`. Quoting everything is what makes an empty string (`""`) differ from NULL
+ * (`\N`), and keeps commas, quotes, newlines and backslashes inside a value as they are. Both Postgres
+ * (`COPY … (FORMAT csv, NULL '\N')`) and Redshift (`CSV NULL AS '\\N'`) read it.
+ *
+ * Values arrive as Postgres's text output: `bytea` is hex (`\x00ff…`), so a NUL byte in binary data
+ * round-trips; a `text` value can never hold NUL (Postgres refuses it at insert time).
+ */
+
+/** The unquoted NULL marker. */
+export const NULL_MARKER = "\\N";
+
+/** One CSV field. `null`/`undefined` become the NULL marker. */
+export function csvField(value: string | null | undefined): string {
+  if (value === null || value === undefined) return NULL_MARKER;
+  return '"' + value.replaceAll('"', '""') + '"';
+}
+
+/** One CSV line, with its newline. */
+export function csvLine(values: (string | null | undefined)[]): string {
+  let out = "";
+  for (let i = 0; i < values.length; i++) {
+    if (i) out += ",";
+    out += csvField(values[i]);
+  }
+  return out + "\n";
+}
+
+/**
+ * Parses text in the format above back into rows (quoted fields are strings, the bare marker is null).
+ * Used by tests and by tools that read a batch file; the loaders hand files to the database instead.
+ */
+export function parseCsv(text: string): (string | null)[][] {
+  const rows: (string | null)[][] = [];
+  let row: (string | null)[] = [];
+  let i = 0;
+  while (i < text.length) {
+    if (text[i] === '"') {
+      let v = "";
+      i++;
+      for (;;) {
+        const q = text.indexOf('"', i);
+        if (q < 0) throw new SyntaxError("Cannot parse CSV: a quoted field is not closed");
+        v += text.slice(i, q);
+        if (text[q + 1] === '"') {
+          v += '"';
+          i = q + 2;
+        } else {
+          i = q + 1;
+          break;
+        }
+      }
+      row.push(v);
+    } else {
+      let j = i;
+      while (j < text.length && text[j] !== "," && text[j] !== "\n") j++;
+      const raw = text.slice(i, j);
+      if (raw !== NULL_MARKER) {
+        throw new SyntaxError(`Cannot parse CSV: unquoted field ${JSON.stringify(raw)}`);
+      }
+      row.push(null);
+      i = j;
+    }
+    if (text[i] === ",") i++;
+    else if (text[i] === "\n" || i >= text.length) {
+      rows.push(row);
+      row = [];
+      i++;
+    }
+  }
+  return rows;
+}

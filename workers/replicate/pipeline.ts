@@ -1,0 +1,526 @@
+/**
+ * One pipeline: a logical slot on the source, read with pgoutput, cut into batches at transaction
+ * boundaries, spooled to CSV files, uploaded to S3, and loaded into the target table by table.
+ *
+ * Exactly-once effect: each table's load commits with the table's applied LSN in the target; the slot is
+ * acknowledged only after every table of the batch has committed. After a crash the stream resumes at
+ * the slot's confirmed position, and transactions whose commit LSN the target already holds for a table
+ * are skipped for that table (and a replayed load is refused by the LSN check inside its transaction).
+ *
+ * Failures never drop data: a failed upload or load is retried with backoff (the stream waits, the slot
+ * keeps the WAL); a broken stream ends the session, its unloaded batch is thrown away, and a new session
+ * replays from the slot.
+ */
+import type { S3Client } from "@aws-sdk/client-s3";
+import { join } from "node:path";
+import { LogicalReplicationService } from "pg-logical-replication";
+import { connectPostgres, type Sql } from "../../shared/db.ts";
+import type { Logger } from "../../shared/log.ts";
+import type { Registry } from "../../shared/metrics.ts";
+import { abortableSleep, backoffMs } from "../../shared/worker.ts";
+import { formatLsn, parseLsn } from "./lsn.ts";
+import { type Message, type MessageRelation, textPgoutputPlugin } from "./pgoutput.ts";
+import { uploadFile } from "./s3.ts";
+import { describeTable, publishedTables, tableId, type TableInfo } from "./schema.ts";
+import { progressBar, runSnapshot } from "./snapshot.ts";
+import { BatchSpool } from "./spool.ts";
+import type { Target } from "./targets/target.ts";
+
+/** A pipeline's settings. */
+export interface PipelineOptions {
+  name: string;
+  sourceUrl: string;
+  slot: string;
+  publication: string;
+  target: Target;
+  s3: S3Client;
+  bucket: string;
+  /** Where batch files are written before upload. */
+  spoolDir: string;
+  /** A batch is cut at the first commit after this many rows… */
+  batchRows: number;
+  /** …or this long after its first transaction. */
+  batchMs: number;
+  /** Retained WAL above this logs a warning and shows on the console. */
+  walWarnBytes: number;
+  /** Where the control tables are (the wharf database); no control rows when absent. */
+  control?: Sql;
+  log: Logger;
+  metrics?: Registry;
+  /** Draw a progress bar on the terminal during the snapshot. */
+  progress?: boolean;
+  /** Seconds between status refreshes (lag, retained WAL, pause flag). Default 2. */
+  statusIntervalMs?: number;
+  instanceId?: string;
+}
+
+/** What the pipeline exposes to its process (`reportTo`) and to tests. */
+export interface PipelineStatus {
+  state: string;
+  batches: number;
+  rowsApplied: number;
+  ackedLsn?: string;
+  lagBytes?: number;
+  lagSeconds?: number;
+  retainedWalBytes?: number;
+  lastError?: string;
+}
+
+/** Runs one serialised async job at a time (stream messages and timer flushes). */
+class Lock {
+  #tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#tail.then(fn, fn);
+    this.#tail = next.catch(() => {});
+    return next;
+  }
+}
+
+function pipelineMetrics(r: Registry | undefined) {
+  if (!r) return undefined;
+  return {
+    lagBytes: r.gauge("wharf_replicate_lag_bytes", "Source WAL position minus the slot's confirmed flush"),
+    lagSeconds: r.gauge("wharf_replicate_lag_seconds", "Age of the oldest change not yet in the target"),
+    retained: r.gauge("wharf_replicate_retained_wal_bytes", "WAL the slot makes the source keep"),
+    rows: r.counter("wharf_replicate_rows_total", "Change rows loaded, by table"),
+    batches: r.counter("wharf_replicate_batches_total", "Batches loaded, by table"),
+    batchRows: r.histogram("wharf_replicate_batch_rows", "Rows per table batch", [
+      1,
+      10,
+      100,
+      1_000,
+      10_000,
+      100_000,
+      1_000_000,
+    ]),
+    batchSeconds: r.histogram("wharf_replicate_batch_duration_seconds", "Upload + load time per table batch"),
+    paused: r.gauge("wharf_replicate_paused", "1 while the pipeline is paused"),
+  };
+}
+
+/** Runs the pipeline until `signal` aborts. Never throws for a failure it can retry. */
+export async function runPipeline(
+  o: PipelineOptions,
+  signal: AbortSignal,
+  status: PipelineStatus,
+): Promise<void> {
+  const m = pipelineMetrics(o.metrics);
+  const log = o.log.child({ pipeline: o.name });
+  const control = o.control;
+  const setState = async (state: string, error?: string) => {
+    status.state = state;
+    if (error !== undefined) status.lastError = error;
+    if (control) {
+      await control`update control.replicate_pipelines set state = ${state},
+        last_error = ${error ?? null}, updated_at = now() where name = ${o.name}`.catch(() => {});
+    }
+  };
+  if (control) {
+    await control`
+      insert into control.replicate_pipelines (name, slot_name, publication, target_kind, bucket, wal_warn_bytes,
+                                               instance_id)
+      values (${o.name}, ${o.slot}, ${o.publication}, ${o.target.kind}, ${o.bucket}, ${o.walWarnBytes},
+              ${o.instanceId ?? null})
+      on conflict (name) do update set slot_name = excluded.slot_name, publication = excluded.publication,
+        target_kind = excluded.target_kind, bucket = excluded.bucket, wal_warn_bytes = excluded.wal_warn_bytes,
+        instance_id = excluded.instance_id, updated_at = now()`;
+  }
+  let attempt = 0;
+  while (!signal.aborted) {
+    if (control) {
+      const [p] = await control<{ paused: boolean }[]>`
+        select paused from control.replicate_pipelines where name = ${o.name}`.catch(() => []);
+      m?.paused.set(p?.paused ? 1 : 0);
+      if (p?.paused) {
+        if (status.state !== "paused") await setState("paused");
+        await abortableSleep(500, signal);
+        continue;
+      }
+    }
+    try {
+      await runSession(o, signal, status, log, m, setState);
+      attempt = 0;
+    } catch (e) {
+      if (signal.aborted) break;
+      const message = (e as Error).message ?? String(e);
+      log.warn("session ended with an error; retrying", { error: e, attempt });
+      await setState("retrying", message);
+      await abortableSleep(backoffMs(attempt++, 250, 5_000), signal);
+    }
+  }
+  await setState("stopped");
+}
+
+type Metrics = ReturnType<typeof pipelineMetrics>;
+
+async function runSession(
+  o: PipelineOptions,
+  signal: AbortSignal,
+  status: PipelineStatus,
+  log: Logger,
+  m: Metrics,
+  setState: (s: string, e?: string) => Promise<void>,
+): Promise<void> {
+  const source = connectPostgres(o.sourceUrl, {
+    max: 3,
+    applicationName: "wharf-replicate",
+    connectTimeout: 5,
+  });
+  const control = o.control;
+  const sessionAbort = new AbortController();
+  const onAbort = () => sessionAbort.abort();
+  signal.addEventListener("abort", onAbort, { once: true });
+  let service: LogicalReplicationService | undefined;
+  const timers: ReturnType<typeof setInterval>[] = [];
+  let inflight: Promise<void> = Promise.resolve();
+  let batch: BatchSpool | undefined;
+  try {
+    await o.target.prepare();
+    const names = await publishedTables(source, o.publication);
+    if (!names.length) throw new Error(`Cannot replicate: publication ${o.publication} has no tables`);
+    const tables = new Map<string, TableInfo>();
+    for (const n of names) tables.set(tableId(n), await describeTable(source, n.schema, n.name));
+    let applied = await o.target.applied(o.name);
+    const [slot] = await source`select confirmed_flush_lsn::text as lsn from pg_replication_slots
+                                 where slot_name = ${o.slot}`;
+    if (control) {
+      for (const id of tables.keys()) {
+        await control`insert into control.replicate_tables (pipeline, table_name) values (${o.name}, ${id})
+                      on conflict do nothing`;
+      }
+    }
+    if (!slot || [...tables.keys()].some((id) => !applied.has(id))) {
+      // No slot, or a table the target has never received: start over from a fresh snapshot.
+      if (slot) {
+        log.warn("dropping the slot to take a new snapshot", { slot: o.slot });
+        await source`select pg_drop_replication_slot(${o.slot})`;
+      }
+      await o.target.reset(o.name);
+      await setState("snapshot");
+      const isTty = o.progress && Deno.stderr.isTerminal();
+      const enc = new TextEncoder();
+      await runSnapshot({
+        pipeline: o.name,
+        sourceUrl: o.sourceUrl,
+        source,
+        slot: o.slot,
+        tables: [...tables.values()],
+        target: o.target,
+        s3: o.s3,
+        bucket: o.bucket,
+        spoolDir: join(o.spoolDir, "snapshot"),
+        log,
+        onProgress: async (id, rows, total, done) => {
+          if (isTty) {
+            Deno.stderr.writeSync(enc.encode("\r" + progressBar(id, rows, total) + (done ? "\n" : "")));
+          }
+          if (control) {
+            await control`update control.replicate_tables set snapshot_rows = ${rows}, snapshot_total = ${total},
+                            snapshot_state = ${done ? "done" : "copying"}
+                          where pipeline = ${o.name} and table_name = ${id}`.catch(() => {});
+          }
+        },
+      });
+      applied = await o.target.applied(o.name);
+    }
+    for (const t of tables.values()) await o.target.ensureTable(t);
+
+    // ---- streaming ----
+    await setState("streaming", undefined);
+    status.lastError = undefined;
+    let acked = slot ? parseLsn(slot.lsn) : 0n;
+    const ack = (lsn: bigint) => {
+      if (lsn > acked) acked = lsn;
+      status.ackedLsn = formatLsn(acked);
+      // The library reports `lsn + 1` as flushed; hand it `lsn - 1` so the server gets exactly `lsn`.
+      if (acked > 0n) void service?.acknowledge(formatLsn(acked - 1n)).catch(() => {});
+    };
+    const lock = new Lock();
+    let batchNo = 0;
+    let tx: { commitLsn: bigint; commitMs: number } | undefined;
+    const newBatch = async () => {
+      const dir = join(o.spoolDir, `batch-${Date.now()}-${++batchNo}`);
+      await Deno.mkdir(dir, { recursive: true });
+      return new BatchSpool(dir);
+    };
+    batch = await newBatch();
+    let failure: ((e: unknown) => void) | undefined;
+    let finish: (() => void) | undefined;
+    const ended = new Promise<void>((resolve, reject) => {
+      failure = reject;
+      finish = resolve;
+    });
+    sessionAbort.signal.addEventListener("abort", () => finish?.(), { once: true });
+    let flushError: unknown;
+    /** Batches handed to the loader and not finished yet. */
+    let loading = 0;
+    /** Pending source commit times (ms) of batches spooled or in flight, for lag in seconds. */
+    const pendingSince: number[] = [];
+
+    const loadBatch = async (b: BatchSpool) => {
+      for (const [id, spool] of b.tables) {
+        const segments = await spool.close();
+        if (!segments.length && !spool.truncate) continue;
+        const t0 = performance.now();
+        for (const [i, s] of segments.entries()) {
+          s.key = `${o.name}/${id}/${formatLsn(b.endLsn).replace("/", "-")}-${i + 1}.csv`;
+        }
+        let attempt = 0;
+        for (;;) {
+          try {
+            for (const s of segments) await uploadFile(o.s3, o.bucket, s.key, s.path);
+            if (dirty.has(id)) {
+              await o.target.ensureTable(tables.get(id)!);
+              dirty.delete(id);
+            }
+            await o.target.load({
+              pipeline: o.name,
+              bucket: o.bucket,
+              table: spool.table,
+              kind: "changes",
+              truncate: spool.truncate,
+              segments,
+              lsn: b.lastCommitLsn,
+            });
+            break;
+          } catch (e) {
+            if (sessionAbort.signal.aborted) throw e;
+            log.warn("batch load failed; retrying", { table: id, error: e, attempt });
+            await setState("retrying", (e as Error).message);
+            await abortableSleep(backoffMs(attempt++, 250, 5_000), sessionAbort.signal);
+          }
+        }
+        if (status.state === "retrying") await setState("streaming");
+        const rows = segments.reduce((a, s) => a + s.rows, 0);
+        const bytes = segments.reduce((a, s) => a + s.bytes, 0);
+        const ms = performance.now() - t0;
+        status.rowsApplied += rows;
+        m?.rows.inc({ pipeline: o.name, table: id }, rows);
+        m?.batches.inc({ pipeline: o.name, table: id });
+        m?.batchRows.observe(rows, { pipeline: o.name });
+        m?.batchSeconds.observe(ms / 1000, { pipeline: o.name });
+        if (control) {
+          await control`insert into control.replicate_batches (pipeline, table_name, rows, bytes, duration_ms, lsn, s3_key)
+                        values (${o.name}, ${id}, ${rows}, ${bytes}, ${ms}, ${formatLsn(b.lastCommitLsn)},
+                                ${segments[0]?.key ?? ""})`.catch(() => {});
+          await control`update control.replicate_tables set rows_applied = rows_applied + ${rows},
+                          batches = batches + 1, last_lsn = ${
+            formatLsn(b.lastCommitLsn)
+          }, last_batch_at = now()
+                        where pipeline = ${o.name} and table_name = ${id}`.catch(() => {});
+        }
+      }
+      status.batches++;
+    };
+
+    /** Closes the current batch and starts loading it once the previous one is in. */
+    const cut = async () => {
+      const b = batch!;
+      batch = await newBatch();
+      if (b.firstCommitMs !== undefined) pendingSince.push(b.firstCommitMs);
+      const previous = inflight;
+      loading++;
+      inflight = (async () => {
+        await previous;
+        try {
+          if (b.rows > 0 || [...b.tables.values()].some((t) => t.truncate)) await loadBatch(b);
+          if (b.endLsn) ack(b.endLsn);
+          if (b.firstCommitMs !== undefined) pendingSince.shift();
+        } finally {
+          loading--;
+          await b.discard();
+        }
+      })();
+      inflight.catch((e) => {
+        flushError = e;
+        failure?.(e);
+      });
+      // One batch loads while the next one fills; never more, so memory and disk stay bounded.
+      await previous.catch(() => {});
+    };
+
+    const relationTable = async (rel: MessageRelation): Promise<TableInfo | undefined> => {
+      const id = `${rel.schema}.${rel.name}`;
+      const known = tables.get(id);
+      if (!known) return undefined;
+      const names = rel.columns.map((c) => c.name);
+      if (names.length === known.columns.length && names.every((n, i) => n === known.columns[i].name)) {
+        return known;
+      }
+      // A column was added (or dropped) on the source: take types from the catalog, order from the stream.
+      const fresh = await describeTable(source, rel.schema, rel.name);
+      const info: TableInfo = {
+        ...known,
+        columns: names.map((n) => fresh.columns.find((c) => c.name === n) ?? { name: n, type: "text" }),
+      };
+      tables.set(id, info);
+      log.info("table columns changed", { table: id, columns: names });
+      return info;
+    };
+
+    /** Tables whose columns changed: the target adds the new columns before their next load. */
+    const dirty = new Set<string>();
+    const skip = (id: string) => tx !== undefined && (applied.get(id) ?? -1n) >= tx.commitLsn;
+
+    const handle = async (msg: Message) => {
+      if (flushError) throw flushError;
+      const b = batch!;
+      switch (msg.tag) {
+        case "begin":
+          tx = {
+            commitLsn: parseLsn(msg.commitLsn!),
+            commitMs: Number((msg.commitTime as unknown as bigint) / 1000n),
+          };
+          return;
+        case "relation": {
+          const known = tables.get(`${msg.schema}.${msg.name}`);
+          const info = await relationTable(msg);
+          if (info && info !== known) dirty.add(tableId(info));
+          return;
+        }
+        case "insert":
+        case "update":
+        case "delete": {
+          const rel = msg.relation;
+          const id = `${rel.schema}.${rel.name}`;
+          const info = tables.get(id);
+          if (!info || skip(id)) return;
+          const spool = b.spool(id, info);
+          if (spool.table !== info) spool.table = info;
+          const cols = info.columns;
+          if (msg.tag === "insert") {
+            await spool.write(++b.seq, "U", cols.map((c) => msg.new[c.name] ?? null));
+          } else if (msg.tag === "delete") {
+            const old = (msg.key ?? msg.old)!;
+            await spool.write(++b.seq, "D", cols.map((c) => old[c.name] ?? null));
+          } else {
+            const oldKey = msg.key ?? msg.old;
+            if (oldKey && info.key.some((k) => oldKey[k] !== undefined && oldKey[k] !== msg.new[k])) {
+              await spool.write(++b.seq, "D", cols.map((c) => oldKey[c.name] ?? null));
+            }
+            // `undefined` in the new tuple = unchanged TOAST value (NULL is `null`).
+            await spool.write(
+              ++b.seq,
+              "U",
+              cols.map((c) => msg.new[c.name] === undefined ? undefined : msg.new[c.name]),
+            );
+          }
+          b.rows++;
+          return;
+        }
+        case "truncate":
+          for (const rel of msg.relations) {
+            const id = `${rel.schema}.${rel.name}`;
+            const info = tables.get(id);
+            if (!info || skip(id)) continue;
+            await b.spool(id, info).truncateAll();
+          }
+          return;
+        case "commit": {
+          if (!tx) return;
+          b.transactions++;
+          b.lastCommitLsn = tx.commitLsn;
+          b.endLsn = parseLsn(msg.commitEndLsn!);
+          b.firstCommitMs ??= tx.commitMs;
+          tx = undefined;
+          if (b.rows >= o.batchRows) await cut();
+          return;
+        }
+        default:
+          return;
+      }
+    };
+
+    service = new LogicalReplicationService(
+      { connectionString: o.sourceUrl, connectionTimeoutMillis: 5_000 },
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+    );
+    service.on("data", (_lsn: string, msg: Message) => lock.run(() => handle(msg)));
+    service.on("error", (e: Error) => failure?.(e));
+    service.on("heartbeat", (lsn: string, _ts: number, reply: boolean) => {
+      // Idle and caught up (nothing queued, spooled or loading, no transaction open): the server's WAL
+      // position can be acknowledged, so that writes to unpublished tables do not show up as lag.
+      const queue = service as unknown as { _messageQueue?: unknown[]; _processing?: boolean };
+      const idle = !tx && !loading && batch?.rows === 0 && batch.endLsn === 0n &&
+        !(queue._messageQueue?.length) && !queue._processing && ![...batch.tables.values()].some((t) =>
+          t.truncate
+        );
+      if (idle) ack(parseLsn(lsn));
+      else if (reply) ack(acked);
+    });
+    // Cut a batch on time when the stream is quiet between transactions; an empty batch still moves the
+    // acknowledged position (transactions on unpublished tables advance it).
+    timers.push(setInterval(() => {
+      void lock.run(async () => {
+        const b = batch!;
+        if (tx || sessionAbort.signal.aborted) return;
+        if (b.endLsn > 0n && Date.now() - b.createdAt >= o.batchMs) await cut();
+      }).catch((e) => failure?.(e));
+    }, Math.max(20, Math.min(1_000, o.batchMs / 4))));
+    timers.push(setInterval(() => ack(acked), 5_000));
+    // Status: lag, retained WAL, pause flag.
+    const refresh = async () => {
+      const [s] = await source<{ lag: string | null; retained: string | null; lsn: string | null }[]>`
+        select (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint::text as lag,
+               (pg_current_wal_lsn() - restart_lsn)::bigint::text as retained,
+               confirmed_flush_lsn::text as lsn
+          from pg_replication_slots where slot_name = ${o.slot}`;
+      const lagBytes = s?.lag ? Number(s.lag) : undefined;
+      const retained = s?.retained ? Number(s.retained) : undefined;
+      const oldest = pendingSince[0] ?? batch?.firstCommitMs;
+      const lagSeconds = oldest !== undefined ? Math.max(0, (Date.now() - oldest) / 1000) : 0;
+      status.lagBytes = lagBytes;
+      status.lagSeconds = lagSeconds;
+      status.retainedWalBytes = retained;
+      if (lagBytes !== undefined) m?.lagBytes.set(lagBytes, { pipeline: o.name });
+      m?.lagSeconds.set(lagSeconds, { pipeline: o.name });
+      if (retained !== undefined) m?.retained.set(retained, { pipeline: o.name });
+      if (retained !== undefined && retained > o.walWarnBytes) {
+        log.warn("the slot retains more WAL than the warning threshold", {
+          retained_bytes: retained,
+          threshold_bytes: o.walWarnBytes,
+        });
+      }
+      if (control) {
+        const [p] = await control<{ paused: boolean }[]>`
+          update control.replicate_pipelines set lag_bytes = ${lagBytes ?? null}, lag_seconds = ${lagSeconds},
+                 retained_wal_bytes = ${retained ?? null}, confirmed_lsn = ${
+          s?.lsn ?? null
+        }, updated_at = now()
+           where name = ${o.name} returning paused`;
+        await control`insert into control.replicate_lag_history (pipeline, at, lag_bytes, lag_seconds, retained_wal_bytes)
+                      values (${o.name}, clock_timestamp(), ${lagBytes ?? null}, ${lagSeconds}, ${
+          retained ?? null
+        })
+                      on conflict do nothing`;
+        if (Math.random() < 0.02) {
+          await control`delete from control.replicate_lag_history where at < now() - interval '1 day'`;
+          await control`delete from control.replicate_batches where loaded_at < now() - interval '1 day'`;
+        }
+        if (p?.paused) {
+          log.info("paused by an operator");
+          sessionAbort.abort();
+        }
+      }
+    };
+    timers.push(setInterval(() => {
+      refresh().catch((e) => log.debug("status refresh failed", { error: e }));
+    }, o.statusIntervalMs ?? 2_000));
+    void refresh().catch(() => {});
+
+    service.subscribe(textPgoutputPlugin([o.publication]), o.slot).then(
+      () => failure?.(new Error("The replication stream ended")),
+      (e) => failure?.(e),
+    );
+    log.info("streaming", { slot: o.slot, from: formatLsn(acked) });
+    await ended;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    sessionAbort.abort();
+    for (const t of timers) clearInterval(t);
+    await service?.stop().catch(() => {});
+    await inflight.catch(() => {});
+    await batch?.discard();
+    await source.end({ timeout: 2 }).catch(() => {});
+  }
+}

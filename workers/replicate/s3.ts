@@ -1,0 +1,65 @@
+/**
+ * The S3 leg of a pipeline: batch files are uploaded from the spool folder, and read back by targets that
+ * load through the client (Postgres) rather than from S3 itself (Redshift's `COPY … FROM 's3://…'`).
+ */
+import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { createReadStream } from "node:fs";
+import type { Readable } from "node:stream";
+
+/** S3 settings (the same `S3_*` variables every wharf process reads). */
+export interface S3Settings {
+  endpoint?: string;
+  region: string;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  forcePathStyle: boolean;
+}
+
+/** Builds a client; credentials fall back to the SDK's chain (instance role) when not given. */
+export function s3Client(s: S3Settings): S3Client {
+  return new S3Client({
+    region: s.region,
+    endpoint: s.endpoint,
+    forcePathStyle: s.forcePathStyle,
+    // Streamed uploads would otherwise be sent aws-chunked with a trailing checksum, which S3-compatible
+    // servers (the local one among them) do not all understand.
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+    credentials: s.accessKeyId && s.secretAccessKey
+      ? { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey }
+      : undefined,
+  });
+}
+
+/** Uploads a local file (streamed, never read whole into memory). */
+export async function uploadFile(client: S3Client, bucket: string, key: string, path: string): Promise<void> {
+  const size = (await Deno.stat(path)).size;
+  const body = createReadStream(path);
+  try {
+    await client.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        Body: body,
+        ContentLength: size,
+        ContentType: "text/csv",
+      }),
+    );
+  } finally {
+    body.destroy();
+  }
+}
+
+/** Uploads a small text object (a manifest). */
+export async function putText(client: S3Client, bucket: string, key: string, text: string): Promise<void> {
+  await client.send(
+    new PutObjectCommand({ Bucket: bucket, Key: key, Body: text, ContentType: "application/json" }),
+  );
+}
+
+/** Opens an object as a Node readable stream. */
+export async function openObject(client: S3Client, bucket: string, key: string): Promise<Readable> {
+  const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  if (!res.Body) throw new Error(`Cannot read s3://${bucket}/${key}: the object has no body`);
+  return res.Body as Readable;
+}

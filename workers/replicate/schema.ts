@@ -1,0 +1,64 @@
+/**
+ * What the pipeline knows about a source table: its columns (names, Postgres types) and the key used to
+ * merge changes. Read from the source catalog, because the replication stream carries type oids only.
+ */
+import type { Sql } from "../../shared/db.ts";
+
+/** One column of a replicated table. */
+export interface Column {
+  name: string;
+  /** `format_type()` of the column; types outside `pg_catalog` (enums, domains…) travel as `text`. */
+  type: string;
+}
+
+/** A replicated table, as the targets create and merge it. */
+export interface TableInfo {
+  schema: string;
+  name: string;
+  columns: Column[];
+  /** Merge key: the primary key, else the replica identity index, else every column. */
+  key: string[];
+  /** True when the key is every column (no primary key nor identity index): matched null-safely. */
+  keyIsAllColumns: boolean;
+}
+
+/** `schema.table` as used in control rows and the target's state table. */
+export function tableId(t: { schema: string; name: string }): string {
+  return `${t.schema}.${t.name}`;
+}
+
+/** Reads a table's columns and merge key from the source catalog. */
+export async function describeTable(sql: Sql, schema: string, name: string): Promise<TableInfo> {
+  const rows = await sql<{ name: string; type: string; builtin: boolean; pk: boolean; ri: boolean }[]>`
+    select a.attname as name, format_type(a.atttypid, a.atttypmod) as type,
+           t.typnamespace = 'pg_catalog'::regnamespace as builtin,
+           coalesce(a.attnum = any(pk.indkey), false) as pk,
+           coalesce(a.attnum = any(ri.indkey), false) as ri
+      from pg_attribute a
+      join pg_class c on c.oid = a.attrelid
+      join pg_namespace n on n.oid = c.relnamespace
+      join pg_type t on t.oid = a.atttypid
+      left join pg_index pk on pk.indrelid = c.oid and pk.indisprimary
+      left join pg_index ri on ri.indrelid = c.oid and ri.indisreplident
+     where n.nspname = ${schema} and c.relname = ${name} and a.attnum > 0 and not a.attisdropped
+       and a.attgenerated = ''
+     order by a.attnum`;
+  if (!rows.length) throw new Error(`Cannot describe table ${schema}.${name}: it does not exist`);
+  const columns = rows.map((r) => ({ name: r.name, type: r.builtin ? r.type : "text" }));
+  let key = rows.filter((r) => r.pk).map((r) => r.name);
+  if (!key.length) key = rows.filter((r) => r.ri).map((r) => r.name);
+  const keyIsAllColumns = key.length === 0;
+  if (keyIsAllColumns) key = columns.map((c) => c.name);
+  return { schema, name, columns, key, keyIsAllColumns };
+}
+
+/** The tables of a publication, in a stable order. */
+export async function publishedTables(
+  sql: Sql,
+  publication: string,
+): Promise<{ schema: string; name: string }[]> {
+  const rows = await sql<{ schema: string; name: string }[]>`
+    select schemaname as schema, tablename as name from pg_publication_tables
+     where pubname = ${publication} order by 1, 2`;
+  return rows.map((r) => ({ schema: r.schema, name: r.name }));
+}

@@ -1,0 +1,134 @@
+/**
+ * The Postgres warehouse: each batch file is streamed from S3 into a staging table with
+ * `COPY … FROM STDIN`, then merged, and the table's applied LSN is stored, all in one transaction.
+ */
+import type { S3Client } from "@aws-sdk/client-s3";
+import { pipeline } from "node:stream/promises";
+import type postgres from "postgres";
+import { connectPostgres, quoteIdent, type Sql } from "../../../shared/db.ts";
+import { formatLsn, parseLsn } from "../lsn.ts";
+import { openObject } from "../s3.ts";
+import { tableId, type TableInfo } from "../schema.ts";
+import { createStagingSql, createTableSql, mergeSql, qualified } from "./merge_sql.ts";
+import { STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
+
+const COPY_OPTIONS = `(format csv, null '\\N')`;
+
+/** A Postgres target at `url`, reading batch files with `s3`. */
+export class PostgresTarget implements Target {
+  readonly kind = "postgres" as const;
+  readonly sql: Sql;
+  readonly #s3: S3Client;
+
+  constructor(url: string, s3: S3Client) {
+    this.sql = connectPostgres(url, { max: 4, applicationName: "wharf-replicate-target", connectTimeout: 5 });
+    this.#s3 = s3;
+  }
+
+  async prepare(): Promise<void> {
+    await this.sql.unsafe(`create schema if not exists ${quoteIdent(STATE_SCHEMA)}`);
+    await this.sql.unsafe(`create table if not exists ${qualified(STATE_SCHEMA, STATE_TABLE)} (
+      pipeline text not null, table_name text not null, lsn pg_lsn not null,
+      applied_at timestamptz not null default now(), primary key (pipeline, table_name))`);
+  }
+
+  async ensureTable(table: TableInfo): Promise<void> {
+    await this.sql.unsafe(`create schema if not exists ${quoteIdent(table.schema)}`);
+    await this.sql.unsafe(createTableSql("postgres", table));
+    const have = new Set(
+      (await this.sql<{ name: string }[]>`
+        select column_name as name from information_schema.columns
+         where table_schema = ${table.schema} and table_name = ${table.name}`).map((r) => r.name),
+    );
+    for (const c of table.columns) {
+      if (!have.has(c.name)) {
+        await this.sql.unsafe(
+          `alter table ${qualified(table.schema, table.name)} add column if not exists ${
+            quoteIdent(c.name)
+          } ${c.type}`,
+        );
+      }
+    }
+  }
+
+  async applied(pipeline: string): Promise<Map<string, bigint>> {
+    const rows = await this.sql<{ table_name: string; lsn: string }[]>`
+      select table_name, lsn::text as lsn from ${this.sql(STATE_SCHEMA)}.${this.sql(STATE_TABLE)}
+       where pipeline = ${pipeline}`;
+    return new Map(rows.map((r) => [r.table_name, parseLsn(r.lsn)]));
+  }
+
+  async reset(pipeline: string): Promise<void> {
+    await this.sql`delete from ${this.sql(STATE_SCHEMA)}.${
+      this.sql(STATE_TABLE)
+    } where pipeline = ${pipeline}`;
+  }
+
+  async load(batch: TableBatch): Promise<boolean> {
+    const id = tableId(batch.table);
+    const t = qualified(batch.table.schema, batch.table.name);
+    return await this.sql.begin(async (tx) => {
+      // The row lock serialises two loaders of one table (a restarted worker racing its predecessor).
+      const [cur] = await tx<{ lsn: string }[]>`
+        select lsn::text as lsn from ${tx(STATE_SCHEMA)}.${tx(STATE_TABLE)}
+         where pipeline = ${batch.pipeline} and table_name = ${id} for update`;
+      if (cur && batch.kind === "changes" && parseLsn(cur.lsn) >= batch.lsn) return false;
+      if (batch.kind === "snapshot") {
+        await tx.unsafe(`truncate ${t}`);
+        for (const seg of batch.segments) {
+          const cols = seg.columns.map((c) => quoteIdent(c.name)).join(", ");
+          await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg.key);
+        }
+      } else {
+        if (batch.truncate) await tx.unsafe(`truncate ${t}`);
+        const staging = `wharf_stage_${crypto.randomUUID().slice(0, 8)}`;
+        await tx.unsafe(createStagingSql("postgres", batch.table, staging));
+        for (const seg of batch.segments) {
+          const cols = ["_seq", "_op", "_unchanged", ...seg.columns.map((c) => quoteIdent(c.name))].join(
+            ", ",
+          );
+          await this.#copy(
+            tx,
+            `copy ${quoteIdent(staging)} (${cols}) from stdin ${COPY_OPTIONS}`,
+            batch.bucket,
+            seg.key,
+          );
+        }
+        const idx = await tx<{ i: number }[]>`
+          select distinct x::int as i from ${tx(staging)},
+                 unnest(string_to_array(trim(both ',' from _unchanged), ',')) x
+           where _unchanged <> '-'`;
+        for (
+          const stmt of mergeSql(
+            "postgres",
+            batch.table,
+            staging,
+            idx.map((r) => r.i).sort((a, b) => a - b),
+          )
+        ) {
+          await tx.unsafe(stmt);
+        }
+      }
+      await tx`
+        insert into ${tx(STATE_SCHEMA)}.${tx(STATE_TABLE)} (pipeline, table_name, lsn)
+        values (${batch.pipeline}, ${id}, ${formatLsn(batch.lsn)}::pg_lsn)
+        on conflict (pipeline, table_name) do update set lsn = excluded.lsn, applied_at = now()`;
+      return true;
+    });
+  }
+
+  async #copy(
+    tx: postgres.TransactionSql<Record<string, unknown>>,
+    statement: string,
+    bucket: string,
+    key: string,
+  ): Promise<void> {
+    const body = await openObject(this.#s3, bucket, key);
+    const writable = await tx.unsafe(statement).writable();
+    await pipeline(body, writable);
+  }
+
+  async close(): Promise<void> {
+    await this.sql.end({ timeout: 5 });
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * The warehouse side of a pipeline. Every target passes one conformance suite
+ * (`targets/conformance.ts`): whatever the warehouse, a batch is applied in one transaction together
+ * with the table's applied LSN, so a replay of an applied batch changes nothing.
+ */
+import type { Column, TableInfo } from "../schema.ts";
+
+/** One batch file of one table on S3. */
+export interface Segment {
+  /** Object key in the pipeline's bucket. */
+  key: string;
+  /** Data columns in file order (after the `_seq, _op, _unchanged` change columns). */
+  columns: Column[];
+  rows: number;
+  bytes: number;
+}
+
+/** What a target applies in one transaction. */
+export interface TableBatch {
+  pipeline: string;
+  bucket: string;
+  table: TableInfo;
+  /**
+   * `changes`: files of change rows (`_seq, _op, _unchanged, …columns`) merged by key.
+   * `snapshot`: files of plain rows that replace the table's content.
+   */
+  kind: "changes" | "snapshot";
+  /** The table was truncated in this batch before its rows (changes only). */
+  truncate: boolean;
+  segments: Segment[];
+  /** Commit LSN of the last transaction in the batch; stored as the table's applied LSN. */
+  lsn: bigint;
+}
+
+/** A warehouse. */
+export interface Target {
+  readonly kind: "postgres" | "redshift";
+  /** Creates the target's state table (where applied LSNs live). Idempotent. */
+  prepare(): Promise<void>;
+  /** Creates the table when missing and adds columns it lacks (a column added on the source). */
+  ensureTable(table: TableInfo): Promise<void>;
+  /** Applied LSN per table (`schema.table`) of `pipeline`. */
+  applied(pipeline: string): Promise<Map<string, bigint>>;
+  /**
+   * Applies a batch in one transaction with its LSN. Returns false (and changes nothing) when the
+   * stored LSN already covers it.
+   */
+  load(batch: TableBatch): Promise<boolean>;
+  /** Forgets a pipeline's applied LSNs (before a new initial snapshot). */
+  reset(pipeline: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The name of the state table every target keeps, in its `wharf_replicate` schema. */
+export const STATE_SCHEMA = "wharf_replicate";
+/** See {@linkcode STATE_SCHEMA}. */
+export const STATE_TABLE = "applied";
