@@ -1,0 +1,261 @@
+/**
+ * The hydrate loop: one leader at a time (a Postgres advisory lock) runs full syncs when they are due and
+ * applies recorded changes as soon as a NOTIFY (or the poll) says there are some.
+ *
+ * States of one iteration: lead? → load mappings → purge deleted ones → full syncs due (first start,
+ * period, "resync now", Redis reconnected, table truncated) → drain changes → wait for a nudge. Errors
+ * never end the loop: they are logged with the mapping, written to the stats row, and the loop backs
+ * off and tries again, so a Postgres or Redis restart costs a few retries and ends with an exact state
+ * (the full sync after a Redis reconnection rewrites everything and removes what is gone).
+ */
+import type { Sql } from "../../shared/db.ts";
+import type { Logger } from "../../shared/log.ts";
+import type { Registry } from "../../shared/metrics.ts";
+import { abortableSleep, backoffMs } from "../../shared/worker.ts";
+import { ensureDefaultMappings, loadMappings, loadMappingsFile, type Mapping } from "./mapping.ts";
+import type { HydrateRedis } from "./redis.ts";
+import {
+  applyChanges,
+  type ChangeRef,
+  fullSync,
+  publishedGeneration,
+  purgeMapping,
+  type SyncDeps,
+} from "./sync.ts";
+import { HydrateMetrics, writeChangeStats, writeErrorStats, writeLagStats, writeSyncStats } from "./stats.ts";
+
+/** Advisory lock key of the hydrate leader. */
+export const LEADER_LOCK_KEY = 727_001_010;
+
+/** Settings of {@linkcode runHydrate}. */
+export interface HydrateOptions {
+  sql: Sql;
+  redis: HydrateRedis;
+  log: Logger;
+  metrics: Registry;
+  controlPrefix: string;
+  batchRows: number;
+  atomicFlipKeys: number;
+  /** Default full-sync period in seconds. */
+  periodSeconds: number;
+  /** Longest wait between two looks at the change table when no NOTIFY arrives. */
+  pollMs: number;
+  /** Changes applied per Redis transaction. */
+  changeBatch: number;
+  /** A JSON file of mappings stored at start. */
+  mappingsFile?: string;
+  /** Store merflow's default mappings when none exist (default true). */
+  defaultMappings: boolean;
+}
+
+/** What the worker reports to `control.worker_instances`. */
+export interface HydrateStatus {
+  leader: boolean;
+  mappings: number;
+  full_syncs: number;
+  changes_applied: number;
+  last_error?: string;
+}
+
+/** Runs until `signal` aborts. */
+export async function runHydrate(
+  o: HydrateOptions,
+  signal: AbortSignal,
+  status: HydrateStatus,
+): Promise<void> {
+  const log = o.log;
+  const metrics = new HydrateMetrics(o.metrics);
+  const deps: SyncDeps = {
+    sql: o.sql,
+    redis: o.redis,
+    controlPrefix: o.controlPrefix,
+    batchRows: o.batchRows,
+    atomicFlipKeys: o.atomicFlipKeys,
+    signal,
+  };
+  let wake: () => void = () => {};
+  let nudged = false;
+  const nudge = () => {
+    nudged = true;
+    wake();
+  };
+  const waitNudge = async (ms: number) => {
+    if (nudged) {
+      nudged = false;
+      return;
+    }
+    const controller = new AbortController();
+    const onAbort = () => controller.abort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    wake = () => controller.abort();
+    await abortableSleep(ms, controller.signal);
+    signal.removeEventListener("abort", onAbort);
+    wake = () => {};
+    nudged = false;
+  };
+
+  const lastStart = new Map<string, number>();
+  const generations = new Map<string, number>();
+  const needsFull = new Set<string>();
+  const known = new Set<string>();
+  let seenEpoch = -1;
+  let lockConn: Awaited<ReturnType<Sql["reserve"]>> | undefined;
+  let lockPid: number | undefined;
+  let bootstrapped = false;
+  let listener: { unlisten(): Promise<void> } | undefined;
+
+  const ensureLeader = async (): Promise<boolean> => {
+    try {
+      if (!lockConn) lockConn = await o.sql.reserve();
+      const [r] = await lockConn<{ pid: number; held: boolean }[]>`
+        select pg_backend_pid() as pid, exists (
+          select 1 from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()
+             and objid = ${LEADER_LOCK_KEY} and granted) as held`;
+      if (r.held && r.pid === lockPid) return true;
+      const [t] = await lockConn<{ ok: boolean }[]>`select pg_try_advisory_lock(${LEADER_LOCK_KEY}) as ok`;
+      lockPid = t.ok ? r.pid : undefined;
+      if (t.ok) log.info("leading", { pid: r.pid });
+      return t.ok;
+    } catch (e) {
+      lockConn?.release();
+      lockConn = undefined;
+      lockPid = undefined;
+      throw e;
+    }
+  };
+
+  let attempt = 0;
+  try {
+    while (!signal.aborted) {
+      let current: string | undefined;
+      try {
+        if (!listener) {
+          listener = await o.sql.listen("wharf_hydrate", () => nudge());
+        }
+        if (!bootstrapped) {
+          if (o.mappingsFile) {
+            const n = await loadMappingsFile(o.sql, o.mappingsFile);
+            log.info("mappings file loaded", { mappings: n });
+          }
+          if (o.defaultMappings) {
+            const n = await ensureDefaultMappings(o.sql);
+            if (n) log.info("default mappings stored", { mappings: n });
+          }
+          bootstrapped = true;
+        }
+        status.leader = await ensureLeader();
+        if (!status.leader) {
+          await waitNudge(Math.max(o.pollMs, 1_000));
+          continue;
+        }
+        await o.redis.client.ping();
+        if (o.redis.epoch() !== seenEpoch) {
+          // A (re)connection: the Redis behind it may have restarted empty, so everything is re-checked.
+          if (seenEpoch !== -1) log.warn("redis connection renewed: full sync of every mapping");
+          seenEpoch = o.redis.epoch();
+          generations.clear();
+          for (const n of known) needsFull.add(n);
+        }
+        const all = await loadMappings(o.sql);
+        const mappings = all.filter((m) => m.enabled);
+        status.mappings = mappings.length;
+        for (const name of [...known]) {
+          if (all.some((m) => m.name === name)) continue;
+          current = name;
+          const n = await purgeMapping(deps, name);
+          log.info("mapping deleted: keys removed", { mapping: name, keys: n });
+          known.delete(name);
+          generations.delete(name);
+          lastStart.delete(name);
+          metrics.forget(name);
+        }
+        for (const m of all) known.add(m.name);
+
+        for (const m of mappings) {
+          if (signal.aborted) break;
+          current = m.name;
+          if (!generations.has(m.name)) {
+            const g = await publishedGeneration(deps, m.name);
+            if (g) generations.set(m.name, g);
+          }
+          if (!isDue(m, o.periodSeconds, lastStart.get(m.name), generations.has(m.name), needsFull)) continue;
+          const started = new Date();
+          lastStart.set(m.name, started.getTime());
+          try {
+            const r = await fullSync(deps, m);
+            generations.set(m.name, r.generation);
+            needsFull.delete(m.name);
+            status.full_syncs++;
+            metrics.fullSync(m.name, r);
+            await writeSyncStats(o.sql, m.name, started, r);
+            log.info("full sync done", {
+              mapping: m.name,
+              rows: r.rows,
+              keys_written: r.keysWritten,
+              keys_removed: r.keysRemoved,
+              ms: Math.round(r.durationMs),
+              atomic: r.atomic,
+            });
+          } catch (e) {
+            lastStart.delete(m.name);
+            throw e;
+          }
+        }
+        current = undefined;
+
+        // Drain recorded changes, oldest first.
+        while (!signal.aborted) {
+          const refs = await o.sql<ChangeRef[]>`
+            select id::text, table_schema, table_name, op,
+                   extract(epoch from clock_timestamp() - created_at) * 1000 as lag_ms
+              from control.hydrate_changes order by id limit ${o.changeBatch}`;
+          if (!refs.length) break;
+          const r = await applyChanges(deps, mappings, generations, refs);
+          await o.sql`delete from control.hydrate_changes where id = any(${refs.map((x) => x.id)}::bigint[])`;
+          for (const name of r.truncated) needsFull.add(name);
+          let total = 0;
+          for (const [, n] of r.applied) total += n;
+          status.changes_applied += total;
+          metrics.changes(r, refs);
+          await writeChangeStats(o.sql, r.applied);
+          if (r.truncated.size) break;
+          if (refs.length < o.changeBatch) break;
+        }
+        const lags = await writeLagStats(o.sql);
+        metrics.lags(mappings, lags);
+        attempt = 0;
+        status.last_error = undefined;
+        if (!needsFull.size) await waitNudge(o.pollMs);
+      } catch (e) {
+        if (signal.aborted) break;
+        attempt++;
+        const message = (e as Error).message ?? String(e);
+        status.last_error = message;
+        log.warn("hydrate step failed; backing off", { mapping: current, attempt, error: e });
+        metrics.error(current);
+        if (current) await writeErrorStats(o.sql, current, message).catch(() => {});
+        await abortableSleep(backoffMs(attempt, 200, 5_000), signal);
+      }
+    }
+  } finally {
+    await listener?.unlisten().catch(() => {});
+    if (lockConn) {
+      await lockConn`select pg_advisory_unlock_all()`.catch(() => {});
+      lockConn.release();
+    }
+  }
+}
+
+/** Whether a mapping needs a full sync now. */
+export function isDue(
+  m: Mapping,
+  defaultPeriodS: number,
+  lastStartMs: number | undefined,
+  loaded: boolean,
+  needsFull: Set<string>,
+  now = Date.now(),
+): boolean {
+  if (!loaded || lastStartMs === undefined || needsFull.has(m.name)) return true;
+  if (m.resyncRequestedAt && m.resyncRequestedAt.getTime() > lastStartMs) return true;
+  return now - lastStartMs >= (m.periodSeconds ?? defaultPeriodS) * 1000;
+}
