@@ -45,7 +45,7 @@ export const hydrateWorker: WorkerDefinition<typeof HydrateConfig> = {
   async run(ctx, cfg) {
     const url = (cfg.pcred ?? cfg.PCRED ?? cfg.DATABASE_URL)!;
     const sql = connectPostgres(url, { max: 4, applicationName: "wharf-hydrate" });
-    const redis = await connectRedis(cfg.REDIS_URL, {
+    const redis = connectRedis(cfg.REDIS_URL, {
       caFile: cfg.REDIS_TLS_CA_FILE,
       certFile: cfg.REDIS_TLS_CERT_FILE,
       keyFile: cfg.REDIS_TLS_KEY_FILE,

@@ -11,7 +11,9 @@ import { z } from "zod";
 import { quoteIdent, type Sql } from "../../shared/db.ts";
 import { WharfError } from "../../shared/errors.ts";
 
-const Ident = z.string().min(1).max(63).regex(/^[^\u0000"]+$/, "must be a column or table name");
+const Ident = z.string().min(1).max(63).refine((v) => !v.includes("\u0000") && !v.includes('"'), {
+  message: "must be a column or table name",
+});
 
 /** The body of a mapping as the admin API and mapping files accept it. */
 export const MappingInput = z.object({
@@ -72,7 +74,9 @@ export function parseTemplate(template: string): TemplatePart[] {
       const end = template.indexOf("}", i);
       if (end < 0) throw badTemplate("a { is not closed");
       const column = template.slice(i + 1, end);
-      if (!column || /[{\u0000"]/.test(column)) throw badTemplate(`{${column}} is not a column name`);
+      if (!column || column.includes("{") || column.includes('"') || column.includes("\u0000")) {
+        throw badTemplate(`{${column}} is not a column name`);
+      }
       if (text) parts.push({ text });
       text = "";
       parts.push({ column });

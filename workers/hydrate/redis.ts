@@ -73,7 +73,7 @@ return removed
 `;
 
 /** Opens a connection; `rediss://` URLs use TLS with the given CA, client certificate and key. */
-export async function connectRedis(url: string, tls: RedisTlsFiles, log: Logger): Promise<HydrateRedis> {
+export function connectRedis(url: string, tls: RedisTlsFiles, log: Logger): HydrateRedis {
   let parsed: URL;
   try {
     parsed = new URL(url);
