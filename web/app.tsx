@@ -12,6 +12,7 @@ import { createLogger, type Logger } from "../shared/log.ts";
 import { METRICS_CONTENT_TYPE, Registry } from "../shared/metrics.ts";
 import { adminAuth } from "./middleware/admin_auth.ts";
 import { dispatchAdminRoutes } from "./routes/api/admin/dispatch.ts";
+import { hydrationAdminRoutes } from "./routes/api/admin/hydration.ts";
 import { requestId } from "./middleware/request_id.ts";
 import { OverviewPage } from "./routes/index.tsx";
 
@@ -97,6 +98,7 @@ export function createApp(options: AppOptions = {}): Hono<AppEnv> {
   const admin = new Hono<AppEnv>();
   admin.use(adminAuth({ token: options.adminToken }));
   admin.route("/", dispatchAdminRoutes(options));
+  admin.route("/hydration", hydrationAdminRoutes(options));
   admin.get("/whoami", (c) => c.json({ admin: c.get("admin") }));
   app.route("/api/admin", admin);
 

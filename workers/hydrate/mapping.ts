@@ -108,8 +108,11 @@ export async function sourceColumns(sql: Db, source: Mapping["source"]): Promise
     // Wrapping the text as a subquery admits one SELECT (or VALUES / WITH … SELECT) only: a second
     // statement, an INSERT … RETURNING or a data-modifying WITH are syntax errors there, and the
     // read-only transaction refuses anything that would write (a volatile function, say).
+    // One row is really fetched (not `limit 0`), so that a volatile function that writes (nextval, say)
+    // runs and is refused by the read-only transaction; the sync runs the query read-only too.
     const probe = async (q: Db) => {
-      const rows = await q.unsafe(`select * from (${source.query}\n) as wharf_q limit 0`);
+      await q`set local statement_timeout = 10000`;
+      const rows = await q.unsafe(`select * from (${source.query}\n) as wharf_q limit 1`);
       return rows.columns.map((c) => c.name);
     };
     try {
