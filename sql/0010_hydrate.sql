@@ -98,3 +98,12 @@ begin
   execute format('drop trigger if exists wharf_hydrate_truncate on %I.%I', p_schema, p_table);
   delete from control.hydrate_changes where table_schema = p_schema and table_name = p_table;
 end $$;
+
+-- The leader lease: one worker copy at a time runs syncs. A row rather than a session advisory lock so
+-- that leadership survives a reconnect and is visible to the console; the holder renews it while alive.
+create table control.hydrate_leader (
+  id          integer primary key default 1 check (id = 1),
+  holder      text,
+  lease_until timestamptz not null default '-infinity'
+);
+insert into control.hydrate_leader (id) values (1);

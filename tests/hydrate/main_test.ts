@@ -45,12 +45,14 @@ Deno.test("the worker started with only pcred hydrates merflow's default mapping
     stderr: "piped",
   }).spawn();
   const logs = captureText(child.stderr);
+  let ok = false;
   try {
     await eventually(
-      "the default mapping in Redis",
-      async () => (await r.get("2")) === "bob@example.com",
+      "both default mappings in Redis",
+      async () => (await r.get("bob")) === "$argon2id$bob",
       20_000,
     );
+    assert.equal(await r.get("2"), "bob@example.com");
     assert.equal(await r.get("1"), "ada@example.com");
     assert.equal(await r.get("ada"), "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA");
 
@@ -72,12 +74,15 @@ Deno.test("the worker started with only pcred hydrates merflow's default mapping
     assert.ok(stats[0].last_sync_finished_at instanceof Date);
     const [inst] = await sql`select status from control.worker_instances where worker = 'hydrate'`;
     assert.ok(inst, "the worker reports its instance");
+    ok = true;
   } finally {
+    if (!ok) console.error(logs.text());
     child.kill("SIGTERM");
     const status = await child.status;
     await logs.done;
     r.disconnect();
     await redis.stop();
+    if (status.code !== 0) console.error(logs.text());
     assert.equal(status.code, 0, "a SIGTERM stops the worker cleanly");
   }
   const password = new URL(db.url).password;

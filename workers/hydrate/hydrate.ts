@@ -1,5 +1,5 @@
 /**
- * The hydrate loop: one leader at a time (a Postgres advisory lock) runs full syncs when they are due and
+ * The hydrate loop: one leader at a time (a lease row in `control.hydrate_leader`) runs full syncs when they are due and
  * applies recorded changes as soon as a NOTIFY (or the poll) says there are some.
  *
  * States of one iteration: lead? → load mappings → purge deleted ones → full syncs due (first start,
@@ -24,9 +24,6 @@ import {
 } from "./sync.ts";
 import { HydrateMetrics, writeChangeStats, writeErrorStats, writeLagStats, writeSyncStats } from "./stats.ts";
 
-/** Advisory lock key of the hydrate leader. */
-export const LEADER_LOCK_KEY = 727_001_010;
-
 /** Settings of {@linkcode runHydrate}. */
 export interface HydrateOptions {
   sql: Sql;
@@ -46,6 +43,10 @@ export interface HydrateOptions {
   mappingsFile?: string;
   /** Store merflow's default mappings when none exist (default true). */
   defaultMappings: boolean;
+  /** This copy's id (the lease holder). */
+  instanceId: string;
+  /** How long the leader lease lasts without renewal. */
+  leaseMs: number;
 }
 
 /** What the worker reports to `control.worker_instances`. */
@@ -99,30 +100,24 @@ export async function runHydrate(
   const needsFull = new Set<string>();
   const known = new Set<string>();
   let seenEpoch = -1;
-  let lockConn: Awaited<ReturnType<Sql["reserve"]>> | undefined;
-  let lockPid: number | undefined;
   let bootstrapped = false;
   let listener: { unlisten(): Promise<void> } | undefined;
 
+  // The lease is renewed by a timer as well as by the loop, so that a long full sync keeps it.
   const ensureLeader = async (): Promise<boolean> => {
-    try {
-      if (!lockConn) lockConn = await o.sql.reserve();
-      const [r] = await lockConn<{ pid: number; held: boolean }[]>`
-        select pg_backend_pid() as pid, exists (
-          select 1 from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()
-             and objid = ${LEADER_LOCK_KEY} and granted) as held`;
-      if (r.held && r.pid === lockPid) return true;
-      const [t] = await lockConn<{ ok: boolean }[]>`select pg_try_advisory_lock(${LEADER_LOCK_KEY}) as ok`;
-      lockPid = t.ok ? r.pid : undefined;
-      if (t.ok) log.info("leading", { pid: r.pid });
-      return t.ok;
-    } catch (e) {
-      lockConn?.release();
-      lockConn = undefined;
-      lockPid = undefined;
-      throw e;
-    }
+    const rows = await o.sql`
+      update control.hydrate_leader
+         set holder = ${o.instanceId}, lease_until = now() + ${o.leaseMs} * interval '1 millisecond'
+       where holder = ${o.instanceId} or lease_until < now()
+      returning holder`;
+    const leading = rows.length > 0;
+    if (leading && !status.leader) log.info("leading");
+    if (!leading && status.leader) log.warn("lost the lease to another copy");
+    return leading;
   };
+  const renew = setInterval(() => {
+    if (status.leader) ensureLeader().then((l) => (status.leader = l)).catch(() => {});
+  }, Math.max(100, Math.floor(o.leaseMs / 3)));
 
   let attempt = 0;
   try {
@@ -238,10 +233,12 @@ export async function runHydrate(
       }
     }
   } finally {
+    clearInterval(renew);
     await listener?.unlisten().catch(() => {});
-    if (lockConn) {
-      await lockConn`select pg_advisory_unlock_all()`.catch(() => {});
-      lockConn.release();
+    if (status.leader) {
+      await o.sql`update control.hydrate_leader set lease_until = '-infinity' where holder = ${o.instanceId}`
+        .catch(() => {});
+      status.leader = false;
     }
   }
 }

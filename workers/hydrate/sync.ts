@@ -2,8 +2,8 @@
  * Full sync, incremental apply and purge: the three ways hydrate writes Redis.
  *
  * Full sync of a mapping (generation G):
- * 1. Rows stream from Postgres through a cursor inside one REPEATABLE READ, READ ONLY transaction (one
- *    snapshot, memory bounded by the batch size whatever the table size).
+ * 1. Rows stream from Postgres through a SQL cursor (DECLARE / FETCH) inside one REPEATABLE READ, READ
+ *    ONLY transaction (one snapshot, memory bounded by the batch size whatever the table size).
  * 2. Each row's value is written to a staged key `<prefix><mapping>:stage:G:<key>` and the key is
  *    registered as G in the mapping's registry hash, with pipelining (several batches in flight).
  * 3. The flip: a script renames every staged key over its live key and deletes the live keys whose
@@ -112,6 +112,41 @@ async function dropStaging(deps: SyncDeps, stagePrefix: string): Promise<void> {
   } while (cursor !== "0");
 }
 
+/**
+ * True when `e` means the connection itself is gone (closed socket, server shutdown), not just the
+ * statement.
+ */
+export function isConnectionError(e: unknown): boolean {
+  const code = String((e as { code?: unknown })?.code ?? "");
+  if (/^CONNECT(ION)?_/.test(code) || /^E[A-Z]+$/.test(code)) return true;
+  return code.startsWith("08") || (code.startsWith("57") && code !== "57014");
+}
+
+/**
+ * Runs `fn` in one REPEATABLE READ, READ ONLY transaction on a reserved connection.
+ *
+ * Not `sql.begin()`: when the connection drops mid-transaction, postgres.js's `begin` still sends its
+ * ROLLBACK on the dead connection, and that write happens in a timer where it throws an uncaught
+ * TypeError that ends the process. Here a dead connection is left alone (the pool has already marked it
+ * closed and reconnects on its own); a live one is rolled back and released as usual.
+ */
+export async function inSnapshot<T>(sql: Sql, fn: (tx: Sql) => Promise<T>): Promise<T> {
+  const c = await sql.reserve();
+  let dead = false;
+  try {
+    await c.unsafe("begin isolation level repeatable read read only");
+    const result = await fn(c as unknown as Sql);
+    await c.unsafe("commit");
+    return result;
+  } catch (e) {
+    dead = isConnectionError(e);
+    if (!dead) await c.unsafe("rollback").catch((r) => (dead = isConnectionError(r)));
+    throw e;
+  } finally {
+    if (!dead) c.release();
+  }
+}
+
 /** The published generation of a mapping (0 when it was never loaded into this Redis). */
 export async function publishedGeneration(deps: SyncDeps, mapping: string): Promise<number> {
   const g = await deps.redis.client.hget(controlKeys(deps.controlPrefix, mapping).meta, "generation");
@@ -139,10 +174,23 @@ export async function fullSync(deps: SyncDeps, m: Mapping): Promise<FullSyncResu
   let keysWritten = 0;
   const genText = String(gen);
 
-  await deps.sql.begin("isolation level repeatable read read only", async (tx) => {
+  await inSnapshot(deps.sql, async (tx) => {
+    // A SQL cursor read with FETCH rather than postgres.js's `.cursor()`: when the connection drops
+    // while a `.cursor()` callback is busy, postgres.js writes its next Execute to a closed socket from a
+    // timer and the process dies of an uncaught TypeError. FETCH is a plain query that fails properly.
+    // The next FETCH is sent while the current batch goes to Redis, so both sides stay busy.
+    await tx.unsafe(`declare wharf_hydrate no scroll cursor for ${q.text}`, q.params as never[]);
+    const fetchBatch = () =>
+      tx.unsafe(`fetch ${deps.batchRows} from wharf_hydrate`).values() as unknown as Promise<
+        (string | null)[][]
+      >;
     const inflight: Promise<void>[] = [];
-    const cursor = tx.unsafe(q.text, q.params as never[]).values().cursor(deps.batchRows);
-    for await (const batch of cursor as AsyncIterable<(string | null)[][]>) {
+    let next = fetchBatch();
+    for (;;) {
+      const batch = await next;
+      if (!batch.length) break;
+      next = fetchBatch();
+      next.catch(() => {}); // awaited at the top of the loop
       if (deps.signal?.aborted) {
         throw new WharfError(503, "Cannot finish the full sync as the worker is stopping");
       }
@@ -165,7 +213,11 @@ export async function fullSync(deps: SyncDeps, m: Mapping): Promise<FullSyncResu
       }
       if (mset.length) p.mset(...mset);
       if (reg.length) p.hset(ck.registry, ...reg);
-      inflight.push(execOrThrow(p));
+      const sent = execOrThrow(p);
+      // Handled here so that a failure while an older batch is awaited is not an unhandled rejection;
+      // awaiting `sent` below still throws it.
+      sent.catch(() => {});
+      inflight.push(sent);
       if (inflight.length >= PIPELINES_IN_FLIGHT) await inflight.shift();
     }
     await Promise.all(inflight);
