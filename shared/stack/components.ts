@@ -21,4 +21,7 @@ export interface Component {
 export const COMPONENTS: Component[] = [
   { name: "web", entry: "web/main.ts", web: true },
   { name: "dispatch", entry: "workers/dispatch/main.ts", copies: 2 },
+  // The default mapping over app.users (or public.users) with DATABASE_URL and REDIS_URL from the dev
+  // environment; a short period so that the console shows fresh syncs.
+  { name: "hydrate", entry: "workers/hydrate/main.ts", env: () => ({ HYDRATE_PERIOD_S: "30" }) },
 ];

@@ -36,7 +36,8 @@ Deno.test("the worker started with only pcred hydrates merflow's default mapping
     clearEnv: true,
     env: {
       ...baseEnv(),
-      pcred: db.url,
+      // merflow's variable, with TLS to Postgres checked against the test server's CA.
+      pcred: `${db.url}?sslmode=verify-full&sslrootcert=${encodeURIComponent(testEnv.pgCaFile)}`,
       REDIS_URL: redis.url,
       OPS_PORT: String(opsPort),
       HYDRATE_POLL_MS: "200",
@@ -74,6 +75,9 @@ Deno.test("the worker started with only pcred hydrates merflow's default mapping
     assert.ok(stats[0].last_sync_finished_at instanceof Date);
     const [inst] = await sql`select status from control.worker_instances where worker = 'hydrate'`;
     assert.ok(inst, "the worker reports its instance");
+    const tls = await sql`select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid)
+                           where a.application_name = 'wharf-hydrate' and a.datname = ${db.name}`;
+    assert.ok(tls.length > 0 && tls.every((t) => t.ssl), "the worker talks to Postgres over TLS");
     ok = true;
   } finally {
     if (!ok) console.error(logs.text());
