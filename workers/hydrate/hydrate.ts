@@ -37,6 +37,8 @@ export interface HydrateOptions {
   periodSeconds: number;
   /** Longest wait between two looks at the change table when no NOTIFY arrives. */
   pollMs: number;
+  /** Full syncs of different mappings run at once. */
+  syncConcurrency: number;
   /** Changes applied per Redis transaction. */
   changeBatch: number;
   /** A JSON file of mappings stored at start. */
@@ -100,6 +102,8 @@ export async function runHydrate(
   const needsFull = new Set<string>();
   const known = new Set<string>();
   let seenEpoch = -1;
+  const unflushed = new Map<string, number>();
+  let lastStatsAt = 0;
   let bootstrapped = false;
   let listener: { unlisten(): Promise<void> } | undefined;
 
@@ -166,14 +170,22 @@ export async function runHydrate(
         }
         for (const m of all) known.add(m.name);
 
+        const due: Mapping[] = [];
         for (const m of mappings) {
-          if (signal.aborted) break;
           current = m.name;
           if (!generations.has(m.name)) {
             const g = await publishedGeneration(deps, m.name);
             if (g) generations.set(m.name, g);
           }
-          if (!isDue(m, o.periodSeconds, lastStart.get(m.name), generations.has(m.name), needsFull)) continue;
+          if (isDue(m, o.periodSeconds, lastStart.get(m.name), generations.has(m.name), needsFull)) {
+            due.push(m);
+          }
+        }
+        current = undefined;
+        // Full syncs of different mappings run side by side (each has its own registry, meta and staged
+        // keys); a failed one is recorded on its stats row and retried after the back-off.
+        let failure: unknown;
+        const syncOne = async (m: Mapping) => {
           const started = new Date();
           lastStart.set(m.name, started.getTime());
           try {
@@ -193,10 +205,19 @@ export async function runHydrate(
             });
           } catch (e) {
             lastStart.delete(m.name);
-            throw e;
+            if (signal.aborted) return;
+            metrics.error(m.name);
+            log.warn("full sync failed", { mapping: m.name, error: e });
+            await writeErrorStats(o.sql, m.name, (e as Error).message ?? String(e)).catch(() => {});
+            failure ??= e;
           }
-        }
-        current = undefined;
+        };
+        await Promise.all(
+          Array.from({ length: Math.min(o.syncConcurrency, due.length) }, async () => {
+            for (let m = due.shift(); m && !signal.aborted; m = due.shift()) await syncOne(m);
+          }),
+        );
+        if (failure) throw failure;
 
         // Drain recorded changes, oldest first.
         while (!signal.aborted) {
@@ -212,12 +233,18 @@ export async function runHydrate(
           for (const [, n] of r.applied) total += n;
           status.changes_applied += total;
           metrics.changes(r, refs);
-          await writeChangeStats(o.sql, r.applied);
+          for (const [name, n] of r.applied) unflushed.set(name, (unflushed.get(name) ?? 0) + n);
           if (r.truncated.size) break;
           if (refs.length < o.changeBatch) break;
         }
-        const lags = await writeLagStats(o.sql);
-        metrics.lags(mappings, lags);
+        // Stats rows are written at most once a second, so that a busy stream of changes costs Redis
+        // writes, not control-table writes.
+        if (Date.now() - lastStatsAt >= 1_000) {
+          await writeChangeStats(o.sql, unflushed);
+          unflushed.clear();
+          metrics.lags(mappings, await writeLagStats(o.sql));
+          lastStatsAt = Date.now();
+        }
         attempt = 0;
         status.last_error = undefined;
         if (!needsFull.size) await waitNudge(o.pollMs);
@@ -234,6 +261,7 @@ export async function runHydrate(
     }
   } finally {
     clearInterval(renew);
+    if (unflushed.size) await writeChangeStats(o.sql, unflushed).catch(() => {});
     await listener?.unlisten().catch(() => {});
     if (status.leader) {
       await o.sql`update control.hydrate_leader set lease_until = '-infinity' where holder = ${o.instanceId}`

@@ -32,6 +32,7 @@ export const HydrateConfig = z.object({
   HYDRATE_CHANGE_BATCH: z.coerce.number().int().min(1).max(100_000).default(2_000),
   HYDRATE_ATOMIC_FLIP_KEYS: z.coerce.number().int().min(0).max(10_000_000).default(100_000),
   HYDRATE_REDIS_PREFIX: z.string().min(1).max(200).default("wharf:hydrate:"),
+  HYDRATE_SYNC_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
   HYDRATE_LEASE_MS: z.coerce.number().int().min(500).max(600_000).default(15_000),
 }).refine((c) => c.pcred || c.PCRED || c.DATABASE_URL, {
   message: "one of pcred, PCRED or DATABASE_URL must be set to a postgres:// URL",
@@ -67,6 +68,7 @@ export const hydrateWorker: WorkerDefinition<typeof HydrateConfig> = {
           periodSeconds: cfg.HYDRATE_PERIOD_S,
           pollMs: cfg.HYDRATE_POLL_MS,
           changeBatch: cfg.HYDRATE_CHANGE_BATCH,
+          syncConcurrency: cfg.HYDRATE_SYNC_CONCURRENCY,
           mappingsFile: cfg.HYDRATE_MAPPINGS_FILE,
           defaultMappings: cfg.HYDRATE_DEFAULT_MAPPINGS,
           instanceId: ctx.instanceId,

@@ -203,11 +203,11 @@ export async function fullSync(deps: SyncDeps, m: Mapping): Promise<FullSyncResu
         rows++;
         const key = row[0];
         if (key === null) continue;
-        const values = row.slice(1);
         if (plainStrings) {
-          if (values[0] === null) continue;
-          mset.push(stagePrefix + key, values[0]);
-        } else if (!queueValue(p, m, stagePrefix + key, values, hashFields, direct)) continue;
+          const v = row[1];
+          if (v === null) continue;
+          mset.push(stagePrefix + key, v);
+        } else if (!queueValue(p, m, stagePrefix + key, row.slice(1), hashFields, direct)) continue;
         reg.push(key, genText);
         keysWritten++;
       }
