@@ -152,6 +152,9 @@ try {
       HYDRATE_PERIOD_S: "86400",
       HYDRATE_POLL_MS: "1000",
       WHARF_LOG_LEVEL: "warn",
+      ...(Deno.env.get("HYDRATE_BATCH_ROWS")
+        ? { HYDRATE_BATCH_ROWS: Deno.env.get("HYDRATE_BATCH_ROWS")! }
+        : {}),
     },
     stdout: "null",
     stderr: "inherit",
@@ -171,6 +174,7 @@ try {
     }
   };
   const firstS = await syncWindow(new Date(Date.now() - 60_000));
+  const rssFirst = peakRssMiB(worker.pid);
   const keys1 = await redis.dbsize();
   if (keys1 !== 2 * N + 4) throw new Error(`wharf wrote ${keys1} keys, not ${2 * N} (+4 of its own)`);
   say("wharf: second full sync (staged generation and flip)");
@@ -251,6 +255,7 @@ try {
     peer_rows_per_s: Math.round(N / baselineS),
     staged_rows_per_s: Math.round(N / secondS),
     rss_mb: Math.round(rss),
+    rss_first_load_mb: Math.round(rssFirst),
     p50_ms: Number(percentile(lat, 50).toFixed(2)),
     p99_ms: Number(percentile(lat, 99).toFixed(2)),
     updates: lat.length,

@@ -68,6 +68,11 @@ Deno.test("the worker started with only pcred hydrates merflow's default mapping
     const metrics = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
     assert.match(metrics, /wharf_hydrate_keys_written_total\{mapping="users_email"\} \d+/);
     assert.match(metrics, /wharf_hydrate_freshness_lag_seconds\{mapping="users_password"\} 0/);
+    // Stats rows are flushed at most once a second.
+    await eventually("the change counts in the stats rows", async () => {
+      const [s] = await sql`select changes_applied from control.hydrate_stats where mapping = 'users_email'`;
+      return Number(s?.changes_applied) >= 3;
+    });
     const stats = await sql`select * from control.hydrate_stats order by mapping`;
     assert.deepEqual(stats.map((s) => s.mapping), ["users_email", "users_password"]);
     assert.equal(Number(stats[0].last_sync_rows), 2);

@@ -17,9 +17,10 @@ import type { HydrateRedis } from "./redis.ts";
 import {
   applyChanges,
   type ChangeRef,
-  fullSync,
+  fullSyncGroup,
   publishedGeneration,
   purgeMapping,
+  sourceGroupKey,
   type SyncDeps,
 } from "./sync.ts";
 import { HydrateMetrics, writeChangeStats, writeErrorStats, writeLagStats, writeSyncStats } from "./stats.ts";
@@ -182,39 +183,48 @@ export async function runHydrate(
           }
         }
         current = undefined;
-        // Full syncs of different mappings run side by side (each has its own registry, meta and staged
-        // keys); a failed one is recorded on its stats row and retried after the back-off.
+        // Mappings of one table share one scan; different tables (and queries) sync side by side (each
+        // mapping has its own registry, meta and staged keys). A failed group is recorded on its
+        // mappings' stats rows and retried after the back-off.
         let failure: unknown;
-        const syncOne = async (m: Mapping) => {
+        const groups = new Map<string, Mapping[]>();
+        for (const m of due) groups.set(sourceGroupKey(m), [...(groups.get(sourceGroupKey(m)) ?? []), m]);
+        const syncGroup = async (ms: Mapping[]) => {
           const started = new Date();
-          lastStart.set(m.name, started.getTime());
+          for (const m of ms) lastStart.set(m.name, started.getTime());
           try {
-            const r = await fullSync(deps, m);
-            generations.set(m.name, r.generation);
-            needsFull.delete(m.name);
-            status.full_syncs++;
-            metrics.fullSync(m.name, r);
-            await writeSyncStats(o.sql, m.name, started, r);
-            log.info("full sync done", {
-              mapping: m.name,
-              rows: r.rows,
-              keys_written: r.keysWritten,
-              keys_removed: r.keysRemoved,
-              ms: Math.round(r.durationMs),
-              atomic: r.atomic,
-            });
+            const results = await fullSyncGroup(deps, ms);
+            for (const [i, m] of ms.entries()) {
+              const r = results[i];
+              generations.set(m.name, r.generation);
+              needsFull.delete(m.name);
+              status.full_syncs++;
+              metrics.fullSync(m.name, r);
+              await writeSyncStats(o.sql, m.name, started, r);
+              log.info("full sync done", {
+                mapping: m.name,
+                rows: r.rows,
+                keys_written: r.keysWritten,
+                keys_removed: r.keysRemoved,
+                ms: Math.round(r.durationMs),
+                atomic: r.atomic,
+              });
+            }
           } catch (e) {
-            lastStart.delete(m.name);
+            for (const m of ms) lastStart.delete(m.name);
             if (signal.aborted) return;
-            metrics.error(m.name);
-            log.warn("full sync failed", { mapping: m.name, error: e });
-            await writeErrorStats(o.sql, m.name, (e as Error).message ?? String(e)).catch(() => {});
+            for (const m of ms) {
+              metrics.error(m.name);
+              await writeErrorStats(o.sql, m.name, (e as Error).message ?? String(e)).catch(() => {});
+            }
+            log.warn("full sync failed", { mappings: ms.map((m) => m.name), error: e });
             failure ??= e;
           }
         };
+        const queue = [...groups.values()];
         await Promise.all(
-          Array.from({ length: Math.min(o.syncConcurrency, due.length) }, async () => {
-            for (let m = due.shift(); m && !signal.aborted; m = due.shift()) await syncOne(m);
+          Array.from({ length: Math.min(o.syncConcurrency, queue.length) }, async () => {
+            for (let g = queue.shift(); g && !signal.aborted; g = queue.shift()) await syncGroup(g);
           }),
         );
         if (failure) throw failure;

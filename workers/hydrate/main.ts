@@ -28,7 +28,7 @@ export const HydrateConfig = z.object({
   HYDRATE_DEFAULT_MAPPINGS: boolVar.default(true),
   HYDRATE_PERIOD_S: z.coerce.number().int().min(1).max(86_400).default(60),
   HYDRATE_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
-  HYDRATE_BATCH_ROWS: z.coerce.number().int().min(10).max(100_000).default(5_000),
+  HYDRATE_BATCH_ROWS: z.coerce.number().int().min(10).max(100_000).default(2_000),
   HYDRATE_CHANGE_BATCH: z.coerce.number().int().min(1).max(100_000).default(2_000),
   HYDRATE_ATOMIC_FLIP_KEYS: z.coerce.number().int().min(0).max(10_000_000).default(100_000),
   HYDRATE_REDIS_PREFIX: z.string().min(1).max(200).default("wharf:hydrate:"),

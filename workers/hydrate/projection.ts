@@ -66,9 +66,16 @@ function sourceText(m: Mapping): string {
  * (the mapping's list, or every column of the source).
  */
 export function fullSyncQuery(m: Mapping, hashColumns: string[] = []): Query {
+  return fullSyncGroupQuery([m], [hashColumns]);
+}
+
+/**
+ * One scan for several mappings of the same source: each row is `[key1, ...values1, key2, ...]`.
+ */
+export function fullSyncGroupQuery(ms: Mapping[], hashColumns: string[][]): Query {
   const p = new Params();
-  const cols = [keyExpr(m, "t", p), ...valueExprs(m, "t", hashColumns)];
-  return { text: `select ${cols.join(", ")} from ${sourceText(m)} as t`, params: p.values };
+  const cols = ms.flatMap((m, i) => [keyExpr(m, "t", p), ...valueExprs(m, "t", hashColumns[i] ?? [])]);
+  return { text: `select ${cols.join(", ")} from ${sourceText(ms[0])} as t`, params: p.values };
 }
 
 /**

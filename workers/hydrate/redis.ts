@@ -23,12 +23,14 @@ export interface RedisTlsFiles {
 export interface HydrateCommands {
   /** See {@linkcode FLIP_LUA}. */
   hydrateFlip(
-    stagePrefix: string,
     registry: string,
+    stagePrefix: string,
     gen: string,
     meta: string,
-    ...keys: string[]
-  ): Promise<number>;
+    cursor: string,
+    count: number,
+    all: "0" | "1",
+  ): Promise<[string, number]>;
 }
 
 /** A hydrate Redis connection. */
@@ -40,36 +42,41 @@ export interface HydrateRedis {
 }
 
 /**
- * Moves a generation into place for the given keys, in one atomic step (a script runs alone):
- * a key registered with this generation gets its staged value renamed over the live one (a staged key
- * is whole, so a hash is replaced whole); a key registered with an older generation belongs to a row that
- * is gone, so it and its registry entry are deleted. With `ARGV[4]` (the meta key) set, the generation is
- * published in the same step. An empty stage prefix means the values were written in place (the first
- * load of a mapping), so there is nothing to rename. Returns the number of keys removed.
+ * Moves a generation into place, walking the mapping's registry with HSCAN inside the script: a key
+ * registered with this generation gets its staged value renamed over the live one (a staged key is
+ * whole, so a hash is replaced whole); a key registered with an older generation belongs to a row that
+ * is gone, so it and its registry entry are deleted. With `all` = 1 the whole registry is walked in one
+ * call, so the switch is atomic for readers (a script runs alone); otherwise one HSCAN step per call,
+ * and the caller passes the returned cursor back. When the walk ends, the generation is published in
+ * the same call. An empty stage prefix means the values were written in place (a first load), so there
+ * is nothing to rename. Returns `{ next cursor, keys removed }`.
  */
 export const FLIP_LUA = `
-local stage, reg, gen, meta = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local reg, stage, gen, meta = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local cursor, count, all = ARGV[5], ARGV[6], ARGV[7] == '1'
 local removed = 0
-for i = 5, #ARGV do
-  local k = ARGV[i]
-  local g = redis.call('HGET', reg, k)
-  if g then
-    if tonumber(g) == gen then
+repeat
+  local res = redis.call('HSCAN', reg, cursor, 'COUNT', count)
+  cursor = res[1]
+  local e = res[2]
+  for i = 1, #e, 2 do
+    local k, g = e[i], tonumber(e[i + 1])
+    if g == gen then
       if stage ~= '' and redis.call('EXISTS', stage .. k) == 1 then
         redis.call('RENAME', stage .. k, k)
       end
-    elseif tonumber(g) < gen then
+    elseif g < gen then
       redis.call('DEL', k)
       redis.call('HDEL', reg, k)
       removed = removed + 1
     end
   end
-end
-if meta ~= '' then
+until cursor == '0' or not all
+if cursor == '0' then
   redis.call('HSET', meta, 'generation', ARGV[3])
   redis.call('HDEL', meta, 'staging')
 end
-return removed
+return {cursor, removed}
 `;
 
 /** Opens a connection; `rediss://` URLs use TLS with the given CA, client certificate and key. */

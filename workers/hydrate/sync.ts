@@ -22,7 +22,7 @@ import type { ChainableCommander } from "ioredis";
 import type { Sql } from "../../shared/db.ts";
 import { WharfError } from "../../shared/errors.ts";
 import { type Mapping, sourceColumns } from "./mapping.ts";
-import { changesQuery, fullSyncQuery } from "./projection.ts";
+import { changesQuery, fullSyncGroupQuery } from "./projection.ts";
 import { controlKeys, globEscape, type HydrateRedis } from "./redis.ts";
 
 /** What a sync needs. */
@@ -155,24 +155,69 @@ export async function publishedGeneration(deps: SyncDeps, mapping: string): Prom
 
 /** Runs a full sync of `m`. See the module comment for the steps and the guarantees. */
 export async function fullSync(deps: SyncDeps, m: Mapping): Promise<FullSyncResult> {
+  return (await fullSyncGroup(deps, [m]))[0];
+}
+
+/** Per-mapping state of a group sync. */
+interface Target {
+  m: Mapping;
+  ck: ReturnType<typeof controlKeys>;
+  gen: number;
+  genText: string;
+  direct: boolean;
+  cleanFirstLoad: boolean;
+  stagePrefix: string;
+  hashFields: string[];
+  /** Index of the key column in a result row; the values follow it. */
+  offset: number;
+  width: number;
+  plainStrings: boolean;
+  rows: number;
+  keysWritten: number;
+}
+
+/**
+ * Full sync of several mappings that read the same table, in one scan of it (merflow's default mapping
+ * is two mappings over `users`). Each mapping keeps its own generation, registry and flip; the results
+ * come back in the order of `ms`. A failure fails the whole group (each mapping is then retried).
+ */
+export async function fullSyncGroup(deps: SyncDeps, ms: Mapping[]): Promise<FullSyncResult[]> {
   const t0 = performance.now();
   const r = deps.redis.client;
   const epoch = deps.redis.epoch();
-  const ck = controlKeys(deps.controlPrefix, m.name);
-  const meta = await r.hgetall(ck.meta);
-  if (meta.staging) await dropStaging(deps, ck.stage(meta.staging));
-  const previous = meta.generation ? Number(meta.generation) : 0;
-  // A generation is a timestamp (never below previous + 1), so that the keys a crashed attempt
-  // registered never pass for the next attempt's.
-  const gen = Math.max(previous + 1, Date.now());
-  const direct = previous === 0;
-  const stagePrefix = direct ? "" : ck.stage(String(gen));
-  if (!direct) await r.hset(ck.meta, "staging", String(gen));
-  const hashFields = await hashColumnsOf(deps.sql, m);
-  const q = fullSyncQuery(m, hashFields);
-  let rows = 0;
-  let keysWritten = 0;
-  const genText = String(gen);
+  const targets: Target[] = [];
+  let offset = 0;
+  for (const m of ms) {
+    const ck = controlKeys(deps.controlPrefix, m.name);
+    const meta = await r.hgetall(ck.meta);
+    if (meta.staging) await dropStaging(deps, ck.stage(meta.staging));
+    const previous = meta.generation ? Number(meta.generation) : 0;
+    // A generation is a timestamp (never below previous + 1), so that the keys a crashed attempt
+    // registered never pass for the next attempt's.
+    const gen = Math.max(previous + 1, Date.now());
+    const direct = previous === 0;
+    if (!direct) await r.hset(ck.meta, "staging", String(gen));
+    const hashFields = await hashColumnsOf(deps.sql, m);
+    const width = m.value.shape === "hash" ? hashFields.length : 1;
+    targets.push({
+      m,
+      ck,
+      gen,
+      genText: String(gen),
+      direct,
+      // A first load into a registry that is empty has nothing to rename and nothing to remove.
+      cleanFirstLoad: direct && (await r.hlen(ck.registry)) === 0,
+      stagePrefix: direct ? "" : ck.stage(String(gen)),
+      hashFields,
+      offset,
+      width,
+      plainStrings: m.value.shape !== "hash" && !m.ttlSeconds,
+      rows: 0,
+      keysWritten: 0,
+    });
+    offset += 1 + width;
+  }
+  const q = fullSyncGroupQuery(ms, targets.map((t) => t.hashFields));
 
   await inSnapshot(deps.sql, async (tx) => {
     // A SQL cursor read with FETCH rather than postgres.js's `.cursor()`: when the connection drops
@@ -196,23 +241,27 @@ export async function fullSync(deps: SyncDeps, m: Mapping): Promise<FullSyncResu
       }
       checkEpoch(deps, epoch);
       const p = r.pipeline();
-      const reg: string[] = [];
-      const mset: string[] = [];
-      const plainStrings = m.value.shape !== "hash" && !m.ttlSeconds;
-      for (const row of batch) {
-        rows++;
-        const key = row[0];
-        if (key === null) continue;
-        if (plainStrings) {
-          const v = row[1];
-          if (v === null) continue;
-          mset.push(stagePrefix + key, v);
-        } else if (!queueValue(p, m, stagePrefix + key, row.slice(1), hashFields, direct)) continue;
-        reg.push(key, genText);
-        keysWritten++;
+      for (const t of targets) {
+        const reg: string[] = [];
+        const mset: string[] = [];
+        const { offset: o, stagePrefix, genText } = t;
+        for (const row of batch) {
+          const key = row[o];
+          if (key === null) continue;
+          if (t.plainStrings) {
+            const v = row[o + 1];
+            if (v === null) continue;
+            mset.push(stagePrefix + key, v);
+          } else if (
+            !queueValue(p, t.m, stagePrefix + key, row.slice(o + 1, o + 1 + t.width), t.hashFields, t.direct)
+          ) continue;
+          reg.push(key, genText);
+          t.keysWritten++;
+        }
+        t.rows += batch.length;
+        if (mset.length) p.mset(...mset);
+        if (reg.length) p.hset(t.ck.registry, ...reg);
       }
-      if (mset.length) p.mset(...mset);
-      if (reg.length) p.hset(ck.registry, ...reg);
       const sent = execOrThrow(p);
       // Handled here so that a failure while an older batch is awaited is not an unhandled rejection;
       // awaiting `sent` below still throws it.
@@ -224,35 +273,49 @@ export async function fullSync(deps: SyncDeps, m: Mapping): Promise<FullSyncResu
   });
   checkEpoch(deps, epoch);
 
-  // The flip. The registry holds every key the mapping owns: this generation's, and older ones whose
+  // The flips. The registry holds every key a mapping owns: this generation's, and older ones whose
   // rows are gone.
-  const total = await r.hlen(ck.registry);
-  let keysRemoved = 0;
-  const atomic = total <= deps.atomicFlipKeys;
-  if (atomic) {
-    const keys: string[] = [];
-    let cursor = "0";
-    do {
-      const [next, entries] = await r.hscan(ck.registry, cursor, "COUNT", 5_000);
-      for (let i = 0; i < entries.length; i += 2) keys.push(entries[i]);
-      cursor = next;
-    } while (cursor !== "0");
+  const results: FullSyncResult[] = [];
+  for (const t of targets) {
+    const total = t.cleanFirstLoad ? 0 : await r.hlen(t.ck.registry);
+    let keysRemoved = 0;
+    const atomic = total <= deps.atomicFlipKeys;
     checkEpoch(deps, epoch);
-    keysRemoved = await r.hydrateFlip(stagePrefix, ck.registry, genText, ck.meta, ...new Set(keys));
-  } else {
-    let cursor = "0";
-    do {
-      const [next, entries] = await r.hscan(ck.registry, cursor, "COUNT", 5_000);
-      const keys: string[] = [];
-      for (let i = 0; i < entries.length; i += 2) keys.push(entries[i]);
-      checkEpoch(deps, epoch);
-      if (keys.length) keysRemoved += await r.hydrateFlip(stagePrefix, ck.registry, genText, "", ...keys);
-      cursor = next;
-    } while (cursor !== "0");
-    await r.hydrateFlip(stagePrefix, ck.registry, genText, ck.meta);
+    if (t.cleanFirstLoad) {
+      await r.multi().hset(t.ck.meta, "generation", t.genText).hdel(t.ck.meta, "staging").exec();
+    } else {
+      let cursor = "0";
+      do {
+        const [next, removed] = await r.hydrateFlip(
+          t.ck.registry,
+          t.stagePrefix,
+          t.genText,
+          t.ck.meta,
+          cursor,
+          5_000,
+          atomic ? "1" : "0",
+        );
+        keysRemoved += removed;
+        cursor = next;
+        if (cursor !== "0") checkEpoch(deps, epoch);
+      } while (cursor !== "0");
+    }
+    checkEpoch(deps, epoch);
+    results.push({
+      generation: t.gen,
+      rows: t.rows,
+      keysWritten: t.keysWritten,
+      keysRemoved,
+      durationMs: performance.now() - t0,
+      atomic,
+    });
   }
-  checkEpoch(deps, epoch);
-  return { generation: gen, rows, keysWritten, keysRemoved, durationMs: performance.now() - t0, atomic };
+  return results;
+}
+
+/** The key that groups mappings reading the same table (a query mapping is alone in its group). */
+export function sourceGroupKey(m: Mapping): string {
+  return "table" in m.source ? `table:${m.source.schema}.${m.source.table}` : `query:${m.name}`;
 }
 
 /** A recorded change, as the worker reads it. */

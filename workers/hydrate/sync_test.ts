@@ -4,7 +4,14 @@ import { createTestDatabase, testEnv, testRedisPrefix } from "../../shared/testi
 import { createPeople, testDeps, testRedis } from "./_testing.ts";
 import { type MappingInput, saveMapping, validateMapping } from "./mapping.ts";
 import { controlKeys } from "./redis.ts";
-import { applyChanges, type ChangeRef, fullSync, purgeMapping, type SyncDeps } from "./sync.ts";
+import {
+  applyChanges,
+  type ChangeRef,
+  fullSync,
+  fullSyncGroup,
+  purgeMapping,
+  type SyncDeps,
+} from "./sync.ts";
 import type { Sql } from "../../shared/db.ts";
 
 async function store(sql: Sql, input: MappingInput) {
@@ -230,4 +237,40 @@ Deno.test("a reader polling during a full sync never sees a missing key or a mix
     await reader.del(...(await reader.keys(`${p}*`)));
     reader.disconnect();
   }
+});
+
+Deno.test("mappings of one table load in one scan, each with its own generation and registry", async () => {
+  await using db = await createTestDatabase();
+  await using redis = await testRedis(testEnv.redisUrl);
+  const p = testRedisPrefix();
+  await createPeople(db.sql, 30);
+  const deps = testDeps(db.sql, redis, p, { batchRows: 8 });
+  const r = redis.client;
+  const a = await store(db.sql, {
+    name: "a",
+    source: { table: "people", schema: "public" },
+    key_template: "a:{id}",
+    value: { shape: "string", column: "email" },
+    key_prefix: p,
+  });
+  const b = await store(db.sql, {
+    name: "b",
+    source: { table: "people", schema: "public" },
+    key_template: "b:{username}",
+    value: { shape: "hash", columns: ["age", "email"] },
+    key_prefix: p,
+    ttl_seconds: 100,
+  });
+  await db.sql`update public.people set age = null, email = null where id = 3`;
+  const [ra, rb] = await fullSyncGroup(deps, [a, b]);
+  assert.deepEqual([ra.rows, ra.keysWritten, rb.rows, rb.keysWritten], [30, 29, 30, 29]);
+  assert.equal(await r.get(`${p}a:4`), "user4@example.com");
+  assert.deepEqual(await r.hgetall(`${p}b:user4`), { age: "24", email: "user4@example.com" });
+  assert.equal(await r.exists(`${p}a:3`, `${p}b:user3`), 0, "a row whose values are all null has no key");
+  assert.equal(await r.hlen(controlKeys(deps.controlPrefix, "a").registry), 29);
+  await db.sql`delete from public.people where id = 4`;
+  const [ra2, rb2] = await fullSyncGroup(deps, [a, b]);
+  assert.deepEqual([ra2.keysRemoved, rb2.keysRemoved], [1, 1]);
+  assert.ok((await r.ttl(`${p}b:user5`)) > 90, "a staged hash keeps its TTL through the flip");
+  await r.del(...(await r.keys(`${p}*`)));
 });
