@@ -14,6 +14,7 @@ import { adminAuth } from "./middleware/admin_auth.ts";
 import { clusterAdminRoutes } from "./routes/api/admin/cluster.ts";
 import { dispatchAdminRoutes } from "./routes/api/admin/dispatch.ts";
 import { replicationAdminRoutes } from "./routes/api/admin/replication.ts";
+import { hydrationAdminRoutes } from "./routes/api/admin/hydration.ts";
 import { requestId } from "./middleware/request_id.ts";
 import { auditChanges } from "./console/audit.ts";
 import type { ConsoleSession } from "./console/auth.ts";
@@ -127,6 +128,7 @@ export function createApp(options: AppOptions = {}): Hono<AppEnv> {
   admin.route("/", dispatchAdminRoutes(options));
   admin.route("/", clusterAdminRoutes(options));
   admin.route("/replication", replicationAdminRoutes(options));
+  admin.route("/hydration", hydrationAdminRoutes(options));
   admin.get("/whoami", (c) => c.json({ admin: c.get("admin") }));
   app.route("/api/admin", admin);
 

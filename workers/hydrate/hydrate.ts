@@ -1,0 +1,296 @@
+/**
+ * The hydrate loop: one leader at a time (a lease row in `control.hydrate_leader`) runs full syncs when they are due and
+ * applies recorded changes as soon as a NOTIFY (or the poll) says there are some.
+ *
+ * States of one iteration: lead? → load mappings → purge deleted ones → full syncs due (first start,
+ * period, "resync now", Redis reconnected, table truncated) → drain changes → wait for a nudge. Errors
+ * never end the loop: they are logged with the mapping, written to the stats row, and the loop backs
+ * off and tries again, so a Postgres or Redis restart costs a few retries and ends with an exact state
+ * (the full sync after a Redis reconnection rewrites everything and removes what is gone).
+ */
+import type { Sql } from "../../shared/db.ts";
+import type { Logger } from "../../shared/log.ts";
+import type { Registry } from "../../shared/metrics.ts";
+import { abortableSleep, backoffMs } from "../../shared/worker.ts";
+import { ensureDefaultMappings, loadMappings, loadMappingsFile, type Mapping } from "./mapping.ts";
+import type { HydrateRedis } from "./redis.ts";
+import {
+  applyChanges,
+  type ChangeRef,
+  fullSyncGroup,
+  publishedGeneration,
+  purgeMapping,
+  sourceGroupKey,
+  type SyncDeps,
+} from "./sync.ts";
+import { HydrateMetrics, writeChangeStats, writeErrorStats, writeLagStats, writeSyncStats } from "./stats.ts";
+
+/** Settings of {@linkcode runHydrate}. */
+export interface HydrateOptions {
+  sql: Sql;
+  redis: HydrateRedis;
+  log: Logger;
+  metrics: Registry;
+  controlPrefix: string;
+  batchRows: number;
+  atomicFlipKeys: number;
+  /** Default full-sync period in seconds. */
+  periodSeconds: number;
+  /** Longest wait between two looks at the change table when no NOTIFY arrives. */
+  pollMs: number;
+  /** Full syncs of different mappings run at once. */
+  syncConcurrency: number;
+  /** Changes applied per Redis transaction. */
+  changeBatch: number;
+  /** A JSON file of mappings stored at start. */
+  mappingsFile?: string;
+  /** Store merflow's default mappings when none exist (default true). */
+  defaultMappings: boolean;
+  /** This copy's id (the lease holder). */
+  instanceId: string;
+  /** How long the leader lease lasts without renewal. */
+  leaseMs: number;
+}
+
+/** What the worker reports to `control.worker_instances`. */
+export interface HydrateStatus {
+  leader: boolean;
+  mappings: number;
+  full_syncs: number;
+  changes_applied: number;
+  last_error?: string;
+}
+
+/** Runs until `signal` aborts. */
+export async function runHydrate(
+  o: HydrateOptions,
+  signal: AbortSignal,
+  status: HydrateStatus,
+): Promise<void> {
+  const log = o.log;
+  const metrics = new HydrateMetrics(o.metrics);
+  const deps: SyncDeps = {
+    sql: o.sql,
+    redis: o.redis,
+    controlPrefix: o.controlPrefix,
+    batchRows: o.batchRows,
+    atomicFlipKeys: o.atomicFlipKeys,
+    signal,
+  };
+  let wake: () => void = () => {};
+  let nudged = false;
+  const nudge = () => {
+    nudged = true;
+    wake();
+  };
+  const waitNudge = async (ms: number) => {
+    if (nudged) {
+      nudged = false;
+      return;
+    }
+    const controller = new AbortController();
+    const onAbort = () => controller.abort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    wake = () => controller.abort();
+    await abortableSleep(ms, controller.signal);
+    signal.removeEventListener("abort", onAbort);
+    wake = () => {};
+    nudged = false;
+  };
+
+  const lastStart = new Map<string, number>();
+  const generations = new Map<string, number>();
+  const needsFull = new Set<string>();
+  const known = new Set<string>();
+  let seenEpoch = -1;
+  const unflushed = new Map<string, number>();
+  let lastStatsAt = 0;
+  let bootstrapped = false;
+  let listener: { unlisten(): Promise<void> } | undefined;
+
+  // The lease is renewed by a timer as well as by the loop, so that a long full sync keeps it.
+  const ensureLeader = async (): Promise<boolean> => {
+    const rows = await o.sql`
+      update control.hydrate_leader
+         set holder = ${o.instanceId}, lease_until = now() + ${o.leaseMs} * interval '1 millisecond'
+       where holder = ${o.instanceId} or lease_until < now()
+      returning holder`;
+    const leading = rows.length > 0;
+    if (leading && !status.leader) log.info("leading");
+    if (!leading && status.leader) log.warn("lost the lease to another copy");
+    return leading;
+  };
+  const renew = setInterval(() => {
+    if (status.leader) ensureLeader().then((l) => (status.leader = l)).catch(() => {});
+  }, Math.max(100, Math.floor(o.leaseMs / 3)));
+
+  let attempt = 0;
+  try {
+    while (!signal.aborted) {
+      let current: string | undefined;
+      try {
+        if (!listener) {
+          listener = await o.sql.listen("wharf_hydrate", () => nudge());
+        }
+        if (!bootstrapped) {
+          if (o.mappingsFile) {
+            const n = await loadMappingsFile(o.sql, o.mappingsFile);
+            log.info("mappings file loaded", { mappings: n });
+          }
+          if (o.defaultMappings) {
+            const n = await ensureDefaultMappings(o.sql);
+            if (n) log.info("default mappings stored", { mappings: n });
+          }
+          bootstrapped = true;
+        }
+        status.leader = await ensureLeader();
+        if (!status.leader) {
+          await waitNudge(Math.max(o.pollMs, 1_000));
+          continue;
+        }
+        await o.redis.client.ping();
+        if (o.redis.epoch() !== seenEpoch) {
+          // A (re)connection: the Redis behind it may have restarted empty, so everything is re-checked.
+          if (seenEpoch !== -1) log.warn("redis connection renewed: full sync of every mapping");
+          seenEpoch = o.redis.epoch();
+          generations.clear();
+          for (const n of known) needsFull.add(n);
+        }
+        const all = await loadMappings(o.sql);
+        const mappings = all.filter((m) => m.enabled);
+        status.mappings = mappings.length;
+        for (const name of [...known]) {
+          if (all.some((m) => m.name === name)) continue;
+          current = name;
+          const n = await purgeMapping(deps, name);
+          log.info("mapping deleted: keys removed", { mapping: name, keys: n });
+          known.delete(name);
+          generations.delete(name);
+          lastStart.delete(name);
+          metrics.forget(name);
+        }
+        for (const m of all) known.add(m.name);
+
+        const due: Mapping[] = [];
+        for (const m of mappings) {
+          current = m.name;
+          if (!generations.has(m.name)) {
+            const g = await publishedGeneration(deps, m.name);
+            if (g) generations.set(m.name, g);
+          }
+          if (isDue(m, o.periodSeconds, lastStart.get(m.name), generations.has(m.name), needsFull)) {
+            due.push(m);
+          }
+        }
+        current = undefined;
+        // Mappings of one table share one scan; different tables (and queries) sync side by side (each
+        // mapping has its own registry, meta and staged keys). A failed group is recorded on its
+        // mappings' stats rows and retried after the back-off.
+        let failure: unknown;
+        const groups = new Map<string, Mapping[]>();
+        for (const m of due) groups.set(sourceGroupKey(m), [...(groups.get(sourceGroupKey(m)) ?? []), m]);
+        const syncGroup = async (ms: Mapping[]) => {
+          const started = new Date();
+          for (const m of ms) lastStart.set(m.name, started.getTime());
+          try {
+            const results = await fullSyncGroup(deps, ms);
+            for (const [i, m] of ms.entries()) {
+              const r = results[i];
+              generations.set(m.name, r.generation);
+              needsFull.delete(m.name);
+              status.full_syncs++;
+              metrics.fullSync(m.name, r);
+              await writeSyncStats(o.sql, m.name, started, r);
+              log.info("full sync done", {
+                mapping: m.name,
+                rows: r.rows,
+                keys_written: r.keysWritten,
+                keys_removed: r.keysRemoved,
+                ms: Math.round(r.durationMs),
+                atomic: r.atomic,
+              });
+            }
+          } catch (e) {
+            for (const m of ms) lastStart.delete(m.name);
+            if (signal.aborted) return;
+            for (const m of ms) {
+              metrics.error(m.name);
+              await writeErrorStats(o.sql, m.name, (e as Error).message ?? String(e)).catch(() => {});
+            }
+            log.warn("full sync failed", { mappings: ms.map((m) => m.name), error: e });
+            failure ??= e;
+          }
+        };
+        const queue = [...groups.values()];
+        await Promise.all(
+          Array.from({ length: Math.min(o.syncConcurrency, queue.length) }, async () => {
+            for (let g = queue.shift(); g && !signal.aborted; g = queue.shift()) await syncGroup(g);
+          }),
+        );
+        if (failure) throw failure;
+
+        // Drain recorded changes, oldest first.
+        while (!signal.aborted) {
+          const refs = await o.sql<ChangeRef[]>`
+            select id::text, table_schema, table_name, op,
+                   extract(epoch from clock_timestamp() - created_at) * 1000 as lag_ms
+              from control.hydrate_changes order by id limit ${o.changeBatch}`;
+          if (!refs.length) break;
+          const r = await applyChanges(deps, mappings, generations, refs);
+          await o.sql`delete from control.hydrate_changes where id = any(${refs.map((x) => x.id)}::bigint[])`;
+          for (const name of r.truncated) needsFull.add(name);
+          let total = 0;
+          for (const [, n] of r.applied) total += n;
+          status.changes_applied += total;
+          metrics.changes(r, refs);
+          for (const [name, n] of r.applied) unflushed.set(name, (unflushed.get(name) ?? 0) + n);
+          if (r.truncated.size) break;
+          if (refs.length < o.changeBatch) break;
+        }
+        // Stats rows are written at most once a second, so that a busy stream of changes costs Redis
+        // writes, not control-table writes.
+        if (Date.now() - lastStatsAt >= 1_000) {
+          await writeChangeStats(o.sql, unflushed);
+          unflushed.clear();
+          metrics.lags(mappings, await writeLagStats(o.sql));
+          lastStatsAt = Date.now();
+        }
+        attempt = 0;
+        status.last_error = undefined;
+        if (!needsFull.size) await waitNudge(o.pollMs);
+      } catch (e) {
+        if (signal.aborted) break;
+        attempt++;
+        const message = (e as Error).message ?? String(e);
+        status.last_error = message;
+        log.warn("hydrate step failed; backing off", { mapping: current, attempt, error: e });
+        metrics.error(current);
+        if (current) await writeErrorStats(o.sql, current, message).catch(() => {});
+        await abortableSleep(backoffMs(attempt, 200, 5_000), signal);
+      }
+    }
+  } finally {
+    clearInterval(renew);
+    if (unflushed.size) await writeChangeStats(o.sql, unflushed).catch(() => {});
+    await listener?.unlisten().catch(() => {});
+    if (status.leader) {
+      await o.sql`update control.hydrate_leader set lease_until = '-infinity' where holder = ${o.instanceId}`
+        .catch(() => {});
+      status.leader = false;
+    }
+  }
+}
+
+/** Whether a mapping needs a full sync now. */
+export function isDue(
+  m: Mapping,
+  defaultPeriodS: number,
+  lastStartMs: number | undefined,
+  loaded: boolean,
+  needsFull: Set<string>,
+  now = Date.now(),
+): boolean {
+  if (!loaded || lastStartMs === undefined || needsFull.has(m.name)) return true;
+  if (m.resyncRequestedAt && m.resyncRequestedAt.getTime() > lastStartMs) return true;
+  return now - lastStartMs >= (m.periodSeconds ?? defaultPeriodS) * 1000;
+}

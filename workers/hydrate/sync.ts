@@ -1,0 +1,429 @@
+/**
+ * Full sync, incremental apply and purge: the three ways hydrate writes Redis.
+ *
+ * Full sync of a mapping (generation G):
+ * 1. Rows stream from Postgres through a SQL cursor (DECLARE / FETCH) inside one REPEATABLE READ, READ
+ *    ONLY transaction (one snapshot, memory bounded by the batch size whatever the table size).
+ * 2. Each row's value is written to a staged key `<prefix><mapping>:stage:G:<key>` and the key is
+ *    registered as G in the mapping's registry hash, with pipelining (several batches in flight).
+ * 3. The flip: a script renames every staged key over its live key and deletes the live keys whose
+ *    registry entry is older than G (their rows are gone), then publishes G. When the mapping has at
+ *    most `atomicFlipKeys` keys this is one script, so a reader sees the whole mapping switch at once;
+ *    above that it runs in chunks, each atomic, and every key still switches whole and is never missing.
+ * The first load of a mapping (no generation published yet) writes live keys directly: there is no
+ * previous generation a reader could mix with, and it saves a rename per key.
+ *
+ * Incremental apply writes the live keys of a batch of recorded changes in one MULTI/EXEC. The worker
+ * never runs it while a full sync is in progress; changes recorded meanwhile are applied after the flip,
+ * and since each change carries the whole row image, replaying one already covered by the snapshot
+ * writes the same value again.
+ */
+import type { ChainableCommander } from "ioredis";
+import type { Sql } from "../../shared/db.ts";
+import { WharfError } from "../../shared/errors.ts";
+import { type Mapping, sourceColumns } from "./mapping.ts";
+import { changesQuery, fullSyncGroupQuery } from "./projection.ts";
+import { controlKeys, globEscape, type HydrateRedis } from "./redis.ts";
+
+/** What a sync needs. */
+export interface SyncDeps {
+  sql: Sql;
+  redis: HydrateRedis;
+  /** Prefix of hydrate's own keys (registry, meta, staging), default `wharf:hydrate:`. */
+  controlPrefix: string;
+  /** Rows per cursor fetch and per Redis pipeline. */
+  batchRows: number;
+  /** Largest mapping whose flip is one atomic script. */
+  atomicFlipKeys: number;
+  /** Aborts a full sync between batches. */
+  signal?: AbortSignal;
+}
+
+/** What a full sync did. */
+export interface FullSyncResult {
+  generation: number;
+  rows: number;
+  keysWritten: number;
+  keysRemoved: number;
+  durationMs: number;
+  atomic: boolean;
+}
+
+/** Thrown when Redis reconnected during a full sync: what was staged may be gone, so the sync restarts. */
+export class RedisReconnectedError extends Error {
+  constructor() {
+    super("Cannot finish the full sync as Redis reconnected during it");
+    this.name = "RedisReconnectedError";
+  }
+}
+
+const PIPELINES_IN_FLIGHT = 4;
+
+async function hashColumnsOf(sql: Sql, m: Mapping): Promise<string[]> {
+  if (m.value.shape !== "hash") return [];
+  return m.value.columns ?? await sourceColumns(sql, m.source);
+}
+
+function checkEpoch(deps: SyncDeps, epoch: number) {
+  if (deps.redis.epoch() !== epoch) throw new RedisReconnectedError();
+}
+
+async function execOrThrow(p: ChainableCommander): Promise<void> {
+  const results = await p.exec();
+  if (!results) throw new Error("Cannot write to Redis as the pipeline was discarded");
+  for (const [err] of results) if (err) throw err;
+}
+
+/** Queues the writes of one key's value (and its TTL) on `p`. Returns false when there is no value. */
+function queueValue(
+  p: ChainableCommander,
+  m: Mapping,
+  target: string,
+  values: (string | null)[],
+  fields: string[],
+  replaceHash: boolean,
+): boolean {
+  if (m.value.shape === "hash") {
+    const args: string[] = [];
+    values.forEach((v, i) => {
+      if (v !== null) args.push(fields[i], v);
+    });
+    if (!args.length) return false;
+    if (replaceHash) p.del(target);
+    p.hset(target, ...args);
+    if (m.ttlSeconds) p.expire(target, m.ttlSeconds);
+    return true;
+  }
+  const v = values[0];
+  if (v === null) return false;
+  if (m.ttlSeconds) p.set(target, v, "EX", m.ttlSeconds);
+  else p.set(target, v);
+  return true;
+}
+
+/** Deletes the staged keys a sync interrupted by a crash left behind. */
+async function dropStaging(deps: SyncDeps, stagePrefix: string): Promise<void> {
+  const r = deps.redis.client;
+  let cursor = "0";
+  do {
+    const [next, keys] = await r.scan(cursor, "MATCH", globEscape(stagePrefix) + "*", "COUNT", 5_000);
+    if (keys.length) await r.unlink(...keys);
+    cursor = next;
+  } while (cursor !== "0");
+}
+
+/**
+ * True when `e` means the connection itself is gone (closed socket, server shutdown), not just the
+ * statement.
+ */
+export function isConnectionError(e: unknown): boolean {
+  const code = String((e as { code?: unknown })?.code ?? "");
+  if (/^CONNECT(ION)?_/.test(code) || /^E[A-Z]+$/.test(code)) return true;
+  return code.startsWith("08") || (code.startsWith("57") && code !== "57014");
+}
+
+/**
+ * Runs `fn` in one REPEATABLE READ, READ ONLY transaction on a reserved connection.
+ *
+ * Not `sql.begin()`: when the connection drops mid-transaction, postgres.js's `begin` still sends its
+ * ROLLBACK on the dead connection, and that write happens in a timer where it throws an uncaught
+ * TypeError that ends the process. Here a dead connection is left alone (the pool has already marked it
+ * closed and reconnects on its own); a live one is rolled back and released as usual.
+ */
+export async function inSnapshot<T>(sql: Sql, fn: (tx: Sql) => Promise<T>): Promise<T> {
+  const c = await sql.reserve();
+  let dead = false;
+  try {
+    await c.unsafe("begin isolation level repeatable read read only");
+    const result = await fn(c as unknown as Sql);
+    await c.unsafe("commit");
+    return result;
+  } catch (e) {
+    dead = isConnectionError(e);
+    if (!dead) await c.unsafe("rollback").catch((r) => (dead = isConnectionError(r)));
+    throw e;
+  } finally {
+    if (!dead) c.release();
+  }
+}
+
+/** The published generation of a mapping (0 when it was never loaded into this Redis). */
+export async function publishedGeneration(deps: SyncDeps, mapping: string): Promise<number> {
+  const g = await deps.redis.client.hget(controlKeys(deps.controlPrefix, mapping).meta, "generation");
+  return g ? Number(g) : 0;
+}
+
+/** Runs a full sync of `m`. See the module comment for the steps and the guarantees. */
+export async function fullSync(deps: SyncDeps, m: Mapping): Promise<FullSyncResult> {
+  return (await fullSyncGroup(deps, [m]))[0];
+}
+
+/** Per-mapping state of a group sync. */
+interface Target {
+  m: Mapping;
+  ck: ReturnType<typeof controlKeys>;
+  gen: number;
+  genText: string;
+  direct: boolean;
+  cleanFirstLoad: boolean;
+  stagePrefix: string;
+  hashFields: string[];
+  /** Index of the key column in a result row; the values follow it. */
+  offset: number;
+  width: number;
+  plainStrings: boolean;
+  rows: number;
+  keysWritten: number;
+}
+
+/**
+ * Full sync of several mappings that read the same table, in one scan of it (merflow's default mapping
+ * is two mappings over `users`). Each mapping keeps its own generation, registry and flip; the results
+ * come back in the order of `ms`. A failure fails the whole group (each mapping is then retried).
+ */
+export async function fullSyncGroup(deps: SyncDeps, ms: Mapping[]): Promise<FullSyncResult[]> {
+  const t0 = performance.now();
+  const r = deps.redis.client;
+  const epoch = deps.redis.epoch();
+  const targets: Target[] = [];
+  let offset = 0;
+  for (const m of ms) {
+    const ck = controlKeys(deps.controlPrefix, m.name);
+    const meta = await r.hgetall(ck.meta);
+    if (meta.staging) await dropStaging(deps, ck.stage(meta.staging));
+    const previous = meta.generation ? Number(meta.generation) : 0;
+    // A generation is a timestamp (never below previous + 1), so that the keys a crashed attempt
+    // registered never pass for the next attempt's.
+    const gen = Math.max(previous + 1, Date.now());
+    const direct = previous === 0;
+    if (!direct) await r.hset(ck.meta, "staging", String(gen));
+    const hashFields = await hashColumnsOf(deps.sql, m);
+    const width = m.value.shape === "hash" ? hashFields.length : 1;
+    targets.push({
+      m,
+      ck,
+      gen,
+      genText: String(gen),
+      direct,
+      // A first load into a registry that is empty has nothing to rename and nothing to remove.
+      cleanFirstLoad: direct && (await r.hlen(ck.registry)) === 0,
+      stagePrefix: direct ? "" : ck.stage(String(gen)),
+      hashFields,
+      offset,
+      width,
+      plainStrings: m.value.shape !== "hash" && !m.ttlSeconds,
+      rows: 0,
+      keysWritten: 0,
+    });
+    offset += 1 + width;
+  }
+  const q = fullSyncGroupQuery(ms, targets.map((t) => t.hashFields));
+
+  await inSnapshot(deps.sql, async (tx) => {
+    // A SQL cursor read with FETCH rather than postgres.js's `.cursor()`: when the connection drops
+    // while a `.cursor()` callback is busy, postgres.js writes its next Execute to a closed socket from a
+    // timer and the process dies of an uncaught TypeError. FETCH is a plain query that fails properly.
+    // The next FETCH is sent while the current batch goes to Redis, so both sides stay busy.
+    await tx.unsafe(`declare wharf_hydrate no scroll cursor for ${q.text}`, q.params as never[]);
+    const fetchBatch = () =>
+      tx.unsafe(`fetch ${deps.batchRows} from wharf_hydrate`).values() as unknown as Promise<
+        (string | null)[][]
+      >;
+    const inflight: Promise<void>[] = [];
+    let next = fetchBatch();
+    for (;;) {
+      const batch = await next;
+      if (!batch.length) break;
+      next = fetchBatch();
+      next.catch(() => {}); // awaited at the top of the loop
+      if (deps.signal?.aborted) {
+        throw new WharfError(503, "Cannot finish the full sync as the worker is stopping");
+      }
+      checkEpoch(deps, epoch);
+      const p = r.pipeline();
+      for (const t of targets) {
+        const reg: string[] = [];
+        const mset: string[] = [];
+        const { offset: o, stagePrefix, genText } = t;
+        for (const row of batch) {
+          const key = row[o];
+          if (key === null) continue;
+          if (t.plainStrings) {
+            const v = row[o + 1];
+            if (v === null) continue;
+            mset.push(stagePrefix + key, v);
+          } else if (
+            !queueValue(p, t.m, stagePrefix + key, row.slice(o + 1, o + 1 + t.width), t.hashFields, t.direct)
+          ) continue;
+          reg.push(key, genText);
+          t.keysWritten++;
+        }
+        t.rows += batch.length;
+        if (mset.length) p.mset(...mset);
+        if (reg.length) p.hset(t.ck.registry, ...reg);
+      }
+      const sent = execOrThrow(p);
+      // Handled here so that a failure while an older batch is awaited is not an unhandled rejection;
+      // awaiting `sent` below still throws it.
+      sent.catch(() => {});
+      inflight.push(sent);
+      if (inflight.length >= PIPELINES_IN_FLIGHT) await inflight.shift();
+    }
+    await Promise.all(inflight);
+  });
+  checkEpoch(deps, epoch);
+
+  // The flips. The registry holds every key a mapping owns: this generation's, and older ones whose
+  // rows are gone.
+  const results: FullSyncResult[] = [];
+  for (const t of targets) {
+    const total = t.cleanFirstLoad ? 0 : await r.hlen(t.ck.registry);
+    let keysRemoved = 0;
+    const atomic = total <= deps.atomicFlipKeys;
+    checkEpoch(deps, epoch);
+    if (t.cleanFirstLoad) {
+      await r.multi().hset(t.ck.meta, "generation", t.genText).hdel(t.ck.meta, "staging").exec();
+    } else {
+      let cursor = "0";
+      do {
+        const [next, removed] = await r.hydrateFlip(
+          t.ck.registry,
+          t.stagePrefix,
+          t.genText,
+          t.ck.meta,
+          cursor,
+          5_000,
+          atomic ? "1" : "0",
+        );
+        keysRemoved += removed;
+        cursor = next;
+        if (cursor !== "0") checkEpoch(deps, epoch);
+      } while (cursor !== "0");
+    }
+    checkEpoch(deps, epoch);
+    results.push({
+      generation: t.gen,
+      rows: t.rows,
+      keysWritten: t.keysWritten,
+      keysRemoved,
+      durationMs: performance.now() - t0,
+      atomic,
+    });
+  }
+  return results;
+}
+
+/** The key that groups mappings reading the same table (a query mapping is alone in its group). */
+export function sourceGroupKey(m: Mapping): string {
+  return "table" in m.source ? `table:${m.source.schema}.${m.source.table}` : `query:${m.name}`;
+}
+
+/** A recorded change, as the worker reads it. */
+export interface ChangeRef {
+  id: string;
+  table_schema: string;
+  table_name: string;
+  op: string;
+  lag_ms: number;
+}
+
+/** What applying a batch of changes did, per mapping. */
+export interface ApplyResult {
+  applied: Map<string, number>;
+  keysWritten: number;
+  keysRemoved: number;
+  /** Mappings whose table was truncated: they need a full sync. */
+  truncated: Set<string>;
+}
+
+/**
+ * Applies the changes `refs` (in id order) to every table mapping of their tables, in one MULTI/EXEC,
+ * then deletes the change rows. `generations` gives each mapping's published generation (what the
+ * registry records for keys written here).
+ */
+export async function applyChanges(
+  deps: SyncDeps,
+  mappings: Mapping[],
+  generations: Map<string, number>,
+  refs: ChangeRef[],
+): Promise<ApplyResult> {
+  const result: ApplyResult = { applied: new Map(), keysWritten: 0, keysRemoved: 0, truncated: new Set() };
+  if (!refs.length) return result;
+  type Op = { id: bigint; run: (p: ChainableCommander) => void };
+  const ops: Op[] = [];
+  const byTable = new Map<string, string[]>();
+  for (const c of refs) {
+    const t = `${c.table_schema}.${c.table_name}`;
+    if (c.op === "truncate") {
+      for (const m of mappings) {
+        if ("table" in m.source && m.source.schema === c.table_schema && m.source.table === c.table_name) {
+          result.truncated.add(m.name);
+        }
+      }
+      continue;
+    }
+    byTable.set(t, [...(byTable.get(t) ?? []), c.id]);
+  }
+  for (const m of mappings) {
+    if ("query" in m.source || !m.enabled) continue;
+    const ids = byTable.get(`${m.source.schema}.${m.source.table}`);
+    if (!ids?.length) continue;
+    const gen = generations.get(m.name);
+    if (!gen) continue; // not loaded yet: its first full sync will include these rows
+    const ck = controlKeys(deps.controlPrefix, m.name);
+    const fields = await hashColumnsOf(deps.sql, m);
+    const q = changesQuery(m, ids, fields);
+    const rows = await deps.sql.unsafe(q.text, q.params as never[])
+      .values() as unknown as (string | null)[][];
+    result.applied.set(m.name, rows.length);
+    for (const row of rows) {
+      const [id, , oldKey, newKey, ...values] = row;
+      ops.push({
+        id: BigInt(id!),
+        run: (p) => {
+          if (oldKey !== null && oldKey !== newKey) {
+            p.del(oldKey);
+            p.hdel(ck.registry, oldKey);
+            result.keysRemoved++;
+          }
+          if (newKey === null) return;
+          if (queueValue(p, m, newKey, values, fields, true)) {
+            p.hset(ck.registry, newKey, String(gen));
+            result.keysWritten++;
+          } else {
+            p.del(newKey);
+            p.hdel(ck.registry, newKey);
+            result.keysRemoved++;
+          }
+        },
+      });
+    }
+  }
+  if (ops.length) {
+    // Change order across mappings and tables, so that the last image of a key wins.
+    ops.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const multi = deps.redis.client.multi();
+    for (const o of ops) o.run(multi);
+    await execOrThrow(multi);
+  }
+  return result;
+}
+
+/** Removes every key a mapping owns, its registry and its meta (the mapping was deleted). */
+export async function purgeMapping(deps: SyncDeps, mapping: string): Promise<number> {
+  const r = deps.redis.client;
+  const ck = controlKeys(deps.controlPrefix, mapping);
+  const meta = await r.hgetall(ck.meta);
+  if (meta.staging) await dropStaging(deps, ck.stage(meta.staging));
+  let removed = 0;
+  let cursor = "0";
+  do {
+    const [next, entries] = await r.hscan(ck.registry, cursor, "COUNT", 5_000);
+    const keys: string[] = [];
+    for (let i = 0; i < entries.length; i += 2) keys.push(entries[i]);
+    if (keys.length) removed += await r.unlink(...keys);
+    cursor = next;
+  } while (cursor !== "0");
+  await r.unlink(ck.registry, ck.meta);
+  return removed;
+}
