@@ -22,8 +22,7 @@ export interface SeedStep {
 }
 
 /** The registered seed steps, in order. */
-export const SEED_STEPS: SeedStep[] = [dispatchSeed, consoleSeed];
-export const SEED_STEPS: SeedStep[] = [dispatchSeed, replicateSeed];
+export const SEED_STEPS: SeedStep[] = [dispatchSeed, consoleSeed, replicateSeed];
 
 /** Runs every seed step. */
 export async function seedDemoData(ctx: SeedContext): Promise<void> {
