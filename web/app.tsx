@@ -12,6 +12,9 @@ import { createLogger, type Logger } from "../shared/log.ts";
 import { METRICS_CONTENT_TYPE, Registry } from "../shared/metrics.ts";
 import { adminAuth } from "./middleware/admin_auth.ts";
 import { dispatchAdminRoutes } from "./routes/api/admin/dispatch.ts";
+import { feedConfigured, loadFeedConfig } from "./feed/config.ts";
+import { createFeedDeps, type FeedDeps } from "./feed/deps.ts";
+import { feedApi } from "./feed/mod.ts";
 import { requestId } from "./middleware/request_id.ts";
 import { OverviewPage } from "./routes/index.tsx";
 
@@ -30,6 +33,8 @@ export interface AppOptions {
   env?: Record<string, string>;
   /** Version tag appended to the islands script URL so browsers fetch a new bundle after a deploy. */
   islandsVersion?: string;
+  /** The image-feed API's clients; built from `env` when it holds the feed's settings. */
+  feed?: FeedDeps;
 }
 
 const STATIC_ROOT = fromFileUrl(new URL("./static/", import.meta.url));
@@ -99,6 +104,12 @@ export function createApp(options: AppOptions = {}): Hono<AppEnv> {
   admin.route("/", dispatchAdminRoutes(options));
   admin.get("/whoami", (c) => c.json({ admin: c.get("admin") }));
   app.route("/api/admin", admin);
+
+  const feed = options.feed ??
+    (options.env && feedConfigured(options.env)
+      ? createFeedDeps(loadFeedConfig(options.env), log, options.sql)
+      : undefined);
+  if (feed) app.route("/api", feedApi(feed));
 
   const islandsSrc = `/static/build/islands.js?v=${options.islandsVersion ?? startedAt.getTime()}`;
   app.get("/", (c) => c.html(renderPage(<OverviewPage islandsSrc={islandsSrc} startedAt={startedAt} />)));
