@@ -107,7 +107,7 @@ export function createApp(options: AppOptions = {}): Hono<AppEnv> {
 
   const feed = options.feed ??
     (options.env && feedConfigured(options.env)
-      ? createFeedDeps(loadFeedConfig(options.env), log, options.sql)
+      ? createFeedDeps(loadFeedConfig(options.env), log, options.sql, { closeOnSignal: true })
       : undefined);
   if (feed) app.route("/api", feedApi(feed));
 

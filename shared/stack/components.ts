@@ -21,4 +21,5 @@ export interface Component {
 export const COMPONENTS: Component[] = [
   { name: "web", entry: "web/main.ts", web: true },
   { name: "dispatch", entry: "workers/dispatch/main.ts", copies: 2 },
+  { name: "imgproc", entry: "workers/imgproc/main.ts" },
 ];

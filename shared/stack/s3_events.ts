@@ -38,6 +38,7 @@ export class S3EventLog {
   #lastStamp = 0;
   #counter = 0;
   #waiters = new Set<() => void>();
+  #closed = false;
 
   private constructor(dir: string, epoch: string, events: LoggedEvent[]) {
     this.#file = join(dir, "events.jsonl");
@@ -125,7 +126,7 @@ export class S3EventLog {
     for (;;) {
       const found = this.read(bucket, after, limit);
       const left = deadline - Date.now();
-      if (found.length || left <= 0) return found;
+      if (found.length || left <= 0 || this.#closed) return found;
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(timer);
@@ -138,8 +139,9 @@ export class S3EventLog {
     }
   }
 
-  /** Wakes every long poll (at shutdown). */
+  /** Ends every long poll at once (at shutdown), so the server's close does not wait for them. */
   wakeAll(): void {
+    this.#closed = true;
     for (const w of this.#waiters) w();
   }
 }

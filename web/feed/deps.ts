@@ -35,11 +35,27 @@ export function tokenSettings(cfg: FeedSettings): TokenSettings {
  * Opens the clients. `sql` is reused when the web process already has a pool for the same database.
  * Redis connects lazily and retries on its own, so a Redis outage fails logins (503), not start-up.
  */
-export function createFeedDeps(cfg: FeedSettings, log: Logger, sql?: Sql): FeedDeps & AsyncDisposable {
+export function createFeedDeps(
+  cfg: FeedSettings,
+  log: Logger,
+  sql?: Sql,
+  options: { closeOnSignal?: boolean } = {},
+): FeedDeps & AsyncDisposable {
   const ownSql = sql ? undefined : connectPostgres(cfg.DATABASE_URL, { applicationName: "wharf-feed" });
   const redis = new Redis(cfg.REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 2 });
   redis.on("error", (e: Error) => log.warn("redis error", { error: e.message }));
   const s3 = createS3Client(cfg);
+  if (options.closeOnSignal) {
+    // The web process stops on SIGTERM/SIGINT by draining its server, then lets the event loop run dry;
+    // an open Redis connection would keep it alive. QUIT lets commands already sent finish first.
+    const close = () => {
+      redis.quit().catch(() => redis.disconnect());
+      const t = setTimeout(() => s3.destroy(), 2_000);
+      Deno.unrefTimer(t);
+    };
+    Deno.addSignalListener("SIGTERM", close);
+    Deno.addSignalListener("SIGINT", close);
+  }
   return {
     sql: sql ?? ownSql!,
     redis,
