@@ -81,3 +81,14 @@ create table control.imgproc_bridge (
   position   bigint not null,
   updated_at timestamptz not null default now()
 );
+
+-- A nudge for the web processes' page caches: any change to feeds, one notification per statement
+-- (Postgres folds duplicates within a transaction). The cache is dropped on it, so a cached page is never
+-- older than the last committed change by more than the notification's delivery.
+create function app.feeds_changed_notify() returns trigger language plpgsql as $$
+begin
+  perform pg_notify('wharf_feeds_changed', '');
+  return null;
+end $$;
+create trigger feeds_changed_notify after insert or update or delete or truncate on app.feeds
+  for each statement execute function app.feeds_changed_notify();

@@ -343,3 +343,25 @@ Deno.test("the OpenAPI document is generated from the schemas and the reference 
   assert.equal(page.status, 200);
   assert.match(await page.text(), /\/api\/feeds\/\{id\}\/thumbnail/);
 });
+
+Deno.test("a listed page is served from memory until any process changes a feed", async () => {
+  await using w = await feedWorld();
+  const kim = await w.user("kim");
+  await w.request("/api/feeds", { method: "POST", token: kim.access, body: uploadForm(await jpeg(), "one") });
+  const captions = async () =>
+    (await (await w.request("/api/feeds?limit=5")).json()).items.map((f: { caption: string }) => f.caption);
+  // The LISTEN is in place shortly after start; from then on a page is cached.
+  await eventually("a cached page", async () => {
+    await captions();
+    return (await captions()).length === 1 ? true : undefined;
+  });
+  // Another process (here: plain SQL) changes the row: the NOTIFY drops the cached page.
+  await w.db.sql`update app.feeds set caption = 'changed elsewhere'`;
+  const seen = await eventually("the change", async () => {
+    const c = await captions();
+    return c[0] === "changed elsewhere" ? c : undefined;
+  }, 2_000); // well under the cache's 5 s expiry: only the notification can explain the change
+  assert.deepEqual(seen, ["changed elsewhere"]);
+  await w.db.sql`delete from app.feeds`;
+  await eventually("the deletion", async () => ((await captions()).length === 0 ? true : undefined), 2_000);
+});

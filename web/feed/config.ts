@@ -68,6 +68,8 @@ export const FeedConfig = S3Config.extend({
   FEED_SIGNED_URL_TTL_S: z.coerce.number().int().min(10).max(7 * 86_400).default(900),
   /** Which API parts this process serves: both by default, or one when they run as separate services. */
   FEED_SERVE: z.enum(["all", "users", "feeds"]).default("all"),
+  /** How long a listed page may be served from memory (dropped at once on any change); 0 turns it off. */
+  FEED_PAGE_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
   /** Redis key prefix (rate limits). */
   FEED_REDIS_PREFIX: z.string().default("wharf:feed:"),
 });

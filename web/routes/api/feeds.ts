@@ -15,6 +15,7 @@ import { requireUser } from "../../feed/auth.ts";
 import { decodeCursor, encodeCursor } from "../../feed/cursor.ts";
 import { type FeedDeps, tokenSettings } from "../../feed/deps.ts";
 import { jsonBody } from "../../feed/http.ts";
+import { PageCache } from "../../feed/page_cache.ts";
 import { IMAGE_TYPES, sniffImageType } from "../../feed/media.ts";
 import { FeedIdParam, PageQuery, PatchFeedBody } from "../../feed/schemas.ts";
 
@@ -47,6 +48,8 @@ export function feedsRoutes(deps: FeedDeps): Hono<Env> {
   const { sql, s3, cfg, log } = deps;
   const auth = requireUser({ sql, tokens: tokenSettings(cfg) });
   const app = new Hono<Env>();
+  const pages = new PageCache(cfg.FEED_PAGE_CACHE_MS);
+  pages.listen(sql, log);
 
   const signed = (bucket: string, key: string) =>
     getSignedUrl(s3, new GetObjectCommand({ Bucket: bucket, Key: key }), {
@@ -73,6 +76,10 @@ export function feedsRoutes(deps: FeedDeps): Hono<Env> {
 
   app.get("/feeds", async (c) => {
     const { limit, after } = pageQuery(c);
+    const cacheKey = `${limit}:${after ?? ""}`;
+    const hit = pages.get(cacheKey);
+    if (hit !== undefined) return c.body(hit, 200, { "content-type": "application/json" });
+    const generation = pages.generation();
     const rows = after === undefined
       ? await sql`
           select f.id, f.user_id, u.username, f.caption, f.content_type, f.size_bytes, f.thumbnail_status,
@@ -87,7 +94,12 @@ export function feedsRoutes(deps: FeedDeps): Hono<Env> {
            order by f.id desc limit ${limit + 1}`;
     const more = rows.length > limit;
     const items = rows.slice(0, limit).map(showFeed);
-    return c.json({ items, next_cursor: more ? encodeCursor(items[items.length - 1].id) : null });
+    const body = JSON.stringify({
+      items,
+      next_cursor: more ? encodeCursor(items[items.length - 1].id) : null,
+    });
+    pages.set(cacheKey, body, generation);
+    return c.body(body, 200, { "content-type": "application/json" });
   });
 
   app.post(
@@ -147,6 +159,7 @@ export function feedsRoutes(deps: FeedDeps): Hono<Env> {
         log.error("media upload failed", { error: e, key });
         throw new WharfError(502, "Cannot store the image right now; try again", { code: "storage_failed" });
       }
+      pages.clear();
       return c.json(showFeed(await loadFeed(String(row.id))), 201);
     },
   );
@@ -165,6 +178,7 @@ export function feedsRoutes(deps: FeedDeps): Hono<Env> {
     const body = PatchFeedBody.parse(await jsonBody(c));
     await ownFeed(id, c.get("userId"));
     await sql`update app.feeds set caption = ${body.caption}, updated_at = now() where id = ${id}`;
+    pages.clear();
     return c.json(showFeed(await loadFeed(id)));
   });
 
@@ -172,6 +186,7 @@ export function feedsRoutes(deps: FeedDeps): Hono<Env> {
     const { id } = FeedIdParam.parse(c.req.param());
     const row = await ownFeed(id, c.get("userId"));
     await sql`delete from app.feeds where id = ${id}`;
+    pages.clear();
     // The object's removal event makes imgproc delete the thumbnail.
     await s3.send(new DeleteObjectCommand({ Bucket: cfg.FEED_MEDIA_BUCKET, Key: row.media_key as string }))
       .catch((e) => log.error("media delete failed; object left behind", { error: e, key: row.media_key }));
