@@ -38,7 +38,10 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
   if (ev.bucket !== d.mediaBucket) return "ignored";
   const thumbKey = thumbnailKeyFor(ev.key);
   return await d.sql.begin(async (tx) => {
-    // One event per key at a time, across every copy; released with the transaction.
+    // One event per key at a time, across every copy; released with the transaction. The read of the
+    // last sequencer is a separate statement on purpose: under READ COMMITTED each statement takes its
+    // snapshot when it starts, so only a statement begun after the lock sees what the previous holder of
+    // the lock committed.
     await tx`select pg_advisory_xact_lock(hashtextextended(${ev.bucket + "/" + ev.key}, 0))`;
     const [last] = await tx`
       select sequencer from control.imgproc_objects where bucket = ${ev.bucket} and key = ${ev.key}`;
