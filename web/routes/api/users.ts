@@ -59,12 +59,16 @@ export function usersRoutes(deps: FeedDeps): Hono<Env> {
   app.post("/login", async (c) => {
     const body = LoginBody.parse(await jsonBody(c));
     const who = (body.username ?? body.email ?? "").toLowerCase();
-    const limitKey = `${cfg.FEED_REDIS_PREFIX}login:${clientAddress(c)}:${who}`;
+    const peer = clientAddress(c);
+    const limitKey = `${cfg.FEED_REDIS_PREFIX}login:${peer}:${who}`;
+    const windowS = cfg.FEED_LOGIN_WINDOW_S;
+    // Per name (guessing one password) and, ten times looser, per client (trying many names).
+    await hitRateLimit({ redis, key: limitKey, max: cfg.FEED_LOGIN_MAX_ATTEMPTS, windowS });
     await hitRateLimit({
       redis,
-      key: limitKey,
-      max: cfg.FEED_LOGIN_MAX_ATTEMPTS,
-      windowS: cfg.FEED_LOGIN_WINDOW_S,
+      key: `${cfg.FEED_REDIS_PREFIX}login-client:${peer}`,
+      max: cfg.FEED_LOGIN_MAX_ATTEMPTS * 10,
+      windowS,
     });
     const [u] = body.username
       ? await sql`select id, username, password, disabled_at from app.users where username = ${body.username}`
