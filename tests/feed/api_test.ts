@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { GetObjectCommand, HeadObjectCommand } from "@aws-sdk/client-s3";
 import { SignJWT } from "jose";
 import sharp from "sharp";
+import { testEnv } from "../../shared/testing/mod.ts";
+import { createApp } from "../../web/app.tsx";
 import { eventually, feedWorld, jpeg, TEST_JWT_SECRET, uploadForm } from "./_util.ts";
 
 const b64url = (o: unknown) =>
@@ -374,4 +376,25 @@ Deno.test("a listed page is served from memory until any process changes a feed"
   assert.deepEqual(seen, ["changed elsewhere"]);
   await w.db.sql`delete from app.feeds`;
   await eventually("the deletion", async () => ((await captions()).length === 0 ? true : undefined), 2_000);
+});
+
+Deno.test("the web app mounts the feed API from the .env names, and leaves it out without a JWT secret", async () => {
+  await using w = await feedWorld();
+  const env = {
+    DATABASE_URL: w.db.url,
+    REDIS_URL: testEnv.redisUrl,
+    S3_ENDPOINT: testEnv.s3Endpoint,
+    AWS_MEDIA_BUCKET: w.cfg.FEED_MEDIA_BUCKET,
+    AWS_THUMBNAILS_BUCKET: w.cfg.FEED_THUMBNAILS_BUCKET,
+  };
+  const off = createApp({ sql: w.db.sql, env });
+  assert.equal((await off.request("/api/feeds")).status, 404);
+  const on = createApp({ sql: w.db.sql, env: { ...env, JWT_SECRET: "x".repeat(40) } });
+  const r = await on.request("/api/feeds");
+  assert.equal(r.status, 200);
+  assert.deepEqual(await r.json(), { items: [], next_cursor: null });
+  assert.throws(
+    () => createApp({ sql: w.db.sql, env: { ...env, JWT_SECRET: "short" } }),
+    /JWT_SECRET|FEED_JWT_SECRET/,
+  );
 });

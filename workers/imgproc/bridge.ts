@@ -27,9 +27,13 @@ interface EventsPage {
 }
 
 function reencode(body: string): string {
-  const msg = JSON.parse(body) as { Records: { s3: { object: { key: string } } }[] };
-  for (const r of msg.Records) r.s3.object.key = encodeEventKey(r.s3.object.key);
-  return JSON.stringify(msg);
+  try {
+    const msg = JSON.parse(body) as { Records: { s3: { object: { key: string } } }[] };
+    for (const r of msg.Records) r.s3.object.key = encodeEventKey(r.s3.object.key);
+    return JSON.stringify(msg);
+  } catch {
+    return body; // not an event after all: queued as it is, and the consumer dead-letters it
+  }
 }
 
 /** Moves one page; returns how many records were new. */
