@@ -7,6 +7,7 @@
  * `BENCH_PHOTOS` (500), `BENCH_CONCURRENCY` (4), `BENCH_WIDTH` × `BENCH_HEIGHT` (4032 × 3024, a 12-megapixel phone photo).
  */
 import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { Buffer } from "node:buffer";
 import sharp from "sharp";
 import { connectPostgres } from "../shared/db.ts";
 import { createLogger } from "../shared/log.ts";
@@ -27,12 +28,27 @@ const PHOTOS = Number(Deno.env.get("BENCH_PHOTOS") ?? 500);
 const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 4);
 const W = Number(Deno.env.get("BENCH_WIDTH") ?? 4032);
 const H = Number(Deno.env.get("BENCH_HEIGHT") ?? 3024);
-const DISTINCT = 25;
+const DISTINCT = 10;
 const log = createLogger("bench-thumbs", { level: "error" });
 const opts = DEFAULT_THUMBNAIL_OPTIONS;
 
-/** A photo-like JPEG: gradients and shapes, so it compresses like a picture rather than noise. */
+/** Grain shared by every generated photo (a camera sensor's noise; it is what makes photos large). */
+let grain: Buffer | undefined;
+
+/**
+ * A photo-like JPEG: gradients and shapes under sensor-like grain, so that its size and decoding cost are
+ * those of a phone photo (a few MiB at 12 megapixels) rather than of a flat drawing.
+ */
 async function photo(i: number): Promise<Uint8Array> {
+  grain ??= await sharp({
+    create: {
+      width: W,
+      height: H,
+      channels: 3,
+      background: "#808080",
+      noise: { type: "gaussian", mean: 128, sigma: 16 },
+    },
+  }).png({ compressionLevel: 1 }).toBuffer();
   const hue = (i * 47) % 360;
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">
     <defs><linearGradient id="g" x1="0" y1="0" x2="1" y2="1">
@@ -46,7 +62,12 @@ async function photo(i: number): Promise<Uint8Array> {
       `<circle cx="${(k * 137 + i * 31) % W}" cy="${(k * 89 + i * 17) % H}" r="${20 + (k * 13) % 120}"
         fill="hsl(${(hue + k * 23) % 360},80%,${40 + (k % 5) * 10}%)" fill-opacity="0.7"/>`).join("")
   }</svg>`;
-  return new Uint8Array(await sharp(new TextEncoder().encode(svg)).jpeg({ quality: 88 }).toBuffer());
+  return new Uint8Array(
+    await sharp(new TextEncoder().encode(svg)).composite([{ input: grain, blend: "overlay" }]).jpeg({
+      quality: 88,
+    })
+      .toBuffer(),
+  );
 }
 
 /** The peer: the same pipeline as imgproc's thumbnail step, straight from memory, `CONC` at a time. */
@@ -86,7 +107,8 @@ try {
     FEED_THUMBNAILS_BUCKET: "bench-thumbs",
   });
   const s3 = createS3Client(cfg);
-  const distinct = await Promise.all(Array.from({ length: DISTINCT }, (_, i) => photo(i)));
+  const distinct: Uint8Array[] = [];
+  for (let i = 0; i < DISTINCT; i++) distinct.push(await photo(i));
   const inputs = Array.from({ length: PHOTOS }, (_, i) => distinct[i % DISTINCT]);
   const avgKiB = inputs.reduce((a, b) => a + b.length, 0) / inputs.length / 1024;
 
