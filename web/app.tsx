@@ -15,6 +15,9 @@ import { clusterAdminRoutes } from "./routes/api/admin/cluster.ts";
 import { dispatchAdminRoutes } from "./routes/api/admin/dispatch.ts";
 import { replicationAdminRoutes } from "./routes/api/admin/replication.ts";
 import { hydrationAdminRoutes } from "./routes/api/admin/hydration.ts";
+import { feedConfigured, loadFeedConfig } from "./feed/config.ts";
+import { createFeedDeps, type FeedDeps } from "./feed/deps.ts";
+import { feedApi } from "./feed/mod.ts";
 import { requestId } from "./middleware/request_id.ts";
 import { auditChanges } from "./console/audit.ts";
 import type { ConsoleSession } from "./console/auth.ts";
@@ -47,6 +50,8 @@ export interface AppOptions {
   env?: Record<string, string>;
   /** Version tag appended to the islands script URL so browsers fetch a new bundle after a deploy. */
   islandsVersion?: string;
+  /** The image-feed API's clients; built from `env` when it holds the feed's settings. */
+  feed?: FeedDeps;
 }
 
 const STATIC_ROOT = fromFileUrl(new URL("./static/", import.meta.url));
@@ -131,6 +136,12 @@ export function createApp(options: AppOptions = {}): Hono<AppEnv> {
   admin.route("/hydration", hydrationAdminRoutes(options));
   admin.get("/whoami", (c) => c.json({ admin: c.get("admin") }));
   app.route("/api/admin", admin);
+
+  const feed = options.feed ??
+    (options.env && feedConfigured(options.env)
+      ? createFeedDeps(loadFeedConfig(options.env), log, options.sql, { closeOnSignal: true })
+      : undefined);
+  if (feed) app.route("/api", feedApi(feed));
 
   const islandsSrc = `/static/build/islands.js?v=${options.islandsVersion ?? startedAt.getTime()}`;
   app.get("/", (c) => c.redirect("/console", 302));

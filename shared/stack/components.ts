@@ -30,4 +30,5 @@ export const COMPONENTS: Component[] = [
   // The default mapping over app.users (or public.users) with DATABASE_URL and REDIS_URL from the dev
   // environment; a short period so that the console shows fresh syncs.
   { name: "hydrate", entry: "workers/hydrate/main.ts", env: () => ({ HYDRATE_PERIOD_S: "30" }) },
+  { name: "imgproc", entry: "workers/imgproc/main.ts" },
 ];

@@ -6,6 +6,7 @@ import type { Sql } from "../db.ts";
 import { dispatchSeed } from "../../workers/dispatch/seed.ts";
 import { consoleSeed } from "../../web/console/seed.ts";
 import { replicateSeed } from "../../workers/replicate/seed.ts";
+import { feedSeed } from "../../workers/imgproc/seed.ts";
 
 /** What a seed step gets. */
 export interface SeedContext {
@@ -22,7 +23,7 @@ export interface SeedStep {
 }
 
 /** The registered seed steps, in order. */
-export const SEED_STEPS: SeedStep[] = [dispatchSeed, consoleSeed, replicateSeed];
+export const SEED_STEPS: SeedStep[] = [dispatchSeed, consoleSeed, feedSeed, replicateSeed];
 
 /** Runs every seed step. */
 export async function seedDemoData(ctx: SeedContext): Promise<void> {

@@ -1,0 +1,193 @@
+/**
+ * `deno task bench:thumbs`: 500 photos through imgproc end to end (the S3 event log → the Postgres
+ * queue → get from the media bucket → sharp → put to the thumbnails bucket → feed marked ready) against a
+ * plain sharp loop making the same thumbnails from the same bytes held in memory, with the same
+ * concurrency, in the same run. Ratio: loop time ÷ imgproc time (imgproc's throughput over the loop's).
+ *
+ * `BENCH_PHOTOS` (500), `BENCH_CONCURRENCY` (4), `BENCH_WIDTH` × `BENCH_HEIGHT` (4032 × 3024, a 12-megapixel phone photo).
+ */
+import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { Buffer } from "node:buffer";
+import sharp from "sharp";
+import { connectPostgres } from "../shared/db.ts";
+import { createLogger } from "../shared/log.ts";
+import { migrate } from "../shared/migrate.ts";
+import { LOCAL_S3_CREDENTIALS } from "../shared/stack/s3.ts";
+import { EVENTS_PATH } from "../shared/stack/s3_events.ts";
+import { startServices } from "../shared/stack/services.ts";
+import { abortableSleep } from "../shared/worker.ts";
+import { loadConfig } from "../shared/config.ts";
+import { S3Config } from "../web/feed/config.ts";
+import { createS3Client } from "../web/feed/s3.ts";
+import { PgQueue } from "../workers/imgproc/pg_queue.ts";
+import { runImgproc } from "../workers/imgproc/run.ts";
+import { DEFAULT_THUMBNAIL_OPTIONS } from "../workers/imgproc/thumbnail.ts";
+import { report, type Row } from "./_util.ts";
+
+const PHOTOS = Number(Deno.env.get("BENCH_PHOTOS") ?? 500);
+const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 4);
+const W = Number(Deno.env.get("BENCH_WIDTH") ?? 4032);
+const H = Number(Deno.env.get("BENCH_HEIGHT") ?? 3024);
+const DISTINCT = 10;
+const log = createLogger("bench-thumbs", { level: "error" });
+const opts = DEFAULT_THUMBNAIL_OPTIONS;
+
+/** Grain shared by every generated photo (a camera sensor's noise; it is what makes photos large). */
+let grain: Buffer | undefined;
+
+/**
+ * A photo-like JPEG: gradients and shapes under sensor-like grain, so that its size and decoding cost are
+ * those of a phone photo (a few MiB at 12 megapixels) rather than of a flat drawing.
+ */
+async function photo(i: number): Promise<Uint8Array> {
+  grain ??= await sharp({
+    create: {
+      width: W,
+      height: H,
+      channels: 3,
+      background: "#808080",
+      noise: { type: "gaussian", mean: 128, sigma: 16 },
+    },
+  }).png({ compressionLevel: 1 }).toBuffer();
+  const hue = (i * 47) % 360;
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">
+    <defs><linearGradient id="g" x1="0" y1="0" x2="1" y2="1">
+      <stop offset="0" stop-color="hsl(${hue},70%,60%)"/><stop offset="1" stop-color="hsl(${
+    (hue + 120) % 360
+  },60%,30%)"/>
+    </linearGradient></defs>
+    <rect width="100%" height="100%" fill="url(#g)"/>
+    ${
+    Array.from({ length: 30 }, (_, k) =>
+      `<circle cx="${(k * 137 + i * 31) % W}" cy="${(k * 89 + i * 17) % H}" r="${20 + (k * 13) % 120}"
+        fill="hsl(${(hue + k * 23) % 360},80%,${40 + (k % 5) * 10}%)" fill-opacity="0.7"/>`).join("")
+  }</svg>`;
+  return new Uint8Array(
+    await sharp(new TextEncoder().encode(svg)).composite([{ input: grain, blend: "overlay" }]).jpeg({
+      quality: 88,
+    })
+      .toBuffer(),
+  );
+}
+
+/** The peer: the same pipeline as imgproc's thumbnail step, straight from memory, `CONC` at a time. */
+async function sharpLoop(inputs: Uint8Array[]): Promise<number> {
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: CONC }, async () => {
+    while (next < inputs.length) {
+      const input = inputs[next++];
+      await sharp(input, { limitInputPixels: opts.maxPixels })
+        .rotate()
+        .resize({ width: opts.size, height: opts.size, fit: "inside", withoutEnlargement: true })
+        .flatten({ background: "#ffffff" })
+        .jpeg({ quality: opts.quality })
+        .toBuffer();
+    }
+  }));
+  return performance.now() - t0;
+}
+
+const dir = await Deno.makeTempDir({ prefix: "wharf-bench-thumbs-" });
+const services = await startServices({
+  dir,
+  pgUser: "wharf",
+  pgPassword: crypto.randomUUID(),
+  ephemeral: true,
+  buckets: ["bench-media", "bench-thumbs"],
+});
+try {
+  const sql = connectPostgres(services.postgres.url, { max: CONC + 4, applicationName: "wharf-bench" });
+  await migrate(sql);
+  const cfg = loadConfig(S3Config, {
+    S3_ENDPOINT: services.s3.endpoint,
+    S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
+    S3_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
+    FEED_MEDIA_BUCKET: "bench-media",
+    FEED_THUMBNAILS_BUCKET: "bench-thumbs",
+  });
+  const s3 = createS3Client(cfg);
+  const distinct: Uint8Array[] = [];
+  for (let i = 0; i < DISTINCT; i++) distinct.push(await photo(i));
+  const inputs = Array.from({ length: PHOTOS }, (_, i) => distinct[i % DISTINCT]);
+  const avgKiB = inputs.reduce((a, b) => a + b.length, 0) / inputs.length / 1024;
+
+  // Warm sharp (thread pool, codecs) for both sides.
+  await sharpLoop(inputs.slice(0, 20));
+  const loopMs = await sharpLoop(inputs);
+
+  const [u] =
+    await sql`insert into app.users (email, username, password) values ('b@x.io', 'bench', 'x') returning id`;
+  const keys = inputs.map((_, i) => `u/${u.id}/${i}.jpg`);
+  await sql`insert into app.feeds ${
+    sql(keys.map((k, i) => ({
+      user_id: u.id,
+      caption: `photo ${i}`,
+      media_key: k,
+      content_type: "image/jpeg",
+      size_bytes: inputs[i].length,
+    })))
+  }`;
+  const tu = performance.now();
+  let nextUpload = 0;
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    while (nextUpload < keys.length) {
+      const i = nextUpload++;
+      await s3.send(new PutObjectCommand({ Bucket: "bench-media", Key: keys[i], Body: inputs[i] }));
+    }
+  }));
+  const uploadMs = performance.now() - tu;
+
+  // imgproc starts with the 500 creation events waiting in the S3 server's event log.
+  const controller = new AbortController();
+  const t0 = performance.now();
+  const worker = runImgproc({
+    sql,
+    s3,
+    queue: new PgQueue({ sql, consumerId: "bench", pollMs: 20 }),
+    eventsUrl: services.s3.endpoint + EVENTS_PATH,
+    mediaBucket: "bench-media",
+    thumbnailsBucket: "bench-thumbs",
+    thumbnail: opts,
+    concurrency: CONC,
+    maxAttempts: 5,
+    log,
+    signal: controller.signal,
+  });
+  let ready = 0;
+  while (ready < PHOTOS) {
+    await abortableSleep(20);
+    const [r] = await sql`select count(*)::int as n from app.feeds where thumbnail_status <> 'pending'`;
+    ready = r.n;
+  }
+  const imgprocMs = performance.now() - t0;
+  controller.abort();
+  await worker;
+  const [failed] = await sql`select count(*)::int as n from app.feeds where thumbnail_status = 'failed'`;
+  if (failed.n) throw new Error(`Cannot report: ${failed.n} thumbnails failed`);
+
+  const rows: Row[] = [
+    { run: "imgproc end to end", photos: PHOTOS, "ms": imgprocMs, "photos/s": PHOTOS / (imgprocMs / 1000) },
+    { run: "plain sharp loop", photos: PHOTOS, "ms": loopMs, "photos/s": PHOTOS / (loopMs / 1000) },
+    {
+      run: "(upload to S3, not timed)",
+      photos: PHOTOS,
+      "ms": uploadMs,
+      "photos/s": PHOTOS / (uploadMs / 1000),
+    },
+  ];
+  report("thumbs", rows, {
+    ratio: Number((loopMs / imgprocMs).toFixed(3)),
+    imgproc_photos_per_s: Number((PHOTOS / (imgprocMs / 1000)).toFixed(1)),
+    sharp_photos_per_s: Number((PHOTOS / (loopMs / 1000)).toFixed(1)),
+    photos: PHOTOS,
+    concurrency: CONC,
+    size: `${W}x${H}`,
+    avg_input_kib: Math.round(avgKiB),
+  });
+  s3.destroy();
+  await sql.end({ timeout: 5 });
+} finally {
+  await services.stop();
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}

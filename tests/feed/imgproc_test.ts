@@ -1,0 +1,241 @@
+import assert from "node:assert/strict";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import {
+  CreateBucketCommand,
+  DeleteObjectCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+} from "@aws-sdk/client-s3";
+import { createLogger } from "../../shared/log.ts";
+import { freePort } from "../../shared/stack/process.ts";
+import { LOCAL_S3_CREDENTIALS } from "../../shared/stack/s3.ts";
+import { EVENTS_PATH } from "../../shared/stack/s3_events.ts";
+import { testBucketName, testEnv } from "../../shared/testing/mod.ts";
+import { thumbnailKeyFor } from "../../web/feed/s3.ts";
+import { bridgeOnce } from "../../workers/imgproc/bridge.ts";
+import { type ConsumerStatus, runConsumer } from "../../workers/imgproc/consumer.ts";
+import { encodeEventKey, parseEvents } from "../../workers/imgproc/events.ts";
+import { enqueue, PgQueue } from "../../workers/imgproc/pg_queue.ts";
+import { applyEvent } from "../../workers/imgproc/processor.ts";
+import { runImgproc } from "../../workers/imgproc/run.ts";
+import { eventually, feedWorld, jpeg } from "./_util.ts";
+
+const log = createLogger("imgproc-test", { level: "error" });
+const MAIN = fromFileUrl(new URL("../../workers/imgproc/main.ts", import.meta.url));
+
+function body(eventName: string, bucket: string, key: string, sequencer: string) {
+  return JSON.stringify({
+    Records: [{
+      eventName,
+      s3: { bucket: { name: bucket }, object: { key: encodeEventKey(key), sequencer } },
+    }],
+  });
+}
+
+async function seedFeed(w: Awaited<ReturnType<typeof feedWorld>>, key: string) {
+  const [u] = await w.db.sql`insert into app.users (email, username, password)
+    values (${key.replace(/\W/g, "") + "@x.io"}, ${key.replace(/\W/g, "").slice(0, 30)}, 'x') returning id`;
+  await w.db.sql`insert into app.feeds (user_id, caption, media_key, content_type, size_bytes)
+    values (${u.id}, 'c', ${key}, 'image/jpeg', 1)`;
+}
+
+Deno.test("the same event twice makes one thumbnail, and a creation older than the removal after it is skipped", async () => {
+  await using w = await feedWorld();
+  const deps = {
+    sql: w.db.sql,
+    s3: w.s3,
+    mediaBucket: w.cfg.FEED_MEDIA_BUCKET,
+    thumbnailsBucket: w.cfg.FEED_THUMBNAILS_BUCKET,
+    thumbnail: { size: 32, maxPixels: 1_000_000, quality: 70 },
+    log,
+  };
+  const key = "u/1/one photo.jpg";
+  await seedFeed(w, key);
+  await w.s3.send(new PutObjectCommand({ Bucket: deps.mediaBucket, Key: key, Body: await jpeg() }));
+  const [created] = parseEvents(body("ObjectCreated:Put", deps.mediaBucket, key, "00A1"));
+  assert.equal(await applyEvent(deps, created), "thumbnail");
+  const head = () =>
+    w.s3.send(new HeadObjectCommand({ Bucket: deps.thumbnailsBucket, Key: thumbnailKeyFor(key) }));
+  const first = await head();
+  assert.equal(await applyEvent(deps, created), "stale");
+  assert.equal((await head()).ETag, first.ETag);
+  const [f] = await w.db.sql`select thumbnail_status from app.feeds where media_key = ${key}`;
+  assert.equal(f.thumbnail_status, "ready");
+
+  // Out of order: the removal (A3) is applied, then a late creation (A2) from before it arrives.
+  await w.s3.send(new DeleteObjectCommand({ Bucket: deps.mediaBucket, Key: key }));
+  const [removed] = parseEvents(body("ObjectRemoved:Delete", deps.mediaBucket, key, "00A3"));
+  assert.equal(await applyEvent(deps, removed), "removed");
+  await assert.rejects(head());
+  await w.s3.send(new PutObjectCommand({ Bucket: deps.mediaBucket, Key: key, Body: await jpeg() }));
+  const [late] = parseEvents(body("ObjectCreated:Put", deps.mediaBucket, key, "00A2"));
+  assert.equal(await applyEvent(deps, late), "stale");
+  await assert.rejects(head());
+  const [other] = parseEvents(body("ObjectCreated:Put", "another-bucket", key, "00A9"));
+  assert.equal(await applyEvent(deps, other), "ignored");
+});
+
+Deno.test("a failing message is retried then dead-lettered with its feed failed; a poison body is dead at once", async () => {
+  await using w = await feedWorld();
+  const key = "u/2/a.jpg";
+  await seedFeed(w, key);
+  await w.s3.send(new PutObjectCommand({ Bucket: w.cfg.FEED_MEDIA_BUCKET, Key: key, Body: await jpeg() }));
+  await enqueue(w.db.sql, "e1", body("ObjectCreated:Put", w.cfg.FEED_MEDIA_BUCKET, key, "01"));
+  await enqueue(w.db.sql, "e1", body("ObjectCreated:Put", w.cfg.FEED_MEDIA_BUCKET, key, "01"));
+  await enqueue(w.db.sql, "e2", "this is not an event");
+  const controller = new AbortController();
+  const status: ConsumerStatus = { handled: 0, retried: 0, dead: 0, inFlight: 0 };
+  const run = runImgproc({
+    sql: w.db.sql,
+    s3: w.s3,
+    queue: new PgQueue({ sql: w.db.sql, consumerId: "t", pollMs: 20 }),
+    mediaBucket: w.cfg.FEED_MEDIA_BUCKET,
+    // A bucket that does not exist: every thumbnail write fails.
+    thumbnailsBucket: testBucketName("missing"),
+    thumbnail: { size: 32, maxPixels: 1_000_000, quality: 70 },
+    concurrency: 2,
+    maxAttempts: 3,
+    retryBaseMs: 10,
+    log,
+    signal: controller.signal,
+    status,
+  });
+  try {
+    await eventually("both messages dead", async () => {
+      const [r] = await w.db
+        .sql`select count(*)::int as n from control.imgproc_messages where dead_at is not null`;
+      return r.n === 2 ? true : undefined;
+    });
+  } finally {
+    controller.abort();
+    await run;
+  }
+  const rows = await w.db
+    .sql`select dedupe_key, attempts, last_error from control.imgproc_messages order by dedupe_key`;
+  assert.deepEqual(rows.map((r) => [r.dedupe_key, r.attempts]), [["e1", 3], ["e2", 1]]);
+  assert.match(rows[1].last_error, /not JSON/);
+  assert.equal(status.retried, 2);
+  assert.equal(status.dead, 2);
+  const [f] = await w.db.sql`select thumbnail_status from app.feeds where media_key = ${key}`;
+  assert.equal(f.thumbnail_status, "failed");
+});
+
+Deno.test("two consumers share the Postgres queue and handle every message exactly once", async () => {
+  await using w = await feedWorld();
+  const n = 40;
+  for (let i = 0; i < n; i++) await enqueue(w.db.sql, `m${i}`, `body-${i}`);
+  const seen = new Map<string, number>();
+  const controller = new AbortController();
+  const statuses = [0, 1].map(() => ({ handled: 0, retried: 0, dead: 0, inFlight: 0 }));
+  const runs = statuses.map((status, i) =>
+    runConsumer({
+      queue: new PgQueue({ sql: w.db.sql, consumerId: `c${i}`, pollMs: 10 }),
+      async handle(b) {
+        seen.set(b, (seen.get(b) ?? 0) + 1);
+        await new Promise((r) => setTimeout(r, 5));
+      },
+      concurrency: 3,
+      maxAttempts: 3,
+      log,
+      signal: controller.signal,
+      waitMs: 100,
+    }, status)
+  );
+  try {
+    await eventually("the queue drained", async () => {
+      const [r] = await w.db.sql`select count(*)::int as n from control.imgproc_messages`;
+      return r.n === 0 ? true : undefined;
+    });
+  } finally {
+    controller.abort();
+    await Promise.all(runs);
+  }
+  assert.equal(seen.size, n);
+  assert.ok([...seen.values()].every((c) => c === 1));
+  assert.equal(statuses[0].handled + statuses[1].handled, n);
+});
+
+Deno.test("the bridge moves the local S3 server's events of its bucket once, however often it runs", async () => {
+  await using w = await feedWorld();
+  const other = testBucketName("o");
+  await w.s3.send(new CreateBucketCommand({ Bucket: other }));
+  await w.s3.send(new PutObjectCommand({ Bucket: w.cfg.FEED_MEDIA_BUCKET, Key: "u/1/a b.jpg", Body: "x" }));
+  await w.s3.send(new PutObjectCommand({ Bucket: other, Key: "elsewhere.jpg", Body: "x" }));
+  await w.s3.send(new DeleteObjectCommand({ Bucket: w.cfg.FEED_MEDIA_BUCKET, Key: "u/1/a b.jpg" }));
+  const o = {
+    sql: w.db.sql,
+    eventsUrl: testEnv.s3Endpoint + EVENTS_PATH,
+    bucket: w.cfg.FEED_MEDIA_BUCKET,
+    waitMs: 0,
+    signal: new AbortController().signal,
+  };
+  assert.equal(await bridgeOnce(o), 2);
+  assert.equal(await bridgeOnce(o), 0);
+  // A second copy that has not seen the position yet inserts nothing new either.
+  await w.db.sql`update control.imgproc_bridge set position = 0`;
+  assert.equal(await bridgeOnce(o), 0);
+  const rows = await w.db.sql`select body from control.imgproc_messages order by id`;
+  const evs = rows.flatMap((r) => parseEvents(r.body));
+  assert.deepEqual(evs.map((e) => [e.kind, e.key]), [["created", "u/1/a b.jpg"], ["removed", "u/1/a b.jpg"]]);
+  assert.ok(evs[0].sequencer < evs[1].sequencer);
+  assert.equal(evs[0].size, 1);
+});
+
+Deno.test("the imgproc process reads the .env names, makes thumbnails from real S3 events, and stops on SIGTERM", async () => {
+  await using w = await feedWorld();
+  const db = new URL(w.db.url);
+  const opsPort = freePort();
+  const keep: Record<string, string> = {};
+  for (const k of ["HOME", "PATH", "DENO_DIR", "TMPDIR"]) {
+    const v = Deno.env.get(k);
+    if (v) keep[k] = v;
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN],
+    clearEnv: true,
+    env: {
+      ...keep,
+      POSTGRESS_HOST: db.hostname,
+      POSTGRESS_PORT: db.port,
+      POSTGRESS_DATABASE: db.pathname.slice(1),
+      POSTGRESS_USERNAME: decodeURIComponent(db.username),
+      POSTGRESS_PASSWORD: decodeURIComponent(db.password),
+      AWS_REGION: "us-east-1",
+      AWS_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
+      S3_ENDPOINT: testEnv.s3Endpoint,
+      AWS_MEDIA_BUCKET: w.cfg.FEED_MEDIA_BUCKET,
+      AWS_THUMBNAILS_BUCKET: w.cfg.FEED_THUMBNAILS_BUCKET,
+      OPS_PORT: String(opsPort),
+      WHARF_LOG_LEVEL: "warn",
+    },
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await eventually("imgproc healthy", async () => {
+      try {
+        const r = await fetch(`http://127.0.0.1:${opsPort}/healthz`);
+        await r.body?.cancel();
+        return r.status === 200 ? true : undefined;
+      } catch {
+        return undefined;
+      }
+    }, 30_000);
+    const key = "u/3/proc.jpg";
+    await seedFeed(w, key);
+    await w.s3.send(new PutObjectCommand({ Bucket: w.cfg.FEED_MEDIA_BUCKET, Key: key, Body: await jpeg() }));
+    await eventually("the thumbnail", async () => {
+      const [f] = await w.db.sql`select thumbnail_status from app.feeds where media_key = ${key}`;
+      return f.thumbnail_status === "ready" ? true : undefined;
+    });
+    await w.s3.send(
+      new HeadObjectCommand({ Bucket: w.cfg.FEED_THUMBNAILS_BUCKET, Key: thumbnailKeyFor(key) }),
+    );
+    const [inst] = await w.db.sql`select worker from control.worker_instances`;
+    assert.equal(inst.worker, "imgproc");
+  } finally {
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  }
+});

@@ -1,0 +1,94 @@
+/**
+ * The local queue: `control.imgproc_messages`. Copies of imgproc claim rows with `FOR UPDATE SKIP LOCKED`
+ * (no two copies get one row) and hide them for a visibility timeout, like SQS: a copy that dies while
+ * working lets the row come back by itself. A row's dedupe key makes a record delivered twice one row.
+ */
+import type { Sql } from "../../shared/db.ts";
+import { abortableSleep } from "../../shared/worker.ts";
+import type { MessageQueue, QueueMessage } from "./queue.ts";
+
+/** Options for {@linkcode PgQueue}. */
+export interface PgQueueOptions {
+  sql: Sql;
+  /** Who claims (kept on the row for the console). */
+  consumerId: string;
+  /** How long a claimed row stays hidden (default 60 s). */
+  visibilityMs?: number;
+  /** How often an empty queue is polled while waiting (default 200 ms). */
+  pollMs?: number;
+}
+
+/** Adds a message unless its dedupe key is there already; true when added. */
+export async function enqueue(sql: Sql, dedupeKey: string, body: string): Promise<boolean> {
+  const r = await sql`
+    insert into control.imgproc_messages (dedupe_key, body) values (${dedupeKey}, ${body})
+    on conflict (dedupe_key) do nothing`;
+  return r.count > 0;
+}
+
+/** The Postgres implementation of {@linkcode MessageQueue}. */
+export class PgQueue implements MessageQueue {
+  readonly #o: Required<PgQueueOptions>;
+  constructor(o: PgQueueOptions) {
+    this.#o = { visibilityMs: 60_000, pollMs: 200, ...o };
+  }
+
+  async #claim(max: number): Promise<QueueMessage[]> {
+    const { sql, consumerId, visibilityMs } = this.#o;
+    // Claim and hide in one statement: the row lock is held only for this update, and visible_at
+    // (not a lock) keeps the row away from other copies while this one works on it.
+    const rows = await sql`
+      update control.imgproc_messages m
+         set visible_at = now() + make_interval(secs => ${visibilityMs / 1000}),
+             attempts = attempts + 1, claimed_by = ${consumerId}
+       where id in (
+         select id from control.imgproc_messages
+          where dead_at is null and visible_at <= now()
+          order by id
+          limit ${max}
+          for update skip locked)
+      returning id, body, attempts`;
+    return rows.map((r) => ({
+      handle: String(r.id),
+      body: r.body as string,
+      receiveCount: r.attempts as number,
+    }))
+      .sort((a, b) => Number(a.handle) - Number(b.handle));
+  }
+
+  async receive(max: number, waitMs: number, signal: AbortSignal): Promise<QueueMessage[]> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      if (signal.aborted) return [];
+      const got = await this.#claim(max);
+      if (got.length || Date.now() >= deadline) return got;
+      if (!await abortableSleep(Math.min(this.#o.pollMs, deadline - Date.now()), signal)) return [];
+    }
+  }
+
+  async ack(m: QueueMessage): Promise<void> {
+    await this.#o.sql`delete from control.imgproc_messages where id = ${m.handle}`;
+  }
+
+  async retry(m: QueueMessage, delayMs: number, error: string): Promise<void> {
+    await this.#o.sql`
+      update control.imgproc_messages
+         set visible_at = now() + make_interval(secs => ${delayMs / 1000}), last_error = ${error},
+             claimed_by = null
+       where id = ${m.handle}`;
+  }
+
+  async deadLetter(m: QueueMessage, error: string): Promise<void> {
+    await this.#o.sql`
+      update control.imgproc_messages set dead_at = now(), last_error = ${error}, claimed_by = null
+       where id = ${m.handle}`;
+  }
+
+  async depth(): Promise<number> {
+    const [r] = await this.#o
+      .sql`select count(*)::int as n from control.imgproc_messages where dead_at is null`;
+    return r.n as number;
+  }
+
+  async close(): Promise<void> {}
+}

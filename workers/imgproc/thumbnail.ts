@@ -1,0 +1,63 @@
+/**
+ * Makes a thumbnail with sharp: the pixel count is checked from the header before anything is decoded
+ * (a small file can declare a huge image: a decompression bomb), EXIF orientation is applied, and the
+ * output is a fresh JPEG, so no metadata of the upload (GPS, camera, comments) survives.
+ */
+import sharp from "sharp";
+
+/** Thumbnail settings. */
+export interface ThumbnailOptions {
+  /** Longest side of the thumbnail in pixels. */
+  size: number;
+  /** Largest input, in pixels (width × height). */
+  maxPixels: number;
+  /** JPEG quality, 1-100. */
+  quality: number;
+}
+
+/** Defaults: 320 px, 40 megapixels, quality 80. */
+export const DEFAULT_THUMBNAIL_OPTIONS: ThumbnailOptions = { size: 320, maxPixels: 40_000_000, quality: 80 };
+
+/** An input that can never make a thumbnail (not an image, too large, corrupt): not worth a retry. */
+export class ImageRejectedError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ImageRejectedError";
+  }
+}
+
+/** The thumbnail (JPEG bytes) of `input`; throws {@linkcode ImageRejectedError} for a bad input. */
+export async function makeThumbnail(
+  input: Uint8Array,
+  o: ThumbnailOptions = DEFAULT_THUMBNAIL_OPTIONS,
+): Promise<{ data: Uint8Array; width: number; height: number }> {
+  let meta: sharp.Metadata;
+  try {
+    // Reads the header only; `limitInputPixels: false` so the check below gives the clear message.
+    meta = await sharp(input, { limitInputPixels: false }).metadata();
+  } catch (e) {
+    throw new ImageRejectedError("Cannot read the image: the file is not a supported image", { cause: e });
+  }
+  const pixels = (meta.width ?? 0) * (meta.height ?? 0);
+  if (!pixels) throw new ImageRejectedError("Cannot read the image: it has no dimensions");
+  if (pixels > o.maxPixels) {
+    throw new ImageRejectedError(
+      `Cannot make a thumbnail: the image is ${meta.width}x${meta.height} pixels, over the limit of ${o.maxPixels}`,
+    );
+  }
+  try {
+    const { data, info } = await sharp(input, { limitInputPixels: o.maxPixels, failOn: "error" })
+      .rotate()
+      .resize({ width: o.size, height: o.size, fit: "inside", withoutEnlargement: true })
+      .flatten({ background: "#ffffff" })
+      .jpeg({ quality: o.quality })
+      .toBuffer({ resolveWithObject: true });
+    return {
+      data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+      width: info.width,
+      height: info.height,
+    };
+  } catch (e) {
+    throw new ImageRejectedError("Cannot make a thumbnail: the image could not be decoded", { cause: e });
+  }
+}
