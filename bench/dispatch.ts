@@ -20,6 +20,8 @@ import { percentile, report, type Row } from "./_util.ts";
 const N = Number(Deno.env.get("BENCH_EVENTS") ?? 100_000);
 const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 8);
 const IDLE = 50;
+/** graphile-worker's local queue size (its release notes suggest concurrency + 1; its perf guide 500). */
+const GW_LOCAL_QUEUE = Number(Deno.env.get("BENCH_GW_LOCAL_QUEUE") ?? CONC + 1);
 const quiet = new GraphileLogger(() => () => {});
 const log = createLogger("bench-dispatch", { level: "error" });
 
@@ -135,6 +137,15 @@ async function benchGraphile(sql: Sql, url: string, nodes: number): Promise<Row>
           noHandleSignals: true,
           pollInterval: 1_000,
           taskList,
+          // graphile-worker's batching options, as its performance guide sets them: a local queue that
+          // fetches jobs in batches, and batched completion / failure.
+          preset: {
+            worker: {
+              localQueue: { size: GW_LOCAL_QUEUE },
+              completeJobBatchDelay: 0,
+              failJobBatchDelay: 0,
+            },
+          },
         }),
     ),
   );
