@@ -5,7 +5,7 @@
  * (database clock for dispatch, payload timestamp for graphile-worker), bulk and idle (one at a time).
  *
  * `BENCH_EVENTS` (default 100000) sets the batch size; `BENCH_CONCURRENCY` (default 8) the per-node
- * concurrency for both.
+ * concurrency for both; `BENCH_PREFETCH` (default 64) how many events each side fetches ahead.
  */
 import { Logger as GraphileLogger, run as graphileRun } from "graphile-worker";
 import { connectPostgres, type Sql } from "../shared/db.ts";
@@ -20,8 +20,11 @@ import { percentile, report, type Row } from "./_util.ts";
 const N = Number(Deno.env.get("BENCH_EVENTS") ?? 100_000);
 const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 8);
 const IDLE = 50;
-/** graphile-worker's local queue size (its release notes suggest concurrency + 1; its perf guide 500). */
-const GW_LOCAL_QUEUE = Number(Deno.env.get("BENCH_GW_LOCAL_QUEUE") ?? CONC + 1);
+/**
+ * Jobs fetched ahead of a free slot, the same for both: dispatch's `prefetch` and graphile-worker's
+ * `localQueue.size` (its release notes suggest at least concurrency + 1; its performance guide uses 500).
+ */
+const PREFETCH = Number(Deno.env.get("BENCH_PREFETCH") ?? 64);
 const quiet = new GraphileLogger(() => () => {});
 const log = createLogger("bench-dispatch", { level: "error" });
 
@@ -41,6 +44,7 @@ function startNodes(sql: Sql, count: number) {
         log,
         leaseMs: 5_000,
         concurrency: CONC,
+        prefetch: PREFETCH,
         pollMs: 1_000,
         trustedKeys: [],
       },
@@ -141,7 +145,7 @@ async function benchGraphile(sql: Sql, url: string, nodes: number): Promise<Row>
           // fetches jobs in batches, and batched completion / failure.
           preset: {
             worker: {
-              localQueue: { size: GW_LOCAL_QUEUE },
+              localQueue: { size: PREFETCH },
               completeJobBatchDelay: 0,
               failJobBatchDelay: 0,
             },

@@ -111,7 +111,13 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
       stopped_at = null`;
 
   let wake: (() => void) | undefined;
-  const nudge = () => wake?.();
+  // A nudge that arrives while the loop is not waiting (a claim in flight) must not be lost: it may be
+  // the only notice of an event committed just after that claim's snapshot.
+  let nudged = false;
+  const nudge = () => {
+    nudged = true;
+    wake?.();
+  };
   const listener = await sql.listen(channelFor(schema), nudge);
 
   const heartbeat = (async () => {
@@ -159,6 +165,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
   };
   let claimFails = 0;
   while (!signal.aborted) {
+    nudged = false;
     const want = cap - running - queue.length;
     // Claim when the queue is at most half full, so claims stay batches rather than one event each.
     if (queue.length <= prefetch / 2 && want > 0) {
@@ -175,6 +182,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
         continue;
       }
     }
+    if (nudged) continue;
     await new Promise<void>((resolve) => {
       const t = setTimeout(done, o.pollMs);
       function done() {
