@@ -60,6 +60,15 @@ export function channelFor(schema: string): string {
   return schema === "control" ? "wharf_dispatch" : `wharf_dispatch_${schema.toLowerCase()}`;
 }
 
+/**
+ * Makes sure dispatch's tables, functions and triggers exist in `schema` (idempotent; `control` comes
+ * with the migrations). Nodes starting together serialise on an advisory lock inside the function.
+ */
+export async function installSchema(sql: Sql, schema: string): Promise<void> {
+  if (schema === "control") return;
+  await sql`select control.dispatch_install_schema(${schema})`;
+}
+
 /** Delay before retry number `attempt` (1-based): base · 2^(attempt-1), capped at an hour, ±50 % jitter. */
 export function retryDelayMs(baseMs: number, attempt: number, random = Math.random): number {
   const ceiling = Math.min(3_600_000, baseMs * 2 ** Math.min(attempt - 1, 30));
@@ -103,6 +112,7 @@ interface Claimed {
 export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeStatus): Promise<void> {
   const { sql, schema, nodeId } = o;
   const s = sql(schema);
+  await installSchema(sql, schema);
   await sql`
     insert into ${s}.dispatch_nodes (node_id, host, pid, bind, lease_until)
     values (${nodeId}, ${Deno.hostname()}, ${Deno.pid}, ${o.bind},
