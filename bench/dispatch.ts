@@ -61,8 +61,13 @@ function startNodes(sql: Sql, count: number) {
   };
 }
 
-async function waitUntil(f: () => Promise<boolean>): Promise<void> {
-  while (!(await f())) await abortableSleep(20);
+/** Polls `f` until true; gives up (naming `what`) after ten minutes so a stall never hangs the run. */
+async function waitUntil(f: () => Promise<boolean>, what: string): Promise<void> {
+  const end = Date.now() + 600_000;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`Timed out waiting for ${what}`);
+    await abortableSleep(20);
+  }
 }
 
 async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
@@ -74,7 +79,7 @@ async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
     // Idle latency: one event at a time.
     for (let i = 0; i < IDLE; i++) {
       await sql`insert into public.bench_t (v) values (${i})`;
-      await waitUntil(() => Promise.resolve(done() === i + 1));
+      await waitUntil(() => Promise.resolve(done() === i + 1), "dispatch idle event");
     }
     const idle = await sql<{ ms: number }[]>`
       select extract(epoch from started_at - created_at) * 1000 as ms from control.dispatch_events`;
@@ -83,7 +88,7 @@ async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
     await sql`insert into public.bench_t (v) select g from generate_series(1, ${N}) g`;
     const tc = performance.now();
     const before = done();
-    await waitUntil(() => Promise.resolve(done() - before >= N));
+    await waitUntil(() => Promise.resolve(done() - before >= N), "dispatch batch");
     const secs = (performance.now() - t0) / 1000;
     const bulk = await sql<{ ms: number }[]>`
       select extract(epoch from started_at - created_at) * 1000 as ms from control.dispatch_events`;
@@ -156,7 +161,7 @@ async function benchGraphile(sql: Sql, url: string, nodes: number): Promise<Row>
   try {
     for (let i = 0; i < IDLE; i++) {
       await sql`select graphile_worker.add_job('noop', json_build_object('t', (extract(epoch from clock_timestamp()) * 1000)::bigint))`;
-      await waitUntil(() => Promise.resolve(done === i + 1));
+      await waitUntil(() => Promise.resolve(done === i + 1), "graphile-worker idle job");
     }
     const idle = lat.splice(0);
     done = 0;
@@ -168,7 +173,7 @@ async function benchGraphile(sql: Sql, url: string, nodes: number): Promise<Row>
                            null, null, null, null, null, null)::graphile_worker.job_spec
                 from generate_series(1, ${N})))`;
     const tc = performance.now();
-    await waitUntil(() => Promise.resolve(done >= N));
+    await waitUntil(() => Promise.resolve(done >= N), "graphile-worker batch");
     const secs = (performance.now() - t0) / 1000;
     return row("graphile-worker", nodes, N / secs, idle, lat, tc - t0);
   } finally {

@@ -158,17 +158,33 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
   const queue: Claimed[] = [];
   const prefetch = Math.max(1, o.prefetch ?? o.concurrency);
   const cap = o.concurrency + prefetch;
-  let running = 0;
+  let running = 0; // batches (slots) in flight
+  let busy = 0; // events in those batches
   const inflight = new Set<Promise<void>>();
+  // Events of one function go to a sandbox worker in batches (one message each way per batch); a slot
+  // runs one batch, its events one after another, so at most `concurrency` events run at once. Batches
+  // share the queue out among free slots, so an idle node still starts a lone event at once.
   const pump = () => {
     while (running < o.concurrency && queue.length && !signal.aborted) {
-      const ev = queue.shift()!;
+      const size = Math.min(MAX_BATCH, Math.ceil(queue.length / (o.concurrency - running)));
+      const first = queue.shift()!;
+      const batch = [first];
+      while (
+        batch.length < size && queue[0] && queue[0].function_name === first.function_name &&
+        queue[0].code === first.code && queue[0].signature === first.signature
+      ) batch.push(queue.shift()!);
       running++;
-      const p = execute(o, pool, writer, ev, status).finally(() => {
+      busy += batch.length;
+      const p = executeBatch(o, pool, writer, batch, status, signal).then((notStarted) => {
+        // A batch cut short by a timeout hands back the events it never started, to run next.
+        queue.unshift(...notStarted);
+      }).finally(() => {
         running--;
+        busy -= batch.length;
         inflight.delete(p);
         pump();
-        nudge();
+        // Wake the loop only when it would claim: not once per event.
+        if (queue.length <= prefetch / 2) nudge();
       });
       inflight.add(p);
     }
@@ -176,7 +192,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
   let claimFails = 0;
   while (!signal.aborted) {
     nudged = false;
-    const want = cap - running - queue.length;
+    const want = cap - busy - queue.length;
     // Claim when the queue is at most half full, so claims stay batches rather than one event each.
     if (queue.length <= prefetch / 2 && want > 0) {
       try {
@@ -208,6 +224,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
   // Graceful stop: hand back what was claimed but not started, let the rest finish, write all outcomes.
   await handBack(o, queue.splice(0));
   await Promise.allSettled(inflight);
+  await handBack(o, queue.splice(0));
   await writer.drain();
   pool.close();
   await listener.unlisten().catch(() => {});
@@ -262,61 +279,90 @@ async function claim(o: NodeOptions, n: number): Promise<Claimed[]> {
      order by u.id`;
 }
 
-async function execute(
+/** The most events one sandbox message carries. */
+const MAX_BATCH = 16;
+
+/**
+ * Runs a batch of claimed events of one function and queues their outcomes; returns the events that
+ * never started (the batch was cut short by a timeout), which are still claimed by this node.
+ */
+async function executeBatch(
   o: NodeOptions,
   pool: SandboxPool,
   writer: OutcomeWriter,
-  ev: Claimed,
+  batch: Claimed[],
   status: NodeStatus,
-): Promise<void> {
-  status.running++;
+  signal: AbortSignal,
+): Promise<Claimed[]> {
+  const notStarted: Claimed[] = [];
+  const first = batch[0];
+  status.running += batch.length;
   try {
-    const startMs = performance.now() - ev.claimedAt;
-    const refused = await signatureProblem(o.trustedKeys, ev.code, ev.signature);
+    const refused = await signatureProblem(o.trustedKeys, first.code, first.signature);
     if (refused) {
-      status.failed++;
-      writer.add({ id: ev.id, state: "dead", error: refused, startMs });
-      o.log.warn("function refused", { event: ev.id, function: ev.function_name, reason: refused });
-      return;
+      for (const ev of batch) {
+        status.failed++;
+        writer.add({ id: ev.id, state: "dead", error: refused, startMs: performance.now() - ev.claimedAt });
+      }
+      o.log.warn("function refused", {
+        function: first.function_name,
+        events: batch.length,
+        reason: refused,
+      });
+      return notStarted;
     }
-    const event: DispatchEvent = {
-      id: ev.id,
-      function: ev.function_name,
-      source: ev.source,
-      table: ev.table_name ? `${ev.table_schema}.${ev.table_name}` : null,
-      op: ev.op,
-      row_id: ev.row_id,
-      new: ev.new_row,
-      old: ev.old_row,
-      attempt: ev.attempts,
-    };
-    const r = await pool.run({
-      code: ev.code,
-      event,
-      timeoutMs: ev.timeout_ms,
+    const results = await pool.runBatch({
+      code: first.code,
+      items: batch.map((ev) => ({ event: toEvent(ev), timeoutMs: ev.timeout_ms })),
       sql: o.functionSql,
       readonlySql: o.readonlySql,
+      signal,
     });
-    if (r.ok) {
-      status.done++;
-      writer.add({ id: ev.id, state: "done", startMs });
-      return;
-    }
-    status.failed++;
-    if (ev.attempts >= ev.max_attempts) {
-      writer.add({ id: ev.id, state: "dead", error: r.error, stack: r.stack, startMs });
-      o.log.warn("event dead", { event: ev.id, function: ev.function_name, attempts: ev.attempts });
-    } else {
-      const delayMs = retryDelayMs(ev.backoff_ms, ev.attempts);
-      writer.add({ id: ev.id, state: "pending", delayMs, error: r.error, stack: r.stack, startMs });
-    }
+    results.forEach((r, i) => {
+      const ev = batch[i];
+      if (!r.started) {
+        notStarted.push(ev);
+        return;
+      }
+      const startMs = r.startedAt - ev.claimedAt;
+      if (r.ok) {
+        status.done++;
+        writer.add({ id: ev.id, state: "done", startMs });
+        return;
+      }
+      status.failed++;
+      if (ev.attempts >= ev.max_attempts) {
+        writer.add({ id: ev.id, state: "dead", error: r.error, stack: r.stack, startMs });
+        o.log.warn("event dead", { event: ev.id, function: ev.function_name, attempts: ev.attempts });
+      } else {
+        const delayMs = retryDelayMs(ev.backoff_ms, ev.attempts);
+        writer.add({ id: ev.id, state: "pending", delayMs, error: r.error, stack: r.stack, startMs });
+      }
+    });
   } catch (e) {
-    // Nothing above is expected to throw; if it does, the event goes back to the queue (at least once).
-    o.log.error("event failed in the node", { event: ev.id, error: e });
-    writer.add({ id: ev.id, state: "pending", delayMs: 1_000, error: String(e), stack: null });
+    // Nothing above is expected to throw; if it does, the events go back to the queue (at least once).
+    o.log.error("events failed in the node", { count: batch.length, error: e });
+    for (const ev of batch) {
+      writer.add({ id: ev.id, state: "pending", delayMs: 1_000, error: String(e), stack: null });
+    }
   } finally {
-    status.running--;
+    status.running -= batch.length;
   }
+  return notStarted;
+}
+
+function toEvent(ev: Claimed): DispatchEvent {
+  return {
+    id: ev.id,
+    function: ev.function_name,
+    source: ev.source,
+    table: ev.table_name ? `${ev.table_schema}.${ev.table_name}` : null,
+    op: ev.op,
+    row_id: ev.row_id,
+    new: ev.new_row,
+    old: ev.old_row,
+    attempt: ev.attempts,
+  };
 }
 
 /** Master-only work: release events of dead nodes, enqueue due schedules. */
