@@ -5,7 +5,7 @@
  * (database clock for dispatch, payload timestamp for graphile-worker), bulk and idle (one at a time).
  *
  * `BENCH_EVENTS` (default 100000) sets the batch size; `BENCH_CONCURRENCY` (default 8) the per-node
- * concurrency for both.
+ * concurrency for both; `BENCH_PREFETCH` (default 64) how many events each side fetches ahead.
  */
 import { Logger as GraphileLogger, run as graphileRun } from "graphile-worker";
 import { connectPostgres, type Sql } from "../shared/db.ts";
@@ -20,6 +20,11 @@ import { percentile, report, type Row } from "./_util.ts";
 const N = Number(Deno.env.get("BENCH_EVENTS") ?? 100_000);
 const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 8);
 const IDLE = 50;
+/**
+ * Jobs fetched ahead of a free slot, the same for both: dispatch's `prefetch` and graphile-worker's
+ * `localQueue.size` (its release notes suggest at least concurrency + 1; its performance guide uses 500).
+ */
+const PREFETCH = Number(Deno.env.get("BENCH_PREFETCH") ?? 64);
 const quiet = new GraphileLogger(() => () => {});
 const log = createLogger("bench-dispatch", { level: "error" });
 
@@ -39,6 +44,7 @@ function startNodes(sql: Sql, count: number) {
         log,
         leaseMs: 5_000,
         concurrency: CONC,
+        prefetch: PREFETCH,
         pollMs: 1_000,
         trustedKeys: [],
       },
@@ -55,8 +61,13 @@ function startNodes(sql: Sql, count: number) {
   };
 }
 
-async function waitUntil(f: () => Promise<boolean>): Promise<void> {
-  while (!(await f())) await abortableSleep(20);
+/** Polls `f` until true; gives up (naming `what`) after ten minutes so a stall never hangs the run. */
+async function waitUntil(f: () => Promise<boolean>, what: string): Promise<void> {
+  const end = Date.now() + 600_000;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`Timed out waiting for ${what}`);
+    await abortableSleep(20);
+  }
 }
 
 async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
@@ -68,16 +79,17 @@ async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
     // Idle latency: one event at a time.
     for (let i = 0; i < IDLE; i++) {
       await sql`insert into public.bench_t (v) values (${i})`;
-      await waitUntil(() => Promise.resolve(done() === i + 1));
+      await waitUntil(() => Promise.resolve(done() === i + 1), "dispatch idle event");
     }
     const idle = await sql<{ ms: number }[]>`
       select extract(epoch from started_at - created_at) * 1000 as ms from control.dispatch_events`;
     await sql`truncate control.dispatch_events`;
+    // Counted before the insert: nodes may finish events before this code resumes after the commit.
+    const before = done();
     const t0 = performance.now();
     await sql`insert into public.bench_t (v) select g from generate_series(1, ${N}) g`;
     const tc = performance.now();
-    const before = done();
-    await waitUntil(() => Promise.resolve(done() - before >= N));
+    await waitUntil(() => Promise.resolve(done() - before >= N), "dispatch batch");
     const secs = (performance.now() - t0) / 1000;
     const bulk = await sql<{ ms: number }[]>`
       select extract(epoch from started_at - created_at) * 1000 as ms from control.dispatch_events`;
@@ -135,13 +147,22 @@ async function benchGraphile(sql: Sql, url: string, nodes: number): Promise<Row>
           noHandleSignals: true,
           pollInterval: 1_000,
           taskList,
+          // graphile-worker's batching options, as its performance guide sets them: a local queue that
+          // fetches jobs in batches, and batched completion / failure.
+          preset: {
+            worker: {
+              localQueue: { size: PREFETCH },
+              completeJobBatchDelay: 0,
+              failJobBatchDelay: 0,
+            },
+          },
         }),
     ),
   );
   try {
     for (let i = 0; i < IDLE; i++) {
       await sql`select graphile_worker.add_job('noop', json_build_object('t', (extract(epoch from clock_timestamp()) * 1000)::bigint))`;
-      await waitUntil(() => Promise.resolve(done === i + 1));
+      await waitUntil(() => Promise.resolve(done === i + 1), "graphile-worker idle job");
     }
     const idle = lat.splice(0);
     done = 0;
@@ -153,7 +174,7 @@ async function benchGraphile(sql: Sql, url: string, nodes: number): Promise<Row>
                            null, null, null, null, null, null)::graphile_worker.job_spec
                 from generate_series(1, ${N})))`;
     const tc = performance.now();
-    await waitUntil(() => Promise.resolve(done >= N));
+    await waitUntil(() => Promise.resolve(done >= N), "graphile-worker batch");
     const secs = (performance.now() - t0) / 1000;
     return row("graphile-worker", nodes, N / secs, idle, lat, tc - t0);
   } finally {

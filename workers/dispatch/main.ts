@@ -2,7 +2,8 @@
  * The dispatch worker process: resolves its settings (env > args > file > default), connects, and runs a
  * node. Run several copies; one becomes master through the lease.
  *
- * Extra env: `DISPATCH_CONCURRENCY` (default 4), `DISPATCH_LEASE_MS` (default 5000), `DISPATCH_POLL_MS`
+ * Extra env: `DISPATCH_CONCURRENCY` (default 4), `DISPATCH_PREFETCH` (events claimed ahead, default the
+ * concurrency), `DISPATCH_LEASE_MS` (default 5000), `DISPATCH_POLL_MS`
  * (default 1000), `DISPATCH_TRUSTED_KEYS` (base64 raw Ed25519 public keys, comma separated: when set,
  * only code signed by one of them runs), `DISPATCH_READONLY_URL` (a follower for `db.readonly`).
  */
@@ -17,6 +18,7 @@ import { importTrustedKeys } from "./sign.ts";
 /** The env-only settings (the rest come from {@linkcode resolveSettings}). */
 export const DispatchConfig = z.object({
   DISPATCH_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(4),
+  DISPATCH_PREFETCH: z.coerce.number().int().min(1).max(10_000).optional(),
   DISPATCH_LEASE_MS: z.coerce.number().int().min(200).max(600_000).default(5_000),
   DISPATCH_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
   DISPATCH_TRUSTED_KEYS: z.string().optional(),
@@ -59,6 +61,7 @@ if (import.meta.main) {
             log: ctx.log,
             leaseMs: cfg.DISPATCH_LEASE_MS,
             concurrency: cfg.DISPATCH_CONCURRENCY,
+            prefetch: cfg.DISPATCH_PREFETCH,
             pollMs: cfg.DISPATCH_POLL_MS,
             trustedKeys,
           },

@@ -15,6 +15,7 @@ import type { Logger } from "../../shared/log.ts";
 import { abortableSleep } from "../../shared/worker.ts";
 import { nextRun, parseCron } from "./cron.ts";
 import { type DispatchEvent, SandboxPool } from "./sandbox.ts";
+import { OutcomeWriter } from "./outcomes.ts";
 import { signatureProblem } from "./sign.ts";
 
 /** How a node is set up. */
@@ -32,6 +33,12 @@ export interface NodeOptions {
   leaseMs: number;
   /** Events run at once. */
   concurrency: number;
+  /**
+   * Events claimed ahead of a free slot (default: `concurrency`), so a claim fetches a batch and one
+   * round trip feeds many starts. They are locked by this node until started; a graceful stop hands
+   * them back, a crash leaves them to the lease-expiry release.
+   */
+  prefetch?: number;
   /** Polling interval when no notification arrives. */
   pollMs: number;
   trustedKeys: CryptoKey[];
@@ -43,6 +50,23 @@ export interface NodeStatus {
   running: number;
   done: number;
   failed: number;
+}
+
+/**
+ * The NOTIFY channel of a dispatch schema: `wharf_dispatch` for `control`, `wharf_dispatch_<schema>` for
+ * one installed elsewhere, so nodes of one schema are not woken by another's events.
+ */
+export function channelFor(schema: string): string {
+  return schema === "control" ? "wharf_dispatch" : `wharf_dispatch_${schema.toLowerCase()}`;
+}
+
+/**
+ * Makes sure dispatch's tables, functions and triggers exist in `schema` (idempotent; `control` comes
+ * with the migrations). Nodes starting together serialise on an advisory lock inside the function.
+ */
+export async function installSchema(sql: Sql, schema: string): Promise<void> {
+  if (schema === "control") return;
+  await sql`select control.dispatch_install_schema(${schema})`;
 }
 
 /** Delay before retry number `attempt` (1-based): base · 2^(attempt-1), capped at an hour, ±50 % jitter. */
@@ -80,12 +104,15 @@ interface Claimed {
   timeout_ms: number;
   max_attempts: number;
   backoff_ms: number;
+  /** `performance.now()` when the claim returned. */
+  claimedAt: number;
 }
 
 /** Starts a node; resolves when `signal` aborts and in-flight events finished. */
 export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeStatus): Promise<void> {
   const { sql, schema, nodeId } = o;
   const s = sql(schema);
+  await installSchema(sql, schema);
   await sql`
     insert into ${s}.dispatch_nodes (node_id, host, pid, bind, lease_until)
     values (${nodeId}, ${Deno.hostname()}, ${Deno.pid}, ${o.bind},
@@ -94,8 +121,14 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
       stopped_at = null`;
 
   let wake: (() => void) | undefined;
-  const nudge = () => wake?.();
-  const listener = await sql.listen("wharf_dispatch", nudge);
+  // A nudge that arrives while the loop is not waiting (a claim in flight) must not be lost: it may be
+  // the only notice of an event committed just after that claim's snapshot.
+  let nudged = false;
+  const nudge = () => {
+    nudged = true;
+    wake?.();
+  };
+  const listener = await sql.listen(channelFor(schema), nudge);
 
   const heartbeat = (async () => {
     let fails = 0;
@@ -118,24 +151,56 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     }
   })();
 
-  const inflight = new Set<Promise<void>>();
   const pool = new SandboxPool(Math.max(8, o.concurrency * 2));
+  const writer = new OutcomeWriter(sql, schema, nodeId, o.log);
+  // Claimed but not started yet: at most `concurrency` more than run at once, so one claim round trip
+  // fetches a batch while the previous one drains.
+  const queue: Claimed[] = [];
+  const prefetch = Math.max(1, o.prefetch ?? o.concurrency);
+  const cap = o.concurrency + prefetch;
+  let running = 0; // batches (slots) in flight
+  let busy = 0; // events in those batches
+  const inflight = new Set<Promise<void>>();
+  // Events of one function go to a sandbox worker in batches (one message each way per batch); a slot
+  // runs one batch, its events one after another, so at most `concurrency` events run at once. Batches
+  // share the queue out among free slots, so an idle node still starts a lone event at once.
+  const pump = () => {
+    while (running < o.concurrency && queue.length && !signal.aborted) {
+      const size = Math.min(MAX_BATCH, Math.ceil(queue.length / (o.concurrency - running)));
+      const first = queue.shift()!;
+      const batch = [first];
+      while (
+        batch.length < size && queue[0] && queue[0].function_name === first.function_name &&
+        queue[0].code === first.code && queue[0].signature === first.signature
+      ) batch.push(queue.shift()!);
+      running++;
+      busy += batch.length;
+      const p = executeBatch(o, pool, writer, batch, status, signal).then((notStarted) => {
+        // A batch cut short by a timeout hands back the events it never started, to run next.
+        queue.unshift(...notStarted);
+      }).finally(() => {
+        running--;
+        busy -= batch.length;
+        inflight.delete(p);
+        pump();
+        // Wake the loop only when it would claim: not once per event.
+        if (queue.length <= prefetch / 2) nudge();
+      });
+      inflight.add(p);
+    }
+  };
   let claimFails = 0;
   while (!signal.aborted) {
-    const free = o.concurrency - inflight.size;
-    let got = 0;
-    if (free > 0) {
+    nudged = false;
+    const want = cap - busy - queue.length;
+    // Claim when the queue is at most half full, so claims stay batches rather than one event each.
+    if (queue.length <= prefetch / 2 && want > 0) {
       try {
-        const rows = await claim(o, free);
-        got = rows.length;
+        const rows = await claim(o, want);
         claimFails = 0;
-        for (const ev of rows) {
-          const p = execute(o, pool, ev, status).finally(() => {
-            inflight.delete(p);
-            nudge();
-          });
-          inflight.add(p);
-        }
+        for (const ev of rows) queue.push(Object.assign(ev, { claimedAt: performance.now() }));
+        pump();
+        if (rows.length === want && !signal.aborted) continue;
       } catch (e) {
         claimFails++;
         o.log.warn("claim failed", { error: e, attempt: claimFails });
@@ -143,7 +208,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
         continue;
       }
     }
-    if (got > 0 && got === free) continue;
+    if (nudged) continue;
     await new Promise<void>((resolve) => {
       const t = setTimeout(done, o.pollMs);
       function done() {
@@ -156,7 +221,11 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
       signal.addEventListener("abort", done, { once: true });
     });
   }
+  // Graceful stop: hand back what was claimed but not started, let the rest finish, write all outcomes.
+  await handBack(o, queue.splice(0));
   await Promise.allSettled(inflight);
+  await handBack(o, queue.splice(0));
+  await writer.drain();
   pool.close();
   await listener.unlisten().catch(() => {});
   await heartbeat;
@@ -164,6 +233,26 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     .catch(() => {});
   await sql`update ${s}.dispatch_leases set lease_until = '-infinity' where name = 'master' and holder = ${nodeId}`
     .catch(() => {});
+}
+
+/**
+ * Puts claimed events that never started back to `pending` as if never claimed (the attempt is not
+ * counted). On failure they stay claimed by this node and the master releases them when its lease ends.
+ */
+async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
+  if (!events.length) return;
+  const { sql } = o;
+  const ids = events.map((e) => e.id);
+  try {
+    await sql`
+      update ${sql(o.schema)}.dispatch_events
+         set state = 'pending', claimed_by = null, claimed_at = null, started_at = null,
+             attempts = attempts - 1
+       where id = any(${ids}::bigint[]) and claimed_by = ${o.nodeId} and state = 'running'`;
+    await sql`select pg_notify(${channelFor(o.schema)}, '')`;
+  } catch (e) {
+    o.log.error("cannot hand back unstarted events", { count: ids.length, error: e });
+  }
 }
 
 async function claim(o: NodeOptions, n: number): Promise<Claimed[]> {
@@ -190,78 +279,90 @@ async function claim(o: NodeOptions, n: number): Promise<Claimed[]> {
      order by u.id`;
 }
 
-async function execute(o: NodeOptions, pool: SandboxPool, ev: Claimed, status: NodeStatus): Promise<void> {
-  const { sql } = o;
-  const s = sql(o.schema);
-  status.running++;
+/** The most events one sandbox message carries. */
+const MAX_BATCH = 16;
+
+/**
+ * Runs a batch of claimed events of one function and queues their outcomes; returns the events that
+ * never started (the batch was cut short by a timeout), which are still claimed by this node.
+ */
+async function executeBatch(
+  o: NodeOptions,
+  pool: SandboxPool,
+  writer: OutcomeWriter,
+  batch: Claimed[],
+  status: NodeStatus,
+  signal: AbortSignal,
+): Promise<Claimed[]> {
+  const notStarted: Claimed[] = [];
+  const first = batch[0];
+  status.running += batch.length;
   try {
-    const refused = await signatureProblem(o.trustedKeys, ev.code, ev.signature);
+    const refused = await signatureProblem(o.trustedKeys, first.code, first.signature);
     if (refused) {
-      status.failed++;
-      await sql`
-        update ${s}.dispatch_events set state = 'dead', finished_at = now(), last_error = ${refused},
-          last_stack = null where id = ${ev.id} and claimed_by = ${o.nodeId}`;
-      o.log.warn("function refused", { event: ev.id, function: ev.function_name, reason: refused });
-      return;
+      for (const ev of batch) {
+        status.failed++;
+        writer.add({ id: ev.id, state: "dead", error: refused, startMs: performance.now() - ev.claimedAt });
+      }
+      o.log.warn("function refused", {
+        function: first.function_name,
+        events: batch.length,
+        reason: refused,
+      });
+      return notStarted;
     }
-    const event: DispatchEvent = {
-      id: ev.id,
-      function: ev.function_name,
-      source: ev.source,
-      table: ev.table_name ? `${ev.table_schema}.${ev.table_name}` : null,
-      op: ev.op,
-      row_id: ev.row_id,
-      new: ev.new_row,
-      old: ev.old_row,
-      attempt: ev.attempts,
-    };
-    const r = await pool.run({
-      code: ev.code,
-      event,
-      timeoutMs: ev.timeout_ms,
+    const results = await pool.runBatch({
+      code: first.code,
+      items: batch.map((ev) => ({ event: toEvent(ev), timeoutMs: ev.timeout_ms })),
       sql: o.functionSql,
       readonlySql: o.readonlySql,
+      signal,
     });
-    if (r.ok) {
-      status.done++;
-      await sql`
-        update ${s}.dispatch_events set state = 'done', finished_at = clock_timestamp(), last_error = null,
-          last_stack = null where id = ${ev.id} and claimed_by = ${o.nodeId}`;
-      return;
-    }
-    status.failed++;
-    if (ev.attempts >= ev.max_attempts) {
-      await sql`
-        update ${s}.dispatch_events set state = 'dead', finished_at = clock_timestamp(),
-          last_error = ${r.error}, last_stack = ${r.stack}
-        where id = ${ev.id} and claimed_by = ${o.nodeId}`;
-      o.log.warn("event dead", { event: ev.id, function: ev.function_name, attempts: ev.attempts });
-    } else {
-      const delay = retryDelayMs(ev.backoff_ms, ev.attempts);
-      await sql`
-        update ${s}.dispatch_events set state = 'pending', claimed_by = null,
-          run_at = clock_timestamp() + ${delay} * interval '1 millisecond',
-          last_error = ${r.error}, last_stack = ${r.stack}
-        where id = ${ev.id} and claimed_by = ${o.nodeId}`;
-    }
-  } catch (e) {
-    // Hand the event back (it runs again: at least once). If even that fails, it stays running under
-    // this node until the node's lease expires and the master releases it.
-    o.log.error("cannot record event outcome", { event: ev.id, error: e });
-    for (let attempt = 1; attempt <= 5; attempt++) {
-      try {
-        await sql`
-          update ${s}.dispatch_events set state = 'pending', claimed_by = null,
-            run_at = clock_timestamp() + interval '1 second'
-          where id = ${ev.id} and claimed_by = ${o.nodeId} and state = 'running'`;
-        break;
-      } catch {
-        await abortableSleep(retryDelayMs(200, attempt));
+    results.forEach((r, i) => {
+      const ev = batch[i];
+      if (!r.started) {
+        notStarted.push(ev);
+        return;
       }
+      const startMs = r.startedAt - ev.claimedAt;
+      if (r.ok) {
+        status.done++;
+        writer.add({ id: ev.id, state: "done", startMs });
+        return;
+      }
+      status.failed++;
+      if (ev.attempts >= ev.max_attempts) {
+        writer.add({ id: ev.id, state: "dead", error: r.error, stack: r.stack, startMs });
+        o.log.warn("event dead", { event: ev.id, function: ev.function_name, attempts: ev.attempts });
+      } else {
+        const delayMs = retryDelayMs(ev.backoff_ms, ev.attempts);
+        writer.add({ id: ev.id, state: "pending", delayMs, error: r.error, stack: r.stack, startMs });
+      }
+    });
+  } catch (e) {
+    // Nothing above is expected to throw; if it does, the events go back to the queue (at least once).
+    o.log.error("events failed in the node", { count: batch.length, error: e });
+    for (const ev of batch) {
+      writer.add({ id: ev.id, state: "pending", delayMs: 1_000, error: String(e), stack: null });
     }
   } finally {
-    status.running--;
+    status.running -= batch.length;
   }
+  return notStarted;
+}
+
+function toEvent(ev: Claimed): DispatchEvent {
+  return {
+    id: ev.id,
+    function: ev.function_name,
+    source: ev.source,
+    table: ev.table_name ? `${ev.table_schema}.${ev.table_name}` : null,
+    op: ev.op,
+    row_id: ev.row_id,
+    new: ev.new_row,
+    old: ev.old_row,
+    attempt: ev.attempts,
+  };
 }
 
 /** Master-only work: release events of dead nodes, enqueue due schedules. */
@@ -275,7 +376,7 @@ async function masterDuties(o: NodeOptions): Promise<void> {
     returning e.id`;
   if (released.length) {
     o.log.warn("released events of dead nodes", { count: released.length });
-    await sql`select pg_notify('wharf_dispatch', '')`;
+    await sql`select pg_notify(${channelFor(o.schema)}, '')`;
   }
   await sql.begin(async (tx) => {
     const due = await tx<{ id: string; function_name: string; cron: string; next_run_at: Date | null }[]>`
@@ -299,6 +400,6 @@ async function masterDuties(o: NodeOptions): Promise<void> {
           enabled = ${next !== undefined}
         where id = ${d.id}`;
     }
-    if (due.some((d) => d.next_run_at)) await tx`select pg_notify('wharf_dispatch', '')`;
+    if (due.some((d) => d.next_run_at)) await tx`select pg_notify(${channelFor(o.schema)}, '')`;
   });
 }

@@ -2,10 +2,16 @@ import assert from "node:assert/strict";
 import { createLogger } from "../../shared/log.ts";
 import { createTestDatabase, type TestDatabase } from "../../shared/testing/mod.ts";
 import { abortableSleep } from "../../shared/worker.ts";
+import { OutcomeWriter } from "./outcomes.ts";
 import { type NodeStatus, retryDelayMs, runNode, tryAcquireMaster } from "./node.ts";
 import { exportPublicKey, importTrustedKeys, signCode } from "./sign.ts";
 
-function startNode(db: TestDatabase, trustedKeys: CryptoKey[] = [], nodeId = `n-${crypto.randomUUID()}`) {
+function startNode(
+  db: TestDatabase,
+  trustedKeys: CryptoKey[] = [],
+  nodeId = `n-${crypto.randomUUID()}`,
+  more: { concurrency?: number; prefetch?: number } = {},
+) {
   const controller = new AbortController();
   const status: NodeStatus = { master: false, running: 0, done: 0, failed: 0 };
   const done = runNode(
@@ -17,7 +23,8 @@ function startNode(db: TestDatabase, trustedKeys: CryptoKey[] = [], nodeId = `n-
       bind: "localhost:0",
       log: createLogger("dispatch-test", { level: "error" }),
       leaseMs: 600,
-      concurrency: 4,
+      concurrency: more.concurrency ?? 4,
+      prefetch: more.prefetch,
       pollMs: 200,
       trustedKeys,
     },
@@ -26,6 +33,10 @@ function startNode(db: TestDatabase, trustedKeys: CryptoKey[] = [], nodeId = `n-
   );
   return {
     status,
+    stop: async () => {
+      controller.abort();
+      await done;
+    },
     async [Symbol.asyncDispose]() {
       controller.abort();
       await done;
@@ -76,7 +87,10 @@ Deno.test("a table change runs the function with table, op, id, new row and old 
     ["public.things", "update", "1", { id: 1, v: "b" }, { id: 1, v: "a" }],
     ["public.things", "delete", "1", null, { id: 1, v: "b" }],
   ]);
-  const states = await db.sql`select state, attempts from control.dispatch_events order by id`;
+  const states = await waitFor("three outcomes", async () => {
+    const r = await db.sql`select state, attempts from control.dispatch_events order by id`;
+    return r.every((e) => e.state !== "running") && r;
+  });
   assert.deepEqual(states.map((s) => [s.state, s.attempts]), [["done", 1], ["done", 1], ["done", 1]]);
 });
 
@@ -197,4 +211,75 @@ Deno.test("under repeated races for an expired lease exactly one node becomes ma
   }
   const [l] = await db.sql`select term from control.dispatch_leases`;
   assert.equal(Number(l.term), 20);
+});
+
+Deno.test("a graceful stop hands back events claimed but not started, without counting an attempt", async () => {
+  await using db = await createTestDatabase();
+  await db.sql`create table public.tries (event_id bigint)`;
+  await db.sql`insert into control.dispatch_functions (name, code, timeout_ms) values ('slow',
+    ${`export default async (e, db) => {
+      await db.sql\`insert into public.tries values (\${e.id})\`;
+      await new Promise((r) => setTimeout(r, 400));
+    }`}, 60000)`;
+  await db.sql`insert into control.dispatch_events (function_name, source)
+               select 'slow', 'manual' from generate_series(1, 6)`;
+  const node = startNode(db, [], "stopper", { concurrency: 1, prefetch: 3 });
+  await waitFor("first start", async () => (await db.sql`select 1 from public.tries`).length === 1);
+  const [held] = await db.sql`select count(*)::int as n from control.dispatch_events
+                              where state = 'running' and claimed_by = 'stopper'`;
+  assert.equal(held.n, 4, "one running and three claimed ahead");
+  await node.stop();
+  const rows = await db.sql`select state, attempts, claimed_by from control.dispatch_events order by id`;
+  assert.deepEqual(rows.map((r) => [r.state, r.attempts, r.claimed_by]), [
+    ["done", 1, "stopper"],
+    ...Array.from({ length: 5 }, () => ["pending", 0, null]),
+  ]);
+});
+
+Deno.test("outcomes are written in batches and only for events still running under the node", async () => {
+  await using db = await createTestDatabase();
+  await db.sql`insert into control.dispatch_functions (name, code) values ('f', 'export default () => {}')`;
+  await db.sql`insert into control.dispatch_events (function_name, state, claimed_by, claimed_at, attempts)
+               select 'f', 'running', 'w', now(), 1 from generate_series(1, 50)`;
+  // One of them was meanwhile released to another node: its late outcome must not touch it.
+  await db
+    .sql`update control.dispatch_events set claimed_by = 'other' where id = (select min(id) from control.dispatch_events)`;
+  const ids = (await db.sql`select id::text from control.dispatch_events order by id`).map((r) =>
+    r.id as string
+  );
+  const writer = new OutcomeWriter(db.sql, "control", "w", createLogger("t", { level: "error" }));
+  ids.forEach((id, i) =>
+    writer.add(
+      i % 2
+        ? { id, state: "done", startMs: 5 }
+        : { id, state: "pending", delayMs: 60_000, error: "x", stack: "s" },
+    )
+  );
+  await writer.drain();
+  assert.equal(writer.flushes, 1);
+  const rows = await db.sql`select state, claimed_by, last_error, run_at > now() as later,
+                                   coalesce(started_at = claimed_at + interval '5 ms', false) as started
+                              from control.dispatch_events order by id`;
+  assert.deepEqual(rows[0], {
+    state: "running",
+    claimed_by: "other",
+    last_error: null,
+    later: false,
+    started: false,
+  });
+  assert.deepEqual(rows[1], {
+    state: "done",
+    claimed_by: "w",
+    last_error: null,
+    later: false,
+    started: true,
+  });
+  assert.deepEqual(rows[2], {
+    state: "pending",
+    claimed_by: null,
+    last_error: "x",
+    later: true,
+    started: false,
+  });
+  assert.equal(rows.filter((r) => r.state === "done").length, 25);
 });

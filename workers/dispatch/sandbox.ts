@@ -41,13 +41,34 @@ export interface SandboxOptions {
   checkOnly?: boolean;
 }
 
-async function runQuery(o: SandboxOptions, readonly: boolean, text: string, params: unknown[]) {
+async function runQuery(
+  o: Pick<SandboxOptions, "sql" | "readonlySql">,
+  readonly: boolean,
+  text: string,
+  params: unknown[],
+) {
   if (!o.sql) throw new Error("No database is available here");
   if (readonly && o.readonlySql) return await o.readonlySql.unsafe(text, params as never[]);
   if (readonly) {
     return await o.sql.begin("read only", (tx) => tx.unsafe(text, params as never[]));
   }
   return await o.sql.unsafe(text, params as never[]);
+}
+
+/** Runs a query a function posted and posts the rows (or the error) back, unless the call ended. */
+function answerQuery(
+  worker: Worker,
+  o: Pick<SandboxOptions, "sql" | "readonlySql">,
+  m: { id: number; readonly?: boolean; text: unknown; params: unknown },
+  ended: () => boolean,
+) {
+  runQuery(o, Boolean(m.readonly), String(m.text), Array.isArray(m.params) ? m.params : [])
+    .then((rows) => {
+      if (!ended()) worker.postMessage({ type: "result", id: m.id, rows: [...rows] });
+    })
+    .catch((err: Error & { code?: string }) => {
+      if (!ended()) worker.postMessage({ type: "result", id: m.id, error: err.message, code: err.code });
+    });
 }
 
 function newWorker(): Worker {
@@ -95,23 +116,141 @@ function execIn(
           { ok: false, ms: ms(), error: String(m.message), stack: String(m.stack), timedOut: false },
           true,
         );
-      } else if (m.type === "query") {
-        runQuery(o, Boolean(m.readonly), String(m.text), Array.isArray(m.params) ? m.params : [])
-          .then((rows) => {
-            if (!settled) worker.postMessage({ type: "result", id: m.id, rows: [...rows] });
-          })
-          .catch((err: Error & { code?: string }) => {
-            if (!settled) {
-              worker.postMessage({ type: "result", id: m.id, error: err.message, code: err.code });
-            }
-          });
-      }
+      } else if (m.type === "query") answerQuery(worker, o, m, () => settled);
     };
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
       finish({ ok: false, ms: ms(), error: e.message || "Worker failed", stack: "", timedOut: false }, false);
     };
     worker.postMessage({ type: o.checkOnly ? "check" : "run", code: o.code, event: o.event });
+  });
+}
+
+/** Several events of one function, run one after another on one worker. */
+export interface BatchOptions {
+  code: string;
+  items: { event: DispatchEvent; timeoutMs: number }[];
+  sql?: Sql;
+  readonlySql?: Sql;
+  /** When it aborts, events not started yet are left unstarted (the running one finishes). */
+  signal?: AbortSignal;
+}
+
+/** The outcome of one event of a batch: a result with when it started, or not started at all. */
+export type BatchItemResult =
+  | (SandboxResult & { started: true; startedAt: number })
+  | { started: false };
+
+/**
+ * Runs a batch on `worker` with one message each way instead of two per event. Each event keeps its own
+ * timeout: the worker records progress in a shared buffer, and a timer armed for the running event's
+ * deadline checks it. On a timeout or a crash the worker is terminated; events after the one that was
+ * running never started and are reported so (`started: false`), for the caller to run elsewhere.
+ */
+function execBatch(
+  worker: Worker,
+  o: BatchOptions,
+  release: (w: Worker, reusable: boolean) => void,
+): Promise<BatchItemResult[]> {
+  const n = o.items.length;
+  const progress = new Float64Array(new SharedArrayBuffer(8 * (2 + 2 * n)));
+  const stop = () => progress[1 + 2 * n] = 1;
+  if (o.signal?.aborted) stop();
+  o.signal?.addEventListener("abort", stop, { once: true });
+  const sentAt = performance.timeOrigin + performance.now();
+  const toLocal = (epochMs: number) => epochMs - performance.timeOrigin;
+  const errors = new Map<number, { message: string; stack: string }>();
+  return new Promise((resolve) => {
+    let settled = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const finish = (results: BatchItemResult[], reusable: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      o.signal?.removeEventListener("abort", stop);
+      worker.onmessage = null;
+      worker.onerror = null;
+      release(worker, reusable);
+      resolve(results);
+    };
+    const startedAt = (i: number) => progress[1 + i] || sentAt;
+    const resultOf = (i: number, fallback?: { error: string; timedOut: boolean }): BatchItemResult => {
+      const state = progress[1 + n + i];
+      const at = startedAt(i);
+      if (state === 1) return { ok: true, ms: 0, started: true, startedAt: toLocal(at) };
+      const e = errors.get(i);
+      if (state === 2 || !fallback) {
+        return {
+          ok: false,
+          ms: 0,
+          error: e?.message ?? "Function failed",
+          stack: e?.stack ?? "",
+          timedOut: false,
+          started: true,
+          startedAt: toLocal(at),
+        };
+      }
+      return {
+        ok: false,
+        ms: 0,
+        error: fallback.error,
+        stack: "",
+        timedOut: fallback.timedOut,
+        started: true,
+        startedAt: toLocal(at),
+      };
+    };
+    /** Ends the batch early: event `j` failed with `why`, those before it finished, those after never started. */
+    const abort = (j: number, why: { error: string; timedOut: boolean }) => {
+      const results: BatchItemResult[] = [];
+      for (let i = 0; i < n; i++) {
+        if (i < j) results.push(resultOf(i, { error: "Function failed", timedOut: false }));
+        else if (i === j) results.push(resultOf(i, why));
+        else results.push({ started: false });
+      }
+      finish(results, false);
+    };
+    const check = () => {
+      const j = progress[0];
+      if (j >= n) {
+        // Finished: the answer is on its way.
+        timer = setTimeout(check, 5);
+        return;
+      }
+      const now = performance.timeOrigin + performance.now();
+      const deadline = startedAt(j) + o.items[j].timeoutMs;
+      if (now >= deadline) {
+        return abort(j, { error: `Function timed out after ${o.items[j].timeoutMs} ms`, timedOut: true });
+      }
+      // Wake at the running event's deadline, or sooner if a later event (not started yet, so its
+      // deadline is at least its timeout from now) could time out first.
+      let next = deadline - now;
+      for (let i = j + 1; i < n; i++) next = Math.min(next, o.items[i].timeoutMs);
+      timer = setTimeout(check, Math.max(1, next));
+    };
+    timer = setTimeout(check, Math.min(...o.items.map((i) => i.timeoutMs)));
+    worker.onmessage = (e: MessageEvent) => {
+      const m = e.data;
+      if (m.type === "batch-error") {
+        errors.set(m.index, { message: String(m.message), stack: String(m.stack) });
+      } else if (m.type === "query") answerQuery(worker, o, m, () => settled);
+      else if (m.type === "batch-done") {
+        (m.errors as ({ message: string; stack: string } | null)[]).forEach((err, i) => {
+          if (err) errors.set(i, { message: String(err.message), stack: String(err.stack) });
+        });
+        finish(o.items.map((_, i) => progress[1 + i] ? resultOf(i) : { started: false }), true);
+      }
+    };
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      abort(Math.min(progress[0], n - 1), { error: e.message || "Worker failed", timedOut: false });
+    };
+    worker.postMessage({
+      type: "batch",
+      code: o.code,
+      events: o.items.map((i) => i.event),
+      progress: progress.buffer,
+    });
   });
 }
 
@@ -133,17 +272,28 @@ export class SandboxPool {
 
   /** Runs `o` on a warm worker for its code, or a new one. Never throws. */
   run(o: SandboxOptions): Promise<SandboxResult> {
-    const list = this.#idle.get(o.code);
+    return execIn(this.#take(o.code), o, (worker, reusable) => this.#give(o.code, worker, reusable));
+  }
+
+  /** Runs a batch of events of one function on a warm worker for its code, or a new one. Never throws. */
+  runBatch(o: BatchOptions): Promise<BatchItemResult[]> {
+    return execBatch(this.#take(o.code), o, (worker, reusable) => this.#give(o.code, worker, reusable));
+  }
+
+  #take(code: string): Worker {
+    const list = this.#idle.get(code);
     const w = list?.pop();
     if (w) this.#count--;
-    if (list && !list.length) this.#idle.delete(o.code);
-    return execIn(w ?? newWorker(), o, (worker, reusable) => {
-      if (!reusable || this.#count >= this.maxIdle) return worker.terminate();
-      const l = this.#idle.get(o.code) ?? [];
-      l.push(worker);
-      this.#idle.set(o.code, l);
-      this.#count++;
-    });
+    if (list && !list.length) this.#idle.delete(code);
+    return w ?? newWorker();
+  }
+
+  #give(code: string, worker: Worker, reusable: boolean): void {
+    if (!reusable || this.#count >= this.maxIdle) return worker.terminate();
+    const l = this.#idle.get(code) ?? [];
+    l.push(worker);
+    this.#idle.set(code, l);
+    this.#count++;
   }
 
   /** Terminates every idle worker. */

@@ -95,3 +95,55 @@ Deno.test("the pool reuses a warm worker for the same code but never one that ti
     pool.close();
   }
 });
+
+Deno.test("a batch runs its events in order; a throw fails only its event; a timeout leaves later ones unstarted", async () => {
+  const pool = new SandboxPool(4);
+  const ev = (id: string, more: Record<string, unknown> = {}) =>
+    ({ id, ...more }) as unknown as DispatchEvent;
+  try {
+    const code = `const seen = [];
+      export default (e) => {
+        seen.push(e.id);
+        if (e.fail) throw new Error("failed " + seen.join(","));
+        if (e.loop) { while (true) {} }
+      };`;
+    const t0 = performance.now();
+    const r = await pool.runBatch({
+      code,
+      items: [
+        { event: ev("1"), timeoutMs: 30_000 },
+        { event: ev("2", { fail: true }), timeoutMs: 30_000 },
+        { event: ev("3"), timeoutMs: 30_000 },
+        { event: ev("4", { loop: true }), timeoutMs: 300 },
+        { event: ev("5"), timeoutMs: 30_000 },
+      ],
+    });
+    assert.deepEqual(
+      r.map((x) => x.started ? (x.ok ? "ok" : x.timedOut ? "timeout" : x.error) : "not started"),
+      [
+        "ok",
+        "failed 1,2",
+        "ok",
+        "timeout",
+        "not started",
+      ],
+    );
+    // Start times are on this process's clock, in order.
+    const starts = r.flatMap((x) => x.started ? [x.startedAt] : []);
+    assert.ok(starts.every((s, i) => s >= t0 - 1 && (i === 0 || s >= starts[i - 1])));
+
+    // A batch stopped by its signal finishes the running event and leaves the rest unstarted.
+    const controller = new AbortController();
+    const slow = "export default () => new Promise((r) => setTimeout(r, 300));";
+    const pending = pool.runBatch({
+      code: slow,
+      items: [1, 2, 3].map((i) => ({ event: ev(String(i)), timeoutMs: 30_000 })),
+      signal: controller.signal,
+    });
+    setTimeout(() => controller.abort(), 100);
+    assert.deepEqual((await pending).map((x) => x.started && x.ok), [true, false, false]);
+    assert.deepEqual((await pending).map((x) => x.started), [true, false, false]);
+  } finally {
+    pool.close();
+  }
+});

@@ -42,6 +42,61 @@ const db = {
 /** The imported module, kept so a reused worker does not import the same code again. */
 let loaded: { code: string; mod: { default?: unknown } & Record<string, unknown> } | undefined;
 
+async function load(code: string) {
+  if (!loaded || loaded.code !== code) {
+    const bytes = new TextEncoder().encode(code);
+    let bin = "";
+    for (const b of bytes) bin += String.fromCharCode(b);
+    loaded = { code, mod: await import("data:application/typescript;base64," + btoa(bin)) };
+  }
+  const mod = loaded.mod;
+  if (typeof mod.default !== "function") throw new TypeError("The code must export a default function");
+  return mod.default as (e: unknown, d: typeof db) => unknown;
+}
+
+function describe(err: unknown) {
+  const e = err instanceof Error ? err : new Error(String(err));
+  return { message: e.message || e.name, stack: e.stack ?? "" };
+}
+
+/**
+ * Runs a batch of events one after another and answers once. Progress goes to a shared buffer the node
+ * reads to enforce each event's timeout without a message per event: `[0]` the index of the event
+ * running (the batch length when all finished), `[1 + i]` when event i started (epoch ms), `[1 + n + i]`
+ * its state (1 returned, 2 threw), `[1 + 2n]` set to 1 by the node to stop before the next event. A throw is also posted at once, so its message survives a later
+ * timeout of the same batch.
+ */
+async function runBatch(code: string, events: unknown[], progress: Float64Array) {
+  const n = events.length;
+  const errors: ({ message: string; stack: string } | null)[] = [];
+  let fn: ((e: unknown, d: typeof db) => unknown) | undefined;
+  let loadError: { message: string; stack: string } | undefined;
+  try {
+    fn = await load(code);
+  } catch (err) {
+    loadError = describe(err);
+  }
+  for (let i = 0; i < n; i++) {
+    // The node is stopping: leave the rest unstarted, to be handed back.
+    if (progress[1 + 2 * n] === 1) break;
+    progress[1 + i] = performance.timeOrigin + performance.now();
+    progress[0] = i;
+    try {
+      if (loadError) throw Object.assign(new Error(loadError.message), { stack: loadError.stack });
+      await fn!(events[i], db);
+      progress[1 + n + i] = 1;
+      errors.push(null);
+    } catch (err) {
+      const d = describe(err);
+      progress[1 + n + i] = 2;
+      errors.push(d);
+      self.postMessage({ type: "batch-error", index: i, ...d });
+    }
+  }
+  progress[0] = n;
+  self.postMessage({ type: "batch-done", errors });
+}
+
 self.onmessage = async (e: MessageEvent) => {
   const msg = e.data;
   if (msg.type === "result") {
@@ -52,20 +107,13 @@ self.onmessage = async (e: MessageEvent) => {
     else p.resolve(msg.rows);
     return;
   }
+  if (msg.type === "batch") return await runBatch(msg.code, msg.events, new Float64Array(msg.progress));
   if (msg.type !== "run" && msg.type !== "check") return;
   try {
-    if (!loaded || loaded.code !== msg.code) {
-      const bytes = new TextEncoder().encode(msg.code);
-      let bin = "";
-      for (const b of bytes) bin += String.fromCharCode(b);
-      loaded = { code: msg.code, mod: await import("data:application/typescript;base64," + btoa(bin)) };
-    }
-    const mod = loaded.mod;
-    if (typeof mod.default !== "function") throw new TypeError("The code must export a default function");
-    if (msg.type === "run") await (mod.default as (e: unknown, d: typeof db) => unknown)(msg.event, db);
+    const fn = await load(msg.code);
+    if (msg.type === "run") await fn(msg.event, db);
     self.postMessage({ type: "done" });
   } catch (err) {
-    const e = err instanceof Error ? err : new Error(String(err));
-    self.postMessage({ type: "error", message: e.message || e.name, stack: e.stack ?? "" });
+    self.postMessage({ type: "error", ...describe(err) });
   }
 };

@@ -1,9 +1,10 @@
 /**
  * Admin API for dispatch, mounted at `/api/admin` (so `/api/admin/functions`, `/triggers`, `/events`,
- * `/schedules`, `/nodes`). Functions are compiled in a sandbox before they are saved, so a typo is a 400
- * with the compiler's message instead of a dead event later.
+ * `/schedules`, `/nodes`, and `/schemas` to list or install dispatch schemas). Functions are compiled in
+ * a sandbox before they are saved, so a typo is a 400 with the compiler's message instead of a dead event
+ * later.
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { z } from "zod";
 import type { AppEnv, AppOptions } from "../../../app.tsx";
 import type { Sql } from "../../../../shared/db.ts";
@@ -53,20 +54,54 @@ async function compile(code: string): Promise<void> {
   if (!r.ok) throw new WharfError(400, `Cannot save function as its code does not compile: ${r.error}`);
 }
 
-/** Builds the dispatch admin routes. */
-export function dispatchAdminRoutes(options: AppOptions): Hono<AppEnv> {
+const SchemaQuery = z.object({ schema: Ident.optional() });
+
+/**
+ * Builds the dispatch admin routes. They serve the `control` schema (or `settings.schema`) unless a
+ * request names another with `?schema=`, which must be one dispatch was installed in
+ * (`control.dispatch_schemas`).
+ */
+export function dispatchAdminRoutes(
+  options: AppOptions,
+  settings: { schema?: string } = {},
+): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
+  const installed = new Set<string>();
+
+  /** The database and the dispatch schema this request is about. */
+  async function target(c: Context<AppEnv>) {
+    const sql = needSql(options);
+    const name = SchemaQuery.parse(c.req.query()).schema ?? settings.schema ?? "control";
+    if (!installed.has(name)) {
+      const [row] = await sql`select 1 from control.dispatch_schemas where name = ${name}`;
+      if (!row) throw new WharfError(404, "Cannot serve the schema as dispatch is not installed in it");
+      installed.add(name);
+    }
+    return { sql, s: sql(name) };
+  }
+
+  r.get("/schemas", async (c) => {
+    const sql = needSql(options);
+    return c.json(await sql`select * from control.dispatch_schemas order by name`);
+  });
+  r.post("/schemas", async (c) => {
+    const sql = needSql(options);
+    const b = z.object({ name: Ident }).parse(await c.req.json());
+    await sql`select control.dispatch_install_schema(${b.name})`;
+    const [row] = await sql`select * from control.dispatch_schemas where name = ${b.name}`;
+    return c.json(row, 201);
+  });
 
   r.get("/functions", async (c) => {
-    const sql = needSql(options);
-    return c.json(await sql`select * from control.dispatch_functions order by name`);
+    const { sql, s } = await target(c);
+    return c.json(await sql`select * from ${s}.dispatch_functions order by name`);
   });
   r.put("/functions/:name", async (c) => {
-    const sql = needSql(options);
+    const { sql, s } = await target(c);
     const b = FunctionBody.parse({ ...await c.req.json(), name: c.req.param("name") });
     await compile(b.code);
     const [row] = await sql`
-      insert into control.dispatch_functions (name, code, signature, timeout_ms, max_attempts, backoff_ms, enabled)
+      insert into ${s}.dispatch_functions (name, code, signature, timeout_ms, max_attempts, backoff_ms, enabled)
       values (${b.name}, ${b.code}, ${b.signature ?? null}, ${b.timeout_ms ?? 5000}, ${b.max_attempts ?? 5},
               ${b.backoff_ms ?? 500}, ${b.enabled ?? true})
       on conflict (name) do update set code = excluded.code, signature = excluded.signature,
@@ -76,8 +111,8 @@ export function dispatchAdminRoutes(options: AppOptions): Hono<AppEnv> {
     return c.json(row);
   });
   r.delete("/functions/:name", async (c) => {
-    const sql = needSql(options);
-    const rows = await sql`delete from control.dispatch_functions where name = ${
+    const { sql, s } = await target(c);
+    const rows = await sql`delete from ${s}.dispatch_functions where name = ${
       c.req.param("name")
     } returning name`;
     if (!rows.length) throw new WharfError(404, "Cannot delete function as it does not exist");
@@ -86,63 +121,69 @@ export function dispatchAdminRoutes(options: AppOptions): Hono<AppEnv> {
 
   r.get(
     "/triggers",
-    async (c) => c.json(await needSql(options)`select * from control.dispatch_triggers order by id`),
+    async (c) => {
+      const { sql, s } = await target(c);
+      return c.json(await sql`select * from ${s}.dispatch_triggers order by id`);
+    },
   );
   r.post("/triggers", async (c) => {
-    const sql = needSql(options);
+    const { sql, s } = await target(c);
     const b = TriggerBody.parse(await c.req.json());
     const row = await sql.begin(async (tx) => {
       const [t] = await tx`select 1 from information_schema.tables
                             where table_schema = ${b.table_schema} and table_name = ${b.table_name}`;
       if (!t) throw new WharfError(400, "Cannot add trigger as the table does not exist");
-      const [f] = await tx`select 1 from control.dispatch_functions where name = ${b.function_name}`;
+      const [f] = await tx`select 1 from ${s}.dispatch_functions where name = ${b.function_name}`;
       if (!f) throw new WharfError(400, "Cannot add trigger as the function does not exist");
       const [row] = await tx`
-        insert into control.dispatch_triggers (table_schema, table_name, function_name, ops)
+        insert into ${s}.dispatch_triggers (table_schema, table_name, function_name, ops)
         values (${b.table_schema}, ${b.table_name}, ${b.function_name},
                 ${b.ops ?? ["insert", "update", "delete"]})
         on conflict (table_schema, table_name, function_name) do update set ops = excluded.ops
         returning *`;
-      await tx`select control.dispatch_install(${b.table_schema}, ${b.table_name})`;
+      await tx`select ${s}.dispatch_install(${b.table_schema}, ${b.table_name})`;
       return row;
     });
     return c.json(row, 201);
   });
   r.delete("/triggers/:id", async (c) => {
-    const sql = needSql(options);
+    const { sql, s } = await target(c);
     const id = z.coerce.number().int().parse(c.req.param("id"));
-    const rows = await sql`delete from control.dispatch_triggers where id = ${id} returning id`;
+    const rows = await sql`delete from ${s}.dispatch_triggers where id = ${id} returning id`;
     if (!rows.length) throw new WharfError(404, "Cannot delete trigger as it does not exist");
     return c.body(null, 204);
   });
 
   r.get(
     "/schedules",
-    async (c) => c.json(await needSql(options)`select * from control.dispatch_schedules order by id`),
+    async (c) => {
+      const { sql, s } = await target(c);
+      return c.json(await sql`select * from ${s}.dispatch_schedules order by id`);
+    },
   );
   r.post("/schedules", async (c) => {
-    const sql = needSql(options);
+    const { sql, s } = await target(c);
     const b = ScheduleBody.parse(await c.req.json());
     parseCron(b.cron);
-    const [f] = await sql`select 1 from control.dispatch_functions where name = ${b.function_name}`;
+    const [f] = await sql`select 1 from ${s}.dispatch_functions where name = ${b.function_name}`;
     if (!f) throw new WharfError(400, "Cannot add schedule as the function does not exist");
-    const [row] = await sql`insert into control.dispatch_schedules (function_name, cron, enabled)
+    const [row] = await sql`insert into ${s}.dispatch_schedules (function_name, cron, enabled)
       values (${b.function_name}, ${b.cron}, ${b.enabled ?? true}) returning *`;
     return c.json(row, 201);
   });
   r.delete("/schedules/:id", async (c) => {
-    const sql = needSql(options);
+    const { sql, s } = await target(c);
     const id = z.coerce.number().int().parse(c.req.param("id"));
-    const rows = await sql`delete from control.dispatch_schedules where id = ${id} returning id`;
+    const rows = await sql`delete from ${s}.dispatch_schedules where id = ${id} returning id`;
     if (!rows.length) throw new WharfError(404, "Cannot delete schedule as it does not exist");
     return c.body(null, 204);
   });
 
   r.get("/events", async (c) => {
-    const sql = needSql(options);
+    const { sql, s } = await target(c);
     const q = EventQuery.parse(c.req.query());
     const rows = await sql`
-      select * from control.dispatch_events
+      select * from ${s}.dispatch_events
        where true
          ${q.state ? sql`and state = ${q.state}` : sql``}
          ${q.function ? sql`and function_name = ${q.function}` : sql``}
@@ -151,10 +192,10 @@ export function dispatchAdminRoutes(options: AppOptions): Hono<AppEnv> {
     return c.json(rows);
   });
   r.post("/events/:id/retry", async (c) => {
-    const sql = needSql(options);
+    const { sql, s } = await target(c);
     const id = z.coerce.number().int().parse(c.req.param("id"));
     const rows = await sql`
-      update control.dispatch_events set state = 'pending', attempts = 0, run_at = now(), claimed_by = null,
+      update ${s}.dispatch_events set state = 'pending', attempts = 0, run_at = now(), claimed_by = null,
         finished_at = null
        where id = ${id} and state = 'dead' returning *`;
     if (!rows.length) throw new WharfError(409, "Cannot retry event as it is not dead");
@@ -241,12 +282,12 @@ export function dispatchAdminRoutes(options: AppOptions): Hono<AppEnv> {
   });
 
   r.get("/nodes", async (c) => {
-    const sql = needSql(options);
+    const { sql, s } = await target(c);
     return c.json(
       await sql`
         select n.*, case when l.holder = n.node_id and l.lease_until > now() then 'master' else 'node' end as role,
                n.lease_until > now() and n.stopped_at is null as alive
-          from control.dispatch_nodes n cross join control.dispatch_leases l
+          from ${s}.dispatch_nodes n cross join ${s}.dispatch_leases l
          where l.name = 'master'
          order by n.started_at desc`,
     );

@@ -1,0 +1,116 @@
+import assert from "node:assert/strict";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import { createApp } from "../../web/app.tsx";
+import { createLogger } from "../../shared/log.ts";
+import { createTestDatabase } from "../../shared/testing/mod.ts";
+import { abortableSleep } from "../../shared/worker.ts";
+
+const MAIN = fromFileUrl(new URL("../../workers/dispatch/main.ts", import.meta.url));
+
+async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await f().catch(() => undefined);
+    if (v) return v;
+    await abortableSleep(100);
+  }
+  throw new Error(`Timed out waiting for ${what}`);
+}
+
+Deno.test("a node started on another schema installs dispatch there and runs that schema's triggers", async () => {
+  await using db = await createTestDatabase();
+  const { sql } = db;
+  await sql`create table public.orders (id int primary key, total int)`;
+  await sql`create table public.seen (event_id bigint, op text, row_id text)`;
+  const env: Record<string, string> = {};
+  for (const k of ["HOME", "PATH", "DENO_DIR", "TMPDIR"]) {
+    const v = Deno.env.get(k);
+    if (v) env[k] = v;
+  }
+  // The schema comes as an argument, among the URL: arguments in any order.
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-worker-options", MAIN, db.url, "tenant_a"],
+    clearEnv: true,
+    env: { ...env, OPS_PORT: "0", DISPATCH_POLL_MS: "200", WHARF_LOG_LEVEL: "warn" },
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await until("the node registered in tenant_a", async () => {
+      const r = await sql`select count(*)::int as n from tenant_a.dispatch_nodes`;
+      return r[0].n === 1;
+    });
+    const [installed] = await sql`select name from control.dispatch_schemas where name = 'tenant_a'`;
+    assert.ok(installed, "the install is recorded");
+
+    const app = createApp({ sql, adminToken: "tok", log: createLogger("web", { level: "error" }) });
+    const call = async (method: string, path: string, body?: unknown) => {
+      const res = await app.request(`/api/admin${path}`, {
+        method,
+        headers: { authorization: "Bearer tok", "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.status, body: res.status === 204 ? null : await res.json() };
+    };
+    assert.equal((await call("GET", "/functions?schema=nowhere")).status, 404);
+    assert.equal((await call("GET", "/functions?schema=bad-name")).status, 400);
+    const code = `export default async (e, db) => {
+      await db.sql\`insert into public.seen values (\${e.id}, \${e.op}, \${e.row_id})\`;
+    }`;
+    assert.equal((await call("PUT", "/functions/mark?schema=tenant_a", { code })).status, 200);
+    const trig = await call("POST", "/triggers?schema=tenant_a", {
+      table_schema: "public",
+      table_name: "orders",
+      function_name: "mark",
+    });
+    assert.equal(trig.status, 201);
+
+    await sql`insert into public.orders values (1, 10), (2, 20)`;
+    await sql`update public.orders set total = 11 where id = 1`;
+    await sql`delete from public.orders where id = 2`;
+    const seen = await until("four runs", async () => {
+      const r = await sql`select op, row_id from public.seen order by event_id`;
+      return r.length === 4 && r;
+    });
+    assert.deepEqual(seen.map((r) => [r.op, r.row_id]), [
+      ["insert", "1"],
+      ["insert", "2"],
+      ["update", "1"],
+      ["delete", "2"],
+    ]);
+    const events = await until("four events done", async () => {
+      const r = await call("GET", "/events?schema=tenant_a&state=done");
+      return r.body.length === 4 && r.body;
+    });
+    assert.ok(events.every((e: { table_name: string }) => e.table_name === "orders"));
+    // Nothing went through the default schema.
+    const [c] = await sql`select count(*)::int as n from control.dispatch_events`;
+    assert.equal(c.n, 0);
+    const nodes = (await call("GET", "/nodes?schema=tenant_a")).body;
+    assert.equal(nodes.length, 1);
+    assert.equal(nodes[0].role, "master");
+  } finally {
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  }
+});
+
+Deno.test("installing a schema twice is harmless and odd names are quoted or refused", async () => {
+  await using db = await createTestDatabase();
+  const { sql } = db;
+  await sql`select control.dispatch_install_schema('Mixed_Case')`;
+  await sql`select control.dispatch_install_schema('Mixed_Case')`;
+  await sql`insert into "Mixed_Case".dispatch_functions (name, code) values ('f', 'export default () => {}')`;
+  await sql`create table public.t (id int primary key)`;
+  await sql`insert into "Mixed_Case".dispatch_triggers (table_schema, table_name, function_name)
+            values ('public', 't', 'f')`;
+  await sql`select "Mixed_Case".dispatch_install('public', 't')`;
+  await sql`insert into public.t values (1)`;
+  const [e] = await sql`select op, row_id from "Mixed_Case".dispatch_events`;
+  assert.deepEqual({ ...e }, { op: "insert", row_id: "1" });
+  await assert.rejects(
+    sql`select control.dispatch_install_schema('x; drop table public.t')`,
+    /plain identifier/,
+  );
+  assert.equal((await sql`select count(*)::int as n from public.t`)[0].n, 1);
+});

@@ -1,0 +1,116 @@
+/**
+ * Records event outcomes in batches: one UPDATE per flush instead of one per event, which is most of a
+ * node's database round trips under load.
+ *
+ * Group commit: an outcome is written as soon as no flush is in flight; outcomes that arrive while one is
+ * in flight wait for it and go out together in the next. So an idle node records each outcome at once,
+ * and a busy one writes hundreds per statement. An outcome is only ever recorded after its function
+ * returned (the caller adds it then), and only for an event still `running` under this node, so a flush
+ * that lost a race with the master's lease-expiry release changes nothing.
+ *
+ * A flush that fails is retried with backoff while the node runs (the outcomes stay queued); when the
+ * node stops they are tried a few more times and then dropped: the events stay `running` under the
+ * stopped node, whose lease the stop ends, so the master hands them back and they run again (at least
+ * once).
+ */
+import type { Sql } from "../../shared/db.ts";
+import type { Logger } from "../../shared/log.ts";
+import { abortableSleep, backoffMs } from "../../shared/worker.ts";
+
+/** What became of one attempt. */
+export interface Outcome {
+  id: string;
+  /** `done`, `dead`, or `pending` (a retry after `delayMs`). */
+  state: "done" | "dead" | "pending";
+  delayMs?: number;
+  error?: string | null;
+  stack?: string | null;
+  /** Milliseconds from the claim to the function's start, to record when the attempt really started. */
+  startMs?: number;
+}
+
+/** Queues outcomes and writes them in batches. */
+export class OutcomeWriter {
+  #queue: Outcome[] = [];
+  #flushing: Promise<void> | undefined;
+  #stopping = false;
+  /** Statements written so far (for tests and metrics). */
+  flushes = 0;
+
+  constructor(
+    readonly sql: Sql,
+    readonly schema: string,
+    readonly nodeId: string,
+    readonly log: Logger,
+    readonly maxBatch = 1_000,
+  ) {}
+
+  /** Outcomes not yet written. */
+  get pending(): number {
+    return this.#queue.length;
+  }
+
+  /** Queues `o`; it is written by the running flush's successor, or at once when none runs. */
+  add(o: Outcome): void {
+    this.#queue.push(o);
+    if (!this.#flushing) this.#flushing = this.#loop();
+  }
+
+  /** Writes everything queued (retrying a few times), then resolves. */
+  async drain(): Promise<void> {
+    this.#stopping = true;
+    while (this.#flushing) await this.#flushing;
+  }
+
+  async #loop(): Promise<void> {
+    // Let outcomes of the same tick join the first batch.
+    await Promise.resolve();
+    let fails = 0;
+    while (this.#queue.length) {
+      const batch = this.#queue.slice(0, this.maxBatch);
+      try {
+        await this.write(batch);
+        this.#queue.splice(0, batch.length);
+        this.flushes++;
+        fails = 0;
+      } catch (e) {
+        fails++;
+        this.log.error("cannot record event outcomes", { count: batch.length, error: e, attempt: fails });
+        if (this.#stopping && fails >= 5) {
+          // Left running under this (stopping) node: released by the master once its lease ends.
+          this.#queue.splice(0, batch.length);
+          continue;
+        }
+        await abortableSleep(backoffMs(fails, 100, 5_000));
+      }
+    }
+    this.#flushing = undefined;
+  }
+
+  /** One statement for a batch: done, dead, or back to pending after a delay. */
+  async write(batch: Outcome[]): Promise<void> {
+    const { sql } = this;
+    const rows = batch.map((o) => ({
+      id: o.id,
+      state: o.state,
+      delay_ms: o.delayMs ?? 0,
+      error: o.error ?? null,
+      stack: o.stack ?? null,
+      start_ms: o.startMs ?? null,
+    }));
+    await sql`
+      update ${sql(this.schema)}.dispatch_events e
+         set state = v.state,
+             finished_at = case when v.state = 'pending' then e.finished_at else clock_timestamp() end,
+             claimed_by = case when v.state = 'pending' then null else e.claimed_by end,
+             run_at = case when v.state = 'pending'
+                           then clock_timestamp() + v.delay_ms * interval '1 millisecond' else e.run_at end,
+             started_at = coalesce(e.claimed_at + v.start_ms * interval '1 millisecond', e.started_at),
+             last_error = v.error,
+             last_stack = v.stack
+        from jsonb_to_recordset(${sql.json(rows)})
+             as v(id bigint, state text, delay_ms double precision, error text, stack text,
+                  start_ms double precision)
+       where e.id = v.id and e.claimed_by = ${this.nodeId} and e.state = 'running'`;
+  }
+}
