@@ -15,6 +15,7 @@ import { clusterAdminRoutes } from "./routes/api/admin/cluster.ts";
 import { dispatchAdminRoutes } from "./routes/api/admin/dispatch.ts";
 import { replicationAdminRoutes } from "./routes/api/admin/replication.ts";
 import { hydrationAdminRoutes } from "./routes/api/admin/hydration.ts";
+import { feedAdminRoutes } from "./routes/api/admin/feed.ts";
 import { feedConfigured, loadFeedConfig } from "./feed/config.ts";
 import { createFeedDeps, type FeedDeps } from "./feed/deps.ts";
 import { feedApi } from "./feed/mod.ts";
@@ -134,6 +135,7 @@ export function createApp(options: AppOptions = {}): Hono<AppEnv> {
   admin.route("/", clusterAdminRoutes(options));
   admin.route("/replication", replicationAdminRoutes(options));
   admin.route("/hydration", hydrationAdminRoutes(options));
+  admin.route("/feed", feedAdminRoutes(options, () => feed));
   admin.get("/whoami", (c) => c.json({ admin: c.get("admin") }));
   app.route("/api/admin", admin);
 

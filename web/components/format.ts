@@ -37,3 +37,24 @@ export function duration(
 export function count(n: number | null | undefined): string {
   return n === null || n === undefined ? "–" : Math.round(n).toLocaleString("en-US");
 }
+
+/** A byte size as "512 B", "3.4 MiB"; "–" for null. */
+export function bytes(n: number | string | null | undefined): string {
+  if (n === null || n === undefined) return "–";
+  let v = Number(n);
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** Seconds as "0.4 s", "12 s", "3 min 5 s"; "–" for null. */
+export function seconds(s: number | null | undefined): string {
+  if (s === null || s === undefined) return "–";
+  if (s < 10) return `${s.toFixed(1)} s`;
+  if (s < 120) return `${Math.round(s)} s`;
+  return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}

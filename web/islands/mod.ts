@@ -8,6 +8,7 @@ import { ApiForm } from "./ApiForm.tsx";
 import { EventLog } from "./EventLog.tsx";
 import { FunctionEditor } from "./FunctionEditor.tsx";
 import { HealthCheck } from "./HealthCheck.tsx";
+import { MappingForm } from "./MappingForm.tsx";
 import { TestRun } from "./TestRun.tsx";
 import { TimeSeriesChart } from "./TimeSeriesChart.tsx";
 import { WorkersLive } from "./WorkersLive.tsx";
@@ -20,6 +21,7 @@ export const ISLANDS: Record<string, ComponentType<any>> = {
   EventLog,
   FunctionEditor,
   HealthCheck,
+  MappingForm,
   TestRun,
   TimeSeriesChart,
   WorkersLive,

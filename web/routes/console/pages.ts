@@ -9,6 +9,10 @@ import { functionsPage } from "./functions.tsx";
 import { eventsPage } from "./events.tsx";
 import { schedulesPage } from "./schedules.tsx";
 import { auditPage } from "./audit.tsx";
+import { hydrationPage } from "./hydration.tsx";
+import { replicationPage } from "./replication.tsx";
+import { clusterPage } from "./cluster.tsx";
+import { feedPage } from "./feed.tsx";
 
 /** Every console page, in navigation order. */
 export const CONSOLE_PAGES: ConsolePage[] = [
@@ -16,5 +20,9 @@ export const CONSOLE_PAGES: ConsolePage[] = [
   functionsPage,
   eventsPage,
   schedulesPage,
+  hydrationPage,
+  replicationPage,
+  clusterPage,
+  feedPage,
   auditPage,
 ];
