@@ -17,7 +17,7 @@ import { EVENTS_PATH } from "../shared/stack/s3_events.ts";
 import { startServices } from "../shared/stack/services.ts";
 import { abortableSleep } from "../shared/worker.ts";
 import { loadConfig } from "../shared/config.ts";
-import { S3Config } from "../web/feed/config.ts";
+import { S3Config } from "../web/feed/s3_config.ts";
 import { createS3Client } from "../web/feed/s3.ts";
 import { PgQueue } from "../workers/imgproc/pg_queue.ts";
 import { runImgproc } from "../workers/imgproc/run.ts";

@@ -61,9 +61,27 @@ Deno.test("deno task dev brings the stack up, stops every child on Ctrl-C, and k
       const body = await r.json();
       return r.status === 200 && body.database === "ok";
     }, 60_000);
-    const page = await fetch(`http://127.0.0.1:${port}/`);
-    assert.match(await page.text(), /data-island="HealthCheck"/);
     const env = await readEnv(stateDir);
+    // The seeded console admin logs in with the printed password and sees the console.
+    const form = await fetch(`http://127.0.0.1:${port}/console/login`);
+    const csrf = /name="_csrf" value="([^"]+)"/.exec(await form.text())?.[1] ?? "";
+    const login = await fetch(`http://127.0.0.1:${port}/console/login`, {
+      method: "POST",
+      headers: { cookie: (form.headers.get("set-cookie") ?? "").split(";")[0] },
+      body: new URLSearchParams({
+        name: env.WHARF_ADMIN_USER,
+        password: env.WHARF_ADMIN_PASSWORD,
+        _csrf: csrf,
+      }),
+      redirect: "manual",
+    });
+    await login.body?.cancel();
+    assert.equal(login.status, 303);
+    const cookie = (login.headers.getSetCookie().find((c) =>
+      c.startsWith("wharf_session=")
+    ) ?? "").split(";")[0];
+    const page = await fetch(`http://127.0.0.1:${port}/console`, { headers: { cookie } });
+    assert.match(await page.text(), /data-island="HealthCheck"/);
     const sql = connectPostgres(env.DATABASE_URL, { max: 1 });
     await sql`create table if not exists survives (n int)`;
     await sql`insert into survives values (42)`;

@@ -16,10 +16,24 @@ import { feedConfigured, loadFeedConfig } from "./feed/config.ts";
 import { createFeedDeps, type FeedDeps } from "./feed/deps.ts";
 import { feedApi } from "./feed/mod.ts";
 import { requestId } from "./middleware/request_id.ts";
-import { OverviewPage } from "./routes/index.tsx";
+import { auditChanges } from "./console/audit.ts";
+import type { ConsoleSession } from "./console/auth.ts";
+import { checkCsrf, loadSession } from "./middleware/console_session.ts";
+import { consoleRoutes } from "./routes/console/mod.tsx";
 
 /** Variables every handler can read with `c.get()`. */
-export type AppEnv = { Variables: { requestId: string; admin: string } };
+export type AppEnv = {
+  Variables: {
+    requestId: string;
+    /** Who is acting: a console admin's name, or `api-token`. */
+    admin: string;
+    /** How the admin authenticated, for the audit log. */
+    via: "session" | "token";
+    /** The console session, when the request has one. */
+    session?: ConsoleSession;
+    sessionLoaded?: boolean;
+  };
+};
 
 /** What the app is built from. */
 export interface AppOptions {
@@ -100,7 +114,19 @@ export function createApp(options: AppOptions = {}): Hono<AppEnv> {
   // The admin API: every part of wharf mounts its routes here, behind one authentication check:
   //   admin.route("/hydration", hydrationAdminRoutes(options));
   const admin = new Hono<AppEnv>();
-  admin.use(adminAuth({ token: options.adminToken }));
+  admin.use(adminAuth({
+    token: options.adminToken,
+    // A console session (with its CSRF token on changes) also opens the admin API; a request that
+    // carries a bearer token is an API client and is judged by the token alone.
+    async session(c) {
+      if (c.req.header("authorization")) return undefined;
+      const s = await loadSession(c, options.sql);
+      if (!s) return undefined;
+      await checkCsrf(c, s);
+      return s.admin;
+    },
+  }));
+  admin.use(auditChanges({ sql: options.sql }));
   admin.route("/", dispatchAdminRoutes(options));
   admin.get("/whoami", (c) => c.json({ admin: c.get("admin") }));
   app.route("/api/admin", admin);
@@ -112,7 +138,8 @@ export function createApp(options: AppOptions = {}): Hono<AppEnv> {
   if (feed) app.route("/api", feedApi(feed));
 
   const islandsSrc = `/static/build/islands.js?v=${options.islandsVersion ?? startedAt.getTime()}`;
-  app.get("/", (c) => c.html(renderPage(<OverviewPage islandsSrc={islandsSrc} startedAt={startedAt} />)));
+  app.get("/", (c) => c.redirect("/console", 302));
+  app.route("/console", consoleRoutes({ ...options, log, islandsSrc }));
 
   return app;
 }

@@ -33,14 +33,19 @@ Deno.test("unknown routes get a JSON 404 with the request id", async () => {
   });
 });
 
-Deno.test("the overview page is rendered on the server with a marked island and its script", async () => {
-  const res = await createApp({ islandsVersion: "v1" }).request("/");
-  assert.equal(res.status, 200);
-  const html = await res.text();
+Deno.test("the root sends browsers to the console, whose login page is rendered on the server", async () => {
+  const app = createApp({ islandsVersion: "v1" });
+  const root = await app.request("/");
+  assert.equal(root.status, 302);
+  assert.equal(root.headers.get("location"), "/console");
+  const page = await app.request("/console", { headers: { accept: "text/html" } });
+  assert.equal(page.status, 303);
+  assert.equal(page.headers.get("location"), "/console/login?next=%2Fconsole");
+  const login = await app.request("/console/login");
+  const html = await login.text();
   assert.ok(html.startsWith("<!doctype html>"));
-  assert.ok(html.includes('data-island="HealthCheck"'));
-  assert.ok(html.includes("not checked yet"), "the island's server-rendered state is in the page");
-  assert.ok(html.includes('src="/static/build/islands.js?v=v1"'));
+  assert.ok(html.includes('action="/console/login"'));
+  assert.ok(!html.includes("islands.js"), "the login page ships no script");
 });
 
 Deno.test("static files are served and paths cannot escape the static folder", async () => {

@@ -12,6 +12,8 @@ import { fileURLToPath as fromFileUrl } from "node:url";
 const WEB = fromFileUrl(new URL("./", import.meta.url));
 /** Where the bundle is written. */
 export const BUNDLE_PATH = join(WEB, "static/build/islands.js");
+/** uPlot's stylesheet, copied beside the bundle. */
+export const UPLOT_CSS_PATH = join(WEB, "static/build/uPlot.min.css");
 const SOURCES = [join(WEB, "client.tsx"), join(WEB, "islands"), join(WEB, "components")];
 
 async function newestMtime(path: string): Promise<number> {
@@ -27,6 +29,7 @@ export async function bundleIsStale(): Promise<boolean> {
   let built: number;
   try {
     built = (await Deno.stat(BUNDLE_PATH)).mtime?.getTime() ?? 0;
+    await Deno.stat(UPLOT_CSS_PATH);
   } catch {
     return true;
   }
@@ -50,6 +53,11 @@ export async function buildIslands(options: { force?: boolean } = {}): Promise<s
     throw new Error(`Cannot build the console's islands: ${new TextDecoder().decode(out.stderr).trim()}`);
   }
   await Deno.rename(tmp, BUNDLE_PATH);
+  // The chart library's stylesheet, served beside the bundle.
+  const css = join(WEB, "../node_modules/uplot/dist/uPlot.min.css");
+  const cssTmp = `${UPLOT_CSS_PATH}.${Deno.pid}.tmp`;
+  await Deno.copyFile(css, cssTmp);
+  await Deno.rename(cssTmp, UPLOT_CSS_PATH);
   return BUNDLE_PATH;
 }
 

@@ -4,6 +4,7 @@
  */
 import type { Sql } from "../db.ts";
 import { dispatchSeed } from "../../workers/dispatch/seed.ts";
+import { consoleSeed } from "../../web/console/seed.ts";
 import { feedSeed } from "../../workers/imgproc/seed.ts";
 
 /** What a seed step gets. */
@@ -21,7 +22,7 @@ export interface SeedStep {
 }
 
 /** The registered seed steps, in order. */
-export const SEED_STEPS: SeedStep[] = [dispatchSeed, feedSeed];
+export const SEED_STEPS: SeedStep[] = [dispatchSeed, consoleSeed, feedSeed];
 
 /** Runs every seed step. */
 export async function seedDemoData(ctx: SeedContext): Promise<void> {

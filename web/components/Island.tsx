@@ -9,8 +9,8 @@ const NAMES = new Map<ComponentType<never>, string>(
  * Renders an island on the server inside a marked element that the client bundle hydrates. Props must
  * be JSON: they travel in the page.
  */
-export function Island<P extends Record<string, unknown>>(
-  { component, props }: { component: ComponentType<P>; props: P },
+export function Island<P extends object>(
+  { component, props }: { component: ComponentType<P>; props: NoInfer<P> },
 ) {
   const name = NAMES.get(component as ComponentType<never>);
   if (!name) throw new Error("Cannot render an island that is not listed in web/islands/mod.ts");

@@ -7,7 +7,8 @@ export interface AdminAuthOptions {
   token?: string;
   /**
    * Other ways to authenticate (the console's session cookie): returns the admin's name, or undefined.
-   * Tried before the bearer token.
+   * Tried before the bearer token. It may throw (a missing CSRF token is a 403, not a fall back to the
+   * bearer check).
    */
   session?: (c: Context) => Promise<string | undefined> | string | undefined;
 }
@@ -29,6 +30,7 @@ export function adminAuth(options: AdminAuthOptions) {
     const fromSession = await options.session?.(c);
     if (fromSession) {
       c.set("admin", fromSession);
+      c.set("via", "session");
       return await next();
     }
     const header = c.req.header("authorization") ?? "";
@@ -37,6 +39,7 @@ export function adminAuth(options: AdminAuthOptions) {
       throw new WharfError(401, "Admin authentication required", { code: "unauthorized" });
     }
     c.set("admin", "api-token");
+    c.set("via", "token");
     await next();
   };
 }

@@ -12,7 +12,7 @@ import { z } from "zod";
 import { urlVar } from "../../shared/config.ts";
 import { connectPostgres } from "../../shared/db.ts";
 import { runWorkerMain } from "../../shared/worker.ts";
-import { normalizeFeedEnv, S3Config } from "../../web/feed/config.ts";
+import { normalizeFeedEnv, S3Config } from "../../web/feed/s3_config.ts";
 import { createS3Client } from "../../web/feed/s3.ts";
 import { EVENTS_PATH } from "../../shared/stack/s3_events.ts";
 import type { ConsumerStatus } from "./consumer.ts";

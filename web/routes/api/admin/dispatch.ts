@@ -161,6 +161,85 @@ export function dispatchAdminRoutes(options: AppOptions): Hono<AppEnv> {
     return c.json(rows[0]);
   });
 
+  // Console additions: switch things on and off without resending them, run a function once against a
+  // sample event, follow one event, and retry every dead event at once.
+  const Enabled = z.object({ enabled: z.boolean() });
+  r.patch("/functions/:name", async (c) => {
+    const b = Enabled.parse(await c.req.json());
+    const [row] = await needSql(options)`update control.dispatch_functions set enabled = ${b.enabled},
+      updated_at = now() where name = ${c.req.param("name")} returning *`;
+    if (!row) throw new WharfError(404, "Cannot change function as it does not exist");
+    return c.json(row);
+  });
+  r.patch("/triggers/:id", async (c) => {
+    const id = z.coerce.number().int().parse(c.req.param("id"));
+    const b = Enabled.parse(await c.req.json());
+    const [row] = await needSql(options)`update control.dispatch_triggers set enabled = ${b.enabled}
+      where id = ${id} returning *`;
+    if (!row) throw new WharfError(404, "Cannot change trigger as it does not exist");
+    return c.json(row);
+  });
+  r.patch("/schedules/:id", async (c) => {
+    const id = z.coerce.number().int().parse(c.req.param("id"));
+    const b = Enabled.parse(await c.req.json());
+    const [row] = await needSql(options)`update control.dispatch_schedules set enabled = ${b.enabled}
+      where id = ${id} returning *`;
+    if (!row) throw new WharfError(404, "Cannot change schedule as it does not exist");
+    return c.json(row);
+  });
+  const TestBody = z.object({
+    event: z.object({
+      op: z.enum(["insert", "update", "delete"]).optional(),
+      table_schema: Ident.optional(),
+      table_name: Ident.optional(),
+      row_id: z.union([z.string(), z.number()]).optional(),
+      new: z.record(z.string(), z.unknown()).nullable().optional(),
+      old: z.record(z.string(), z.unknown()).nullable().optional(),
+    }).default({}),
+  });
+  r.post("/functions/:name/test", async (c) => {
+    const sql = needSql(options);
+    const b = TestBody.parse(await c.req.json());
+    const e = b.event;
+    const [f] = await sql`select 1 from control.dispatch_functions where name = ${c.req.param("name")}`;
+    if (!f) throw new WharfError(404, "Cannot test-run function as it does not exist");
+    const [row] = await sql`
+      insert into control.dispatch_events (function_name, source, table_schema, table_name, op, row_id,
+                                           new_row, old_row)
+      values (${c.req.param("name")}, 'manual', ${e.table_schema ?? null}, ${e.table_name ?? null},
+              ${e.op ?? null}, ${e.row_id === undefined ? null : String(e.row_id)},
+              ${e.new ? sql.json(e.new as Record<string, never>) : null},
+              ${e.old ? sql.json(e.old as Record<string, never>) : null})
+      returning *`;
+    await sql`select pg_notify('wharf_dispatch', '')`;
+    return c.json(row, 201);
+  });
+  r.get("/events/:id{[0-9]+}", async (c) => {
+    const [row] = await needSql(options)`select * from control.dispatch_events where id = ${
+      c.req.param("id")
+    }`;
+    if (!row) throw new WharfError(404, "Cannot find event");
+    return c.json(row);
+  });
+  // Dead events start over; with `failed`, events waiting out their backoff after an error run now too.
+  r.post("/events/retry", async (c) => {
+    const b = z.object({ function: z.string().optional(), failed: z.boolean().optional() })
+      .parse(await c.req.json().catch(() => ({})));
+    const sql = needSql(options);
+    const fn = b.function ? sql`and function_name = ${b.function}` : sql``;
+    const rows = await sql`
+      update control.dispatch_events set state = 'pending', attempts = 0, run_at = now(), claimed_by = null,
+        finished_at = null
+       where state = 'dead' ${fn}
+      returning id`;
+    const failed = b.failed
+      ? await sql`update control.dispatch_events set run_at = now()
+                   where state = 'pending' and last_error is not null and run_at > now() ${fn} returning id`
+      : [];
+    if (failed.length) await sql`select pg_notify('wharf_dispatch', '')`;
+    return c.json({ retried: rows.length + failed.length });
+  });
+
   r.get("/nodes", async (c) => {
     const sql = needSql(options);
     return c.json(
