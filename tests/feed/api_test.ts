@@ -118,11 +118,11 @@ Deno.test("alg none, tampered, wrongly signed, wrong audience and expired tokens
 });
 
 Deno.test("login attempts are rate-limited in Redis per client and name", async () => {
-  await using w = await feedWorld({ env: { FEED_LOGIN_MAX_ATTEMPTS: "3" } });
+  await using w = await feedWorld({ env: { FEED_LOGIN_MAX_ATTEMPTS: "2" } });
   await w.user("dan");
   const attempt = (password: string) =>
     w.request("/api/users/login", { method: "POST", json: { username: "dan", password } });
-  for (let i = 0; i < 3; i++) assert.equal((await attempt("wrong password")).status, 401);
+  for (let i = 0; i < 2; i++) assert.equal((await attempt("wrong password")).status, 401);
   const limited = await attempt("pw-dan-long-enough");
   assert.equal(limited.status, 429);
   const body = await limited.json();
@@ -130,9 +130,9 @@ Deno.test("login attempts are rate-limited in Redis per client and name", async 
   assert.ok(body.error.details.retry_after_s > 0);
   const keys = await w.deps.redis.keys(`${w.cfg.FEED_REDIS_PREFIX}login*`);
   assert.equal(keys.length, 2, "one counter per name, one per client");
-  // Many names from one client hit the looser per-client limit (3 × 10 attempts).
+  // Many names from one client hit the looser per-client limit (2 × 10 attempts).
   let status = 0;
-  for (let i = 0; i < 30 && status !== 429; i++) {
+  for (let i = 0; i < 20 && status !== 429; i++) {
     const r = await w.request("/api/users/login", {
       method: "POST",
       json: { username: `nobody${i}`, password: "x" },

@@ -12,7 +12,7 @@ import { LOCAL_S3_CREDENTIALS } from "../../shared/stack/s3.ts";
 import { EVENTS_PATH } from "../../shared/stack/s3_events.ts";
 import { testBucketName, testEnv } from "../../shared/testing/mod.ts";
 import { thumbnailKeyFor } from "../../web/feed/s3.ts";
-import { bridgeOnce } from "../../workers/imgproc/bridge.ts";
+import { bridgeOnce, runBridge } from "../../workers/imgproc/bridge.ts";
 import { type ConsumerStatus, runConsumer } from "../../workers/imgproc/consumer.ts";
 import { encodeEventKey, parseEvents } from "../../workers/imgproc/events.ts";
 import { enqueue, PgQueue } from "../../workers/imgproc/pg_queue.ts";
@@ -238,4 +238,19 @@ Deno.test("the imgproc process reads the .env names, makes thumbnails from real 
     child.kill("SIGTERM");
     assert.equal((await child.status).code, 0);
   }
+});
+
+Deno.test("the bridge stops with a clear reason when the S3 endpoint has no event log", async () => {
+  await using w = await feedWorld();
+  const lines: string[] = [];
+  const quiet = createLogger("bridge-test", { level: "error", write: (l) => lines.push(l) });
+  await runBridge({
+    sql: w.db.sql,
+    eventsUrl: testEnv.s3Endpoint + "/no-such-bucket-here/_events",
+    bucket: w.cfg.FEED_MEDIA_BUCKET,
+    log: quiet,
+    signal: new AbortController().signal,
+  });
+  assert.equal(lines.length, 1);
+  assert.match(JSON.parse(lines[0]).reason, /has no event log/);
 });
