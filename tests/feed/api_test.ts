@@ -140,6 +140,14 @@ Deno.test("login attempts are rate-limited in Redis per client and name", async 
     status = r.status;
   }
   assert.equal(status, 429);
+  // Registrations (an argon2 hash each) are limited per client too: dan was the first of two.
+  const reg = (name: string) =>
+    w.request("/api/users", {
+      method: "POST",
+      json: { email: `${name}@x.io`, username: name, password: "long enough pw" },
+    });
+  assert.equal((await reg("second")).status, 201);
+  assert.equal((await reg("third")).status, 429);
 });
 
 Deno.test("feeds are created, listed with a stable cursor, read, patched and deleted by their owner only", async () => {

@@ -44,6 +44,13 @@ export function usersRoutes(deps: FeedDeps): Hono<Env> {
 
   app.post("/", async (c) => {
     const body = RegisterBody.parse(await jsonBody(c));
+    // Each registration costs an argon2 hash (19 MiB, tens of ms): limited per client like logins.
+    await hitRateLimit({
+      redis,
+      key: `${cfg.FEED_REDIS_PREFIX}register:${clientAddress(c)}`,
+      max: cfg.FEED_LOGIN_MAX_ATTEMPTS,
+      windowS: cfg.FEED_LOGIN_WINDOW_S,
+    });
     const hashed = await hashPassword(body.password);
     const rows = await sql`
       insert into app.users (email, username, password)
