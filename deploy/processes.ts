@@ -103,6 +103,8 @@ export const PROCESSES: ProcessSpec[] = [
       FEED_PAGE_CACHE_MS: "the default (5 s, dropped on any change) fits",
       FEED_SERVE: "the default `all` serves users and feeds in one process",
       FEED_REDIS_PREFIX: "the default prefix `wharf:feed:` is unique to the feed",
+      FEED_TRUST_PROXY:
+        "set true when a proxy that appends X-Forwarded-For fronts web (rate limits per client)",
     },
     summary: "console, admin API and the image-feed REST API (/api/users, /api/feeds)",
   },

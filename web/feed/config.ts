@@ -4,7 +4,7 @@
  * existing deployment's environment keeps working. A clean name wins when both are set.
  */
 import { z } from "zod";
-import { loadConfig, urlVar } from "../../shared/config.ts";
+import { boolVar, loadConfig, urlVar } from "../../shared/config.ts";
 import { normalizeFeedEnv, S3Config } from "./s3_config.ts";
 
 export { FEED_ENV_ALIASES, normalizeFeedEnv, S3Config, type S3Settings } from "./s3_config.ts";
@@ -26,6 +26,8 @@ export const FeedConfig = S3Config.extend({
   FEED_SERVE: z.enum(["all", "users", "feeds"]).default("all"),
   /** How long a listed page may be served from memory (dropped at once on any change); 0 turns it off. */
   FEED_PAGE_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
+  /** Behind a proxy that appends `X-Forwarded-For` (the gateway, an Ingress): rate limits use its entry. */
+  FEED_TRUST_PROXY: boolVar.default(false),
   /** Redis key prefix (rate limits). */
   FEED_REDIS_PREFIX: z.string().default("wharf:feed:"),
 });
