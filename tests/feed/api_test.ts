@@ -405,3 +405,14 @@ Deno.test("the web app mounts the feed API from the .env names, and leaves it ou
     /JWT_SECRET|FEED_JWT_SECRET/,
   );
 });
+
+Deno.test("every $ref in the OpenAPI document resolves to a component", async () => {
+  await using w = await feedWorld();
+  const doc = await (await w.request("/api/openapi.json")).json();
+  const refs = [...JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)].map((m) =>
+    m[1]
+  );
+  assert.ok(refs.length > 10);
+  for (const r of refs) assert.ok(doc.components.schemas[r], r);
+  assert.equal(JSON.stringify(doc).includes('"$id"'), false);
+});
