@@ -254,3 +254,19 @@ Deno.test("the bridge stops with a clear reason when the S3 endpoint has no even
   assert.equal(lines.length, 1);
   assert.match(JSON.parse(lines[0]).reason, /has no event log/);
 });
+
+Deno.test("a message claimed by a copy that died comes back to another copy after the visibility timeout", async () => {
+  await using w = await feedWorld();
+  await enqueue(w.db.sql, "lost", "body");
+  const signal = new AbortController().signal;
+  const dead = new PgQueue({ sql: w.db.sql, consumerId: "dead", visibilityMs: 300, pollMs: 20 });
+  const alive = new PgQueue({ sql: w.db.sql, consumerId: "alive", visibilityMs: 300, pollMs: 20 });
+  const [first] = await dead.receive(1, 0, signal);
+  assert.equal(first.receiveCount, 1);
+  assert.deepEqual(await alive.receive(1, 0, signal), [], "hidden while claimed");
+  const [again] = await alive.receive(1, 2_000, signal);
+  assert.equal(again.handle, first.handle);
+  assert.equal(again.receiveCount, 2);
+  await alive.ack(again);
+  assert.equal(await alive.depth(), 0);
+});
