@@ -234,6 +234,9 @@ Deno.test("the imgproc process reads the .env names, makes thumbnails from real 
     );
     const [inst] = await w.db.sql`select worker from control.worker_instances`;
     assert.equal(inst.worker, "imgproc");
+    const metrics = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+    assert.match(metrics, /wharf_imgproc_queue_depth \d+/);
+    assert.match(metrics, /wharf_imgproc_events_total\{outcome="thumbnail"\} 1/);
   } finally {
     child.kill("SIGTERM");
     assert.equal((await child.status).code, 0);
