@@ -86,7 +86,26 @@ export const PROCESSES: ProcessSpec[] = [
     port: 8000,
     portVar: "WEB_PORT",
     targets: ["k8s", "compose", "systemd"],
-    unset: {},
+    unset: {
+      FEED_JWT_SECRET: "alias of JWT_SECRET, which is set",
+      FEED_MEDIA_BUCKET: "alias of AWS_MEDIA_BUCKET, which is set",
+      FEED_THUMBNAILS_BUCKET: "alias of AWS_THUMBNAILS_BUCKET, which is set",
+      FEED_THUMBNAILS_BASE_URL:
+        "unset means signed URLs; set it when the thumbnails bucket is public (a CDN)",
+      FEED_JWT_ISSUER: "the default issuer `wharf` fits one installation",
+      FEED_JWT_AUDIENCE: "the default audience `wharf-feed` fits one installation",
+      FEED_ACCESS_TTL_S: "the default (15 min) keeps access tokens short",
+      FEED_REFRESH_TTL_S: "the default (30 days) is the session length",
+      FEED_MAX_UPLOAD_BYTES: "the default (10 MiB) fits phone photos",
+      FEED_LOGIN_MAX_ATTEMPTS: "the default (10 per window) is the documented limit",
+      FEED_LOGIN_WINDOW_S: "the default (15 min) is the documented window",
+      FEED_SIGNED_URL_TTL_S: "the default (15 min) outlives a page view",
+      FEED_PAGE_CACHE_MS: "the default (5 s, dropped on any change) fits",
+      FEED_SERVE: "the default `all` serves users and feeds in one process",
+      FEED_REDIS_PREFIX: "the default prefix `wharf:feed:` is unique to the feed",
+      FEED_TRUST_PROXY:
+        "set true when a proxy that appends X-Forwarded-For fronts web (rate limits per client)",
+    },
     summary: "console, admin API and the image-feed REST API (/api/users, /api/feeds)",
   },
   {
@@ -151,7 +170,20 @@ export const PROCESSES: ProcessSpec[] = [
     port: 9104,
     portVar: "OPS_PORT",
     targets: ["k8s", "compose", "systemd"],
-    unset: {},
+    unset: {
+      FEED_MEDIA_BUCKET: "alias of AWS_MEDIA_BUCKET, which is set",
+      FEED_THUMBNAILS_BUCKET: "alias of AWS_THUMBNAILS_BUCKET, which is set",
+      FEED_THUMBNAILS_BASE_URL: "read by the shared S3 settings; only the web's links use it",
+      IMGPROC_SQS_QUEUE: "alias of AWS_SQS_QUEUE, which is set",
+      IMGPROC_SQS_DLQ: "unset leaves poison messages to the queue's redrive policy",
+      IMGPROC_SQS_ENDPOINT: "unset means the AWS endpoint of the region",
+      IMGPROC_EVENTS_URL: "only for the local S3 server's event log (derived from S3_ENDPOINT)",
+      IMGPROC_CONCURRENCY: "the default (4) fits the resource requests",
+      IMGPROC_MAX_ATTEMPTS: "the default (5) before a message is dead-lettered",
+      IMGPROC_MAX_PIXELS: "the default (40 MP) is the decompression-bomb guard",
+      IMGPROC_THUMB_SIZE: "the default (320 px) is the thumbnail size",
+      IMGPROC_THUMB_QUALITY: "the default (80) is the thumbnail JPEG quality",
+    },
     summary: "makes and removes thumbnails on S3 object events; scales by running more copies",
   },
   {
@@ -190,7 +222,10 @@ export const PROCESSES: ProcessSpec[] = [
     portVar: "GATEWAY_PORT",
     // Kubernetes has the Ingress for this job; compose and systemd installs may want the front door.
     targets: ["compose", "systemd"],
-    unset: {},
+    unset: {
+      GATEWAY_HOST: "the default 0.0.0.0 is what a container and a front door need",
+      GATEWAY_TIMEOUT_MS: "the default (30 s) covers an upload",
+    },
     summary: "optional reverse proxy in front of the users and feed APIs when they run as own services",
   },
 ];

@@ -6,8 +6,8 @@
  * `X-Forwarded-*` plus the request id are added. By default the feed API runs inside the one web process
  * and no gateway is needed.
  *
- * Usage: `deno run -A web/gateway.ts` with `GATEWAY_USERS_URL`, `GATEWAY_FEEDS_URL`, `GATEWAY_PORT`
- * (default 8080), `GATEWAY_HOST` (default 127.0.0.1).
+ * Usage: `deno run -A web/gateway.ts` with `GATEWAY_UPSTREAM_USERS`, `GATEWAY_UPSTREAM_FEEDS`, `GATEWAY_PORT`
+ * (default 8080), `GATEWAY_HOST` (default 0.0.0.0).
  */
 import { type Context, Hono } from "hono";
 import { getConnInfo } from "hono/deno";
@@ -19,10 +19,11 @@ import { requestId } from "./middleware/request_id.ts";
 
 /** The gateway's settings. */
 export const GatewayConfig = z.object({
-  GATEWAY_HOST: z.string().default("127.0.0.1"),
+  // A front door listens on every interface unless told otherwise.
+  GATEWAY_HOST: z.string().default("0.0.0.0"),
   GATEWAY_PORT: portVar.default(8080),
-  GATEWAY_USERS_URL: urlVar(["http:", "https:"]),
-  GATEWAY_FEEDS_URL: urlVar(["http:", "https:"]),
+  GATEWAY_UPSTREAM_USERS: urlVar(["http:", "https:"]),
+  GATEWAY_UPSTREAM_FEEDS: urlVar(["http:", "https:"]),
   GATEWAY_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
 });
 
@@ -118,8 +119,8 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const app = createGateway({
-    usersUrl: cfg.GATEWAY_USERS_URL,
-    feedsUrl: cfg.GATEWAY_FEEDS_URL,
+    usersUrl: cfg.GATEWAY_UPSTREAM_USERS,
+    feedsUrl: cfg.GATEWAY_UPSTREAM_FEEDS,
     timeoutMs: cfg.GATEWAY_TIMEOUT_MS,
     log,
   });

@@ -54,6 +54,8 @@ function testEnvironment(p: ProcessSpec, databaseUrl: string): Record<string, st
     WHARF_ADMIN_TOKEN: crypto.randomUUID(),
     JWT_SECRET: crypto.randomUUID(),
     WHARF_LOG_LEVEL: "warn",
+    // No SQS here: imgproc takes the local queue that the S3 server's events feed.
+    AWS_SQS_QUEUE: "",
   };
   for (const [k, v] of Object.entries(swap)) if (k in env || k.startsWith("S3_")) env[k] = v;
   for (const [k, v] of Object.entries(env)) {

@@ -9,7 +9,10 @@ Deno.test("the gateway fronts users and feeds running as separate services", asy
   await using w = await feedWorld({ imgproc: true });
   const log = createLogger("gateway-test", { level: "error" });
   const serve = (part: "users" | "feeds") => {
-    const app = createApp({ log, feed: { ...w.deps, cfg: { ...w.cfg, FEED_SERVE: part } } });
+    const app = createApp({
+      log,
+      feed: { ...w.deps, cfg: { ...w.cfg, FEED_SERVE: part, FEED_TRUST_PROXY: true } },
+    });
     return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
   };
   const users = serve("users");
@@ -63,6 +66,9 @@ Deno.test("the gateway fronts users and feeds running as separate services", asy
     assert.equal(doc.status, 200);
     await doc.body?.cancel();
     assert.equal((await gw.request("/elsewhere")).status, 404);
+    // Behind the gateway, rate limits count the client the gateway saw, not the gateway.
+    const keys = await w.deps.redis.keys(`${w.cfg.FEED_REDIS_PREFIX}login-client:*`);
+    assert.deepEqual(keys, [`${w.cfg.FEED_REDIS_PREFIX}login-client:unknown`]);
 
     const down = createGateway({
       usersUrl: `http://127.0.0.1:${freePort()}`,

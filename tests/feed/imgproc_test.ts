@@ -12,7 +12,7 @@ import { LOCAL_S3_CREDENTIALS } from "../../shared/stack/s3.ts";
 import { EVENTS_PATH } from "../../shared/stack/s3_events.ts";
 import { testBucketName, testEnv } from "../../shared/testing/mod.ts";
 import { thumbnailKeyFor } from "../../web/feed/s3.ts";
-import { bridgeOnce } from "../../workers/imgproc/bridge.ts";
+import { bridgeOnce, runBridge } from "../../workers/imgproc/bridge.ts";
 import { type ConsumerStatus, runConsumer } from "../../workers/imgproc/consumer.ts";
 import { encodeEventKey, parseEvents } from "../../workers/imgproc/events.ts";
 import { enqueue, PgQueue } from "../../workers/imgproc/pg_queue.ts";
@@ -234,8 +234,42 @@ Deno.test("the imgproc process reads the .env names, makes thumbnails from real 
     );
     const [inst] = await w.db.sql`select worker from control.worker_instances`;
     assert.equal(inst.worker, "imgproc");
+    const metrics = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+    assert.match(metrics, /wharf_imgproc_queue_depth \d+/);
+    assert.match(metrics, /wharf_imgproc_events_total\{outcome="thumbnail"\} 1/);
   } finally {
     child.kill("SIGTERM");
     assert.equal((await child.status).code, 0);
   }
+});
+
+Deno.test("the bridge stops with a clear reason when the S3 endpoint has no event log", async () => {
+  await using w = await feedWorld();
+  const lines: string[] = [];
+  const quiet = createLogger("bridge-test", { level: "error", write: (l) => lines.push(l) });
+  await runBridge({
+    sql: w.db.sql,
+    eventsUrl: testEnv.s3Endpoint + "/no-such-bucket-here/_events",
+    bucket: w.cfg.FEED_MEDIA_BUCKET,
+    log: quiet,
+    signal: new AbortController().signal,
+  });
+  assert.equal(lines.length, 1);
+  assert.match(JSON.parse(lines[0]).reason, /has no event log/);
+});
+
+Deno.test("a message claimed by a copy that died comes back to another copy after the visibility timeout", async () => {
+  await using w = await feedWorld();
+  await enqueue(w.db.sql, "lost", "body");
+  const signal = new AbortController().signal;
+  const dead = new PgQueue({ sql: w.db.sql, consumerId: "dead", visibilityMs: 300, pollMs: 20 });
+  const alive = new PgQueue({ sql: w.db.sql, consumerId: "alive", visibilityMs: 300, pollMs: 20 });
+  const [first] = await dead.receive(1, 0, signal);
+  assert.equal(first.receiveCount, 1);
+  assert.deepEqual(await alive.receive(1, 0, signal), [], "hidden while claimed");
+  const [again] = await alive.receive(1, 2_000, signal);
+  assert.equal(again.handle, first.handle);
+  assert.equal(again.receiveCount, 2);
+  await alive.ack(again);
+  assert.equal(await alive.depth(), 0);
 });

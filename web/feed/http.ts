@@ -13,11 +13,16 @@ export async function jsonBody(c: Context): Promise<unknown> {
 }
 
 /**
- * The client's address for rate limits: the socket's peer. `X-Forwarded-For` is not trusted (a client
- * could rotate it to dodge the limit). Behind the gateway every request has the gateway's address, and
- * the limit still holds per user name.
+ * The client's address for rate limits. By default the socket's peer: `X-Forwarded-For` is not trusted,
+ * since a client could rotate it to dodge the limit. Behind a proxy (the gateway, a load balancer) every
+ * request comes from the proxy, so with `trustProxy` the last `X-Forwarded-For` entry is used: the address
+ * the proxy itself saw, which the client cannot forge past it.
  */
-export function clientAddress(c: Context): string {
+export function clientAddress(c: Context, trustProxy = false): string {
+  if (trustProxy) {
+    const last = c.req.header("x-forwarded-for")?.split(",").pop()?.trim();
+    if (last) return last;
+  }
   try {
     return getConnInfo(c).remote.address ?? "unknown";
   } catch {

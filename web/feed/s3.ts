@@ -4,7 +4,7 @@
  */
 import { S3Client } from "@aws-sdk/client-s3";
 import { FetchHttpHandler } from "@smithy/fetch-http-handler";
-import type { S3Settings } from "./config.ts";
+import type { S3Settings } from "./s3_config.ts";
 
 /** Creates an S3 client for the feed's buckets. */
 export function createS3Client(cfg: S3Settings): S3Client {

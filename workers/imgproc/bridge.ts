@@ -21,6 +21,14 @@ export interface BridgeOptions {
   signal: AbortSignal;
 }
 
+/** The S3 endpoint has no event log (a real S3 service rather than wharf's local server). */
+export class NoEventLogError extends Error {
+  constructor(url: string) {
+    super(`Cannot bridge S3 events: ${url} has no event log (use SQS with a real S3 service)`);
+    this.name = "NoEventLogError";
+  }
+}
+
 interface EventsPage {
   epoch: string;
   events: { seq: number; bucket: string; body: string }[];
@@ -45,7 +53,14 @@ export async function bridgeOnce(o: Omit<BridgeOptions, "log">): Promise<number>
   url.searchParams.set("limit", "500");
   url.searchParams.set("wait_ms", String(o.waitMs ?? 5_000));
   const res = await fetch(url, { signal: o.signal });
-  if (!res.ok) throw new Error(`Cannot read the S3 event log: HTTP ${res.status}`);
+  if (res.status === 404 || res.status === 403) {
+    await res.body?.cancel();
+    throw new NoEventLogError(new URL(o.eventsUrl).origin);
+  }
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new Error(`Cannot read the S3 event log: HTTP ${res.status}`);
+  }
   const page = await res.json() as EventsPage;
   if (pos && pos.epoch !== page.epoch) {
     // A new log (the local server's data was wiped): start over from its beginning.
@@ -78,6 +93,10 @@ export async function runBridge(o: BridgeOptions): Promise<void> {
       errors = 0;
     } catch (e) {
       if (o.signal.aborted) break;
+      if (e instanceof NoEventLogError) {
+        o.log.error("event bridge off", { reason: e.message });
+        return;
+      }
       o.log.warn("event bridge failed", { error: e, attempt: errors });
       await abortableSleep(backoffMs(errors++, 200, 10_000), o.signal);
     }

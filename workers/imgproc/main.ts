@@ -12,7 +12,7 @@ import { z } from "zod";
 import { urlVar } from "../../shared/config.ts";
 import { connectPostgres } from "../../shared/db.ts";
 import { runWorkerMain } from "../../shared/worker.ts";
-import { normalizeFeedEnv, S3Config } from "../../web/feed/config.ts";
+import { normalizeFeedEnv, S3Config } from "../../web/feed/s3_config.ts";
 import { createS3Client } from "../../web/feed/s3.ts";
 import { EVENTS_PATH } from "../../shared/stack/s3_events.ts";
 import type { ConsumerStatus } from "./consumer.ts";
@@ -64,8 +64,22 @@ if (import.meta.main) {
           (cfg.S3_ENDPOINT ? cfg.S3_ENDPOINT.replace(/\/$/, "") + EVENTS_PATH : undefined);
       }
       const status: ConsumerStatus = { handled: 0, retried: 0, dead: 0, inFlight: 0 };
+      let depth = 0;
+      const depthGauge = ctx.metrics.gauge("wharf_imgproc_queue_depth", "Messages waiting in the queue");
+      const sampleDepth = (async () => {
+        // Sampled, not per message: on SQS each sample is an API call.
+        while (!ctx.signal.aborted) {
+          try {
+            depth = await queue.depth();
+            depthGauge.set(depth);
+          } catch (e) {
+            ctx.log.debug("queue depth unavailable", { error: e });
+          }
+          await ctx.sleep(5_000);
+        }
+      })();
       try {
-        ctx.reportTo(sql, () => ({ ...status, queue: cfg.IMGPROC_SQS_QUEUE ? "sqs" : "postgres" }));
+        ctx.reportTo(sql, () => ({ ...status, depth, queue: cfg.IMGPROC_SQS_QUEUE ? "sqs" : "postgres" }));
         ctx.ready();
         ctx.log.info("consuming", {
           queue: cfg.IMGPROC_SQS_QUEUE ? "sqs" : "postgres",
@@ -91,6 +105,7 @@ if (import.meta.main) {
           status,
         });
       } finally {
+        await sampleDepth;
         await queue.close();
         s3.destroy();
         await sql.end({ timeout: 5 });

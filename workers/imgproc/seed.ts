@@ -8,7 +8,7 @@ import sharp from "sharp";
 import { loadConfig } from "../../shared/config.ts";
 import type { SeedStep } from "../../shared/stack/seed.ts";
 import { hashPassword } from "../../web/feed/auth.ts";
-import { normalizeFeedEnv, S3Config } from "../../web/feed/config.ts";
+import { normalizeFeedEnv, S3Config } from "../../web/feed/s3_config.ts";
 import { createS3Client } from "../../web/feed/s3.ts";
 
 /** The demo users' password (dev only). */

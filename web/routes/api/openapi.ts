@@ -13,7 +13,9 @@ import {
   PatchFeedBody,
   RefreshBody,
   RegisterBody,
+  Thumbnail,
   ThumbnailPage,
+  ThumbnailStatus,
   Tokens,
   User,
 } from "../../feed/schemas.ts";
@@ -24,10 +26,12 @@ const NAMED = {
   RefreshBody,
   User,
   Tokens,
+  ThumbnailStatus,
   Feed,
   FeedPage,
   CreateFeedForm,
   PatchFeedBody,
+  Thumbnail,
   ThumbnailPage,
   Error: ErrorBody,
 };
@@ -59,7 +63,10 @@ export function openApiDocument(): Record<string, unknown> {
     unrepresentable: "any",
     uri: (id) => `#/components/schemas/${id}`,
   }) as { schemas: Record<string, Record<string, unknown>> };
-  for (const s of Object.values(schemas)) delete s.$schema;
+  for (const s of Object.values(schemas)) {
+    delete s.$schema;
+    delete s.$id; // the component key names it; a fragment-only $id confuses some tools
+  }
   cached = {
     openapi: "3.1.0",
     info: {

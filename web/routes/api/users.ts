@@ -44,6 +44,13 @@ export function usersRoutes(deps: FeedDeps): Hono<Env> {
 
   app.post("/", async (c) => {
     const body = RegisterBody.parse(await jsonBody(c));
+    // Each registration costs an argon2 hash (19 MiB, tens of ms): limited per client like logins.
+    await hitRateLimit({
+      redis,
+      key: `${cfg.FEED_REDIS_PREFIX}register:${clientAddress(c, cfg.FEED_TRUST_PROXY)}`,
+      max: cfg.FEED_LOGIN_MAX_ATTEMPTS,
+      windowS: cfg.FEED_LOGIN_WINDOW_S,
+    });
     const hashed = await hashPassword(body.password);
     const rows = await sql`
       insert into app.users (email, username, password)
@@ -59,7 +66,7 @@ export function usersRoutes(deps: FeedDeps): Hono<Env> {
   app.post("/login", async (c) => {
     const body = LoginBody.parse(await jsonBody(c));
     const who = (body.username ?? body.email ?? "").toLowerCase();
-    const peer = clientAddress(c);
+    const peer = clientAddress(c, cfg.FEED_TRUST_PROXY);
     const limitKey = `${cfg.FEED_REDIS_PREFIX}login:${peer}:${who}`;
     const windowS = cfg.FEED_LOGIN_WINDOW_S;
     // Per name (guessing one password) and, ten times looser, per client (trying many names).
