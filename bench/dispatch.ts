@@ -7,6 +7,7 @@
  * `BENCH_EVENTS` (default 100000) sets the batch size; `BENCH_CONCURRENCY` (default 8) the per-node
  * concurrency for both; `BENCH_PREFETCH` (default 64) how many events each side fetches ahead.
  */
+import process from "node:process";
 import { Logger as GraphileLogger, run as graphileRun } from "graphile-worker";
 import { connectPostgres, type Sql } from "../shared/db.ts";
 import { createLogger } from "../shared/log.ts";
@@ -86,6 +87,7 @@ async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
     await sql`truncate control.dispatch_events`;
     // Counted before the insert: nodes may finish events before this code resumes after the commit.
     const before = done();
+    const cpu0 = cpuMs();
     const t0 = performance.now();
     await sql`insert into public.bench_t (v) select g from generate_series(1, ${N}) g`;
     const tc = performance.now();
@@ -100,10 +102,33 @@ async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
       idle.map((r) => Number(r.ms)),
       bulk.map((r) => Number(r.ms)),
       tc - t0,
+      cpu0,
     );
   } finally {
     await stop();
   }
+}
+
+/**
+ * CPU time used so far (ms) by this process (all threads, sandbox workers included) and by the Postgres
+ * server (postmaster and its children), from /proc. Per event it does not depend on what else the
+ * machine runs, unlike wall-clock throughput.
+ */
+function cpuMs(): { client: number; pg: number } {
+  const ticks = (stat: string) => {
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { ppid: Number(f[1]), ms: (Number(f[11]) + Number(f[12])) * 10 };
+  };
+  const client = process.cpuUsage();
+  let pgMs = 0;
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const t = ticks(Deno.readTextFileSync(`/proc/${e.name}/stat`));
+      if (t.ppid === pg.process.pid || Number(e.name) === pg.process.pid) pgMs += t.ms;
+    } catch { /* gone */ }
+  }
+  return { client: (client.user + client.system) / 1000, pg: pgMs };
 }
 
 function row(
@@ -113,7 +138,9 @@ function row(
   idle: number[],
   bulk: number[],
   insertMs: number,
+  cpu0: { client: number; pg: number },
 ): Row {
+  const cpu1 = cpuMs();
   return {
     system,
     nodes,
@@ -123,10 +150,12 @@ function row(
     bulk_p50_ms: percentile(bulk, 50),
     bulk_p99_ms: percentile(bulk, 99),
     insert_ms: insertMs,
+    client_cpu_us_per_event: (cpu1.client - cpu0.client) * 1000 / N,
+    pg_cpu_us_per_event: (cpu1.pg - cpu0.pg) * 1000 / N,
   };
 }
 
-async function benchGraphile(sql: Sql, url: string, nodes: number): Promise<Row> {
+async function benchGraphile(sql: Sql, url: string, nodes: number, batched: boolean): Promise<Row> {
   const lat: number[] = [];
   let done = 0;
   const taskList = {
@@ -147,15 +176,20 @@ async function benchGraphile(sql: Sql, url: string, nodes: number): Promise<Row>
           noHandleSignals: true,
           pollInterval: 1_000,
           taskList,
-          // graphile-worker's batching options, as its performance guide sets them: a local queue that
-          // fetches jobs in batches, and batched completion / failure.
-          preset: {
-            worker: {
-              localQueue: { size: PREFETCH },
-              completeJobBatchDelay: 0,
-              failJobBatchDelay: 0,
-            },
-          },
+          // Batched: graphile-worker's batching options, as its performance guide sets them (a local
+          // queue that fetches jobs in batches, batched completion and failure). Both ways are run and
+          // the better one counts: on a small machine the batching does not always win.
+          ...(batched
+            ? {
+              preset: {
+                worker: {
+                  localQueue: { size: PREFETCH },
+                  completeJobBatchDelay: 0,
+                  failJobBatchDelay: 0,
+                },
+              },
+            }
+            : {}),
         }),
     ),
   );
@@ -166,6 +200,7 @@ async function benchGraphile(sql: Sql, url: string, nodes: number): Promise<Row>
     }
     const idle = lat.splice(0);
     done = 0;
+    const cpu0 = cpuMs();
     const t0 = performance.now();
     // graphile-worker's own bulk path (add_jobs over an array of job specs), in one statement and one
     // transaction like the dispatch side's single INSERT. Calling add_job once per row is far slower.
@@ -176,7 +211,15 @@ async function benchGraphile(sql: Sql, url: string, nodes: number): Promise<Row>
     const tc = performance.now();
     await waitUntil(() => Promise.resolve(done >= N), "graphile-worker batch");
     const secs = (performance.now() - t0) / 1000;
-    return row("graphile-worker", nodes, N / secs, idle, lat, tc - t0);
+    return row(
+      batched ? "graphile-worker batched" : "graphile-worker",
+      nodes,
+      N / secs,
+      idle,
+      lat,
+      tc - t0,
+      cpu0,
+    );
   } finally {
     await Promise.all(runners.map((r) => r.stop()));
   }
@@ -200,16 +243,24 @@ try {
   const rows: Row[] = [];
   for (const nodes of [1, 2]) {
     rows.push(await benchDispatch(sql, nodes));
-    rows.push(await benchGraphile(sql, pg.url, nodes));
+    rows.push(await benchGraphile(sql, pg.url, nodes, false));
+    rows.push(await benchGraphile(sql, pg.url, nodes, true));
   }
   const ours = rows.filter((r) => r.system === "dispatch");
   const peer = rows.filter((r) => r.system !== "dispatch");
+  const leastCpu = (rs: Row[]) =>
+    Math.min(...rs.map((r) => Number(r.client_cpu_us_per_event) + Number(r.pg_cpu_us_per_event)));
   const best = (rs: Row[]) => Math.max(...rs.map((r) => Number(r.events_per_s)));
   report("dispatch", rows, {
     ratio: Number((best(ours) / best(peer)).toFixed(3)),
     events: N,
     events_per_s: Math.round(best(ours)),
     peer_events_per_s: Math.round(best(peer)),
+    // Client + server CPU per event, the least of each side's runs: a figure that other load on the
+    // machine barely moves.
+    cpu_us_per_event: Math.round(leastCpu(ours)),
+    peer_cpu_us_per_event: Math.round(leastCpu(peer)),
+    peer: peer.reduce((a, b) => Number(b.events_per_s) > Number(a.events_per_s) ? b : a).system,
     p50_ms: ours[0].idle_p50_ms,
     p99_ms: ours[0].idle_p99_ms,
     bulk_p50_ms: ours[0].bulk_p50_ms,

@@ -164,9 +164,16 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
   // Events of one function go to a sandbox worker in batches (one message each way per batch); a slot
   // runs one batch, its events one after another, so at most `concurrency` events run at once. Batches
   // share the queue out among free slots, so an idle node still starts a lone event at once.
+  // Recent time per event of each function (ms, moving average). Events of a function that returns in
+  // well under a millisecond are batched fully: running them one after another costs nothing next to a
+  // message pair. Slower ones are shared out among the free slots so they run side by side.
+  const perEventMs = new Map<string, number>();
   const pump = () => {
     while (running < o.concurrency && queue.length && !signal.aborted) {
-      const size = Math.min(MAX_BATCH, Math.ceil(queue.length / (o.concurrency - running)));
+      const quick = (perEventMs.get(queue[0].function_name) ?? Infinity) < QUICK_MS;
+      const size = quick
+        ? MAX_BATCH
+        : Math.min(MAX_BATCH, Math.ceil(queue.length / (o.concurrency - running)));
       const first = queue.shift()!;
       const batch = [first];
       while (
@@ -175,9 +182,16 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
       ) batch.push(queue.shift()!);
       running++;
       busy += batch.length;
-      const p = executeBatch(o, pool, writer, batch, status, signal).then((notStarted) => {
+      const p = executeBatch(o, pool, writer, batch, status, signal).then(({ notStarted, msPerEvent }) => {
         // A batch cut short by a timeout hands back the events it never started, to run next.
         queue.unshift(...notStarted);
+        if (msPerEvent !== undefined) {
+          const prev = perEventMs.get(first.function_name);
+          perEventMs.set(
+            first.function_name,
+            prev === undefined ? msPerEvent : prev * 0.8 + msPerEvent * 0.2,
+          );
+        }
       }).finally(() => {
         running--;
         busy -= batch.length;
@@ -281,10 +295,13 @@ async function claim(o: NodeOptions, n: number): Promise<Claimed[]> {
 
 /** The most events one sandbox message carries. */
 const MAX_BATCH = 16;
+/** Below this time per event (ms) a function's events are batched fully rather than shared out. */
+const QUICK_MS = 0.5;
 
 /**
  * Runs a batch of claimed events of one function and queues their outcomes; returns the events that
- * never started (the batch was cut short by a timeout), which are still claimed by this node.
+ * never started (the batch was cut short by a timeout), which are still claimed by this node, and the
+ * time per event between the starts of consecutive events (when at least two ran).
  */
 async function executeBatch(
   o: NodeOptions,
@@ -293,8 +310,9 @@ async function executeBatch(
   batch: Claimed[],
   status: NodeStatus,
   signal: AbortSignal,
-): Promise<Claimed[]> {
+): Promise<{ notStarted: Claimed[]; msPerEvent?: number }> {
   const notStarted: Claimed[] = [];
+  let msPerEvent: number | undefined;
   const first = batch[0];
   status.running += batch.length;
   try {
@@ -309,7 +327,7 @@ async function executeBatch(
         events: batch.length,
         reason: refused,
       });
-      return notStarted;
+      return { notStarted };
     }
     const results = await pool.runBatch({
       code: first.code,
@@ -318,6 +336,8 @@ async function executeBatch(
       readonlySql: o.readonlySql,
       signal,
     });
+    const starts = results.flatMap((r) => r.started ? [r.startedAt] : []);
+    if (starts.length >= 2) msPerEvent = (starts[starts.length - 1] - starts[0]) / (starts.length - 1);
     results.forEach((r, i) => {
       const ev = batch[i];
       if (!r.started) {
@@ -348,7 +368,7 @@ async function executeBatch(
   } finally {
     status.running -= batch.length;
   }
-  return notStarted;
+  return { notStarted, msPerEvent };
 }
 
 function toEvent(ev: Claimed): DispatchEvent {
