@@ -60,7 +60,7 @@ Deno.test("deno task dev brings the stack up, stops every child on Ctrl-C, and k
       const r = await fetch(`http://127.0.0.1:${port}/healthz`);
       const body = await r.json();
       return r.status === 200 && body.database === "ok";
-    }, 60_000);
+    }, 180_000);
     const env = await readEnv(stateDir);
     // The seeded console admin logs in with the printed password and sees the console.
     const form = await fetch(`http://127.0.0.1:${port}/console/login`);

@@ -81,6 +81,8 @@ export interface PostgresOptions {
   ephemeral?: boolean;
   /** Extra `-c name=value` settings. */
   settings?: Record<string, string | number>;
+  /** The server's bin folder; default `postgresBinDir()` (`WHARF_PG_BIN`, else the system's). */
+  binDir?: string;
 }
 
 /** A running local Postgres. */
@@ -170,7 +172,7 @@ async function ensureTls(dir: string): Promise<{ ca: string; cert: string; key: 
 
 /** Starts (initialising on first use) a Postgres server in `options.dir`. */
 export async function startPostgres(options: PostgresOptions): Promise<LocalPostgres> {
-  const binDir = postgresBinDir();
+  const binDir = options.binDir ?? postgresBinDir();
   if (!binDir) {
     throw new Error("Cannot start PostgreSQL: no server binaries found (apt-get install postgresql)");
   }

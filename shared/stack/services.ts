@@ -39,6 +39,8 @@ export async function startServices(options: {
   ephemeral: boolean;
   ports?: PreferredPorts;
   buckets?: string[];
+  /** PostgreSQL's bin folder, when not the default one. */
+  pgBinDir?: string;
 }): Promise<Services> {
   // allSettled, not all: when one service fails, the others may still be starting, and every one that
   // did start must be stopped before we report the failure.
@@ -49,6 +51,7 @@ export async function startServices(options: {
       user: options.pgUser,
       password: options.pgPassword,
       ephemeral: options.ephemeral,
+      binDir: options.pgBinDir,
     }),
     startRedis({
       dir: join(options.dir, "redis"),

@@ -7,16 +7,18 @@ import { startServices } from "./services.ts";
 Deno.test("startServices() stops the services that did start when another one fails", async () => {
   const dir = await Deno.makeTempDir({ dir: testEnv.tmp, prefix: "svc-" });
   const ports = { redis: freePort(), s3: freePort() };
-  const previous = Deno.env.get("WHARF_PG_BIN");
-  Deno.env.set("WHARF_PG_BIN", join(dir, "no-such-postgres"));
-  try {
-    await assert.rejects(
-      () => startServices({ dir, pgUser: "wharf", pgPassword: "unused", ephemeral: true, ports }),
-    );
-  } finally {
-    if (previous === undefined) Deno.env.delete("WHARF_PG_BIN");
-    else Deno.env.set("WHARF_PG_BIN", previous);
-  }
+  // A Postgres bin folder that does not exist makes Postgres fail while Redis and S3 start. Given as an
+  // option, not through WHARF_PG_BIN: test files run in parallel in one process and share its environment.
+  await assert.rejects(() =>
+    startServices({
+      dir,
+      pgUser: "wharf",
+      pgPassword: "unused",
+      ephemeral: true,
+      ports,
+      pgBinDir: join(dir, "no-such-postgres"),
+    })
+  );
   assert.equal(await tcpOpen(ports.redis), false, "Redis was stopped");
   assert.equal(await tcpOpen(ports.s3), false, "the S3 server was stopped");
 });
