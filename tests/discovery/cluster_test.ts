@@ -223,7 +223,8 @@ Deno.test({
         async () => {
           const rows = await db.sql`select detail from control.cluster_history
                                   where scope = ${cluster.appName} and kind = 'failover'`;
-          return rows.length === 1 && rows[0].detail.from === old.name && rows[0].detail.to === next!.name;
+          return rows.length === 1 && rows[0].detail.from === old.name && rows[0].detail.to === next!.name &&
+            rows[0].detail.planned === false;
         },
         15_000,
         250,
@@ -278,6 +279,16 @@ Deno.test({
         const [req] = await db.sql`select actor, member from control.cluster_history
                                  where scope = ${cluster.appName} and kind = 'switchover_requested'`;
         assert.deepEqual([req.actor, req.member], ["api-token", candidate.name]);
+        await waitUntil(
+          "the planned leader change in the history",
+          async () => {
+            const rows = await db.sql`select detail from control.cluster_history
+                                  where scope = ${cluster.appName} and kind = 'failover' and member = ${candidate.name}`;
+            return rows.length === 1 && rows[0].detail.planned === true;
+          },
+          15_000,
+          250,
+        );
       },
     );
   } finally {

@@ -7,7 +7,7 @@
  * Settings: see {@linkcode DiscoveryConfig} (the Flux image's variables keep their names and defaults).
  */
 import { connectPostgres } from "../../shared/db.ts";
-import { runWorkerMain, type WorkerContext } from "../../shared/worker.ts";
+import { abortableSleep, backoffMs, runWorkerMain, type WorkerContext } from "../../shared/worker.ts";
 import { DiscoveryConfig, type DiscoverySettings } from "./config.ts";
 import { DiscoveryNode } from "./node.ts";
 import { type DiscoverySource, sourceFromSettings } from "./sources.ts";
@@ -16,10 +16,22 @@ import { type DiscoverySource, sourceFromSettings } from "./sources.ts";
  * This node's address: `NODE_IP`, or the first listed address that belongs to a local interface (the
  * Flux image asked the same API for its own IP).
  */
-export async function findSelf(settings: DiscoverySettings, source: DiscoverySource): Promise<string> {
+export async function findSelf(
+  settings: DiscoverySettings,
+  source: DiscoverySource,
+  signal?: AbortSignal,
+): Promise<string> {
   if (settings.NODE_IP) return settings.NODE_IP;
   const local = new Set(Deno.networkInterfaces().map((i) => i.address.toLowerCase()));
-  const listed = await source.discover();
+  let listed: string[] | undefined;
+  for (let attempt = 0; !listed; attempt++) {
+    try {
+      listed = await source.discover(signal);
+    } catch (e) {
+      if (signal?.aborted) throw e;
+      await abortableSleep(backoffMs(attempt, 500, 10_000), signal);
+    }
+  }
   const mine = listed.find((a) => local.has(a));
   if (!mine) {
     throw new Error("Cannot tell which listed member is this node: set NODE_IP to its address as listed");
@@ -30,7 +42,7 @@ export async function findSelf(settings: DiscoverySettings, source: DiscoverySou
 /** Runs the worker in `ctx` until it is asked to stop. */
 export async function runDiscovery(ctx: WorkerContext, settings: DiscoverySettings): Promise<void> {
   const source = sourceFromSettings(settings);
-  const self = await findSelf(settings, source);
+  const self = await findSelf(settings, source, ctx.signal);
   const sql = settings.DATABASE_URL
     ? connectPostgres(settings.DATABASE_URL, { max: 2, applicationName: "wharf-discovery" })
     : undefined;

@@ -92,11 +92,18 @@ export class DiscoveryNode {
     return this.opts.settings;
   }
 
+  /**
+   * Where this node reaches its own services: the listen address (loopback when it listens on every
+   * interface) and the internal ports, so that a container never depends on reaching its own host port.
+   */
+  get #local(): string {
+    const h = this.#s.LISTEN_HOST;
+    return h === "0.0.0.0" || h === "::" || h === "" ? "127.0.0.1" : h;
+  }
+
   /** This node's Patroni REST API base URL (https when SSL is enabled). */
   get apiUrl(): string {
-    return `${this.#s.SSL_ENABLED ? "https" : "http"}://${
-      hostPort(this.opts.self, this.#s.HOST_PATRONI_API_PORT)
-    }`;
+    return `${this.#s.SSL_ENABLED ? "https" : "http"}://${hostPort(this.#local, this.#s.PATRONI_API_PORT)}`;
   }
 
   /** How this node calls Patroni: with a client that trusts the cluster's CA when SSL is enabled. */
@@ -106,7 +113,7 @@ export class DiscoveryNode {
 
   /** This node's etcd client URL. */
   get etcdUrl(): string {
-    return clientUrl(this.opts.self, this.#s.HOST_ETCD_CLIENT_PORT);
+    return clientUrl(this.#local, this.#s.ETCD_CLIENT_PORT);
   }
 
   /** Credentials for Patroni's unsafe methods. */
@@ -182,7 +189,7 @@ export class DiscoveryNode {
     await this.#writePatroniConfig(members);
     await chownTo(this.#user, s.DATA_DIR);
     this.#etcd = await this.#spawn("etcd", "etcd", this.#etcdArgs, this.paths.etcdLog);
-    await waitUntil("etcd to listen", () => tcpOpen(s.HOST_ETCD_CLIENT_PORT, this.opts.self), 30_000, 100);
+    await waitUntil("etcd to listen", () => tcpOpen(s.ETCD_CLIENT_PORT, this.#local), 30_000, 100);
     this.#patroni = await this.#spawn("patroni", "patroni", [this.paths.config], this.paths.patroniLog);
     this.status.phase = "running";
     this.#loops.push(this.#supervise(), this.#updaterLoop(), this.#statusLoop());
@@ -469,8 +476,8 @@ export class DiscoveryNode {
     const { default: postgres } = await import("postgres");
     const s = this.#s;
     const sql = postgres({
-      host: this.opts.self,
-      port: s.HOST_POSTGRES_PORT,
+      host: this.#local,
+      port: s.POSTGRES_PORT,
       user: s.POSTGRES_USER,
       password: s.POSTGRES_SUPERUSER_PASSWORD,
       database: "postgres",

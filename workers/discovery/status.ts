@@ -64,6 +64,16 @@ export async function writeSnapshot(
       now,
     );
     for (const c of changes) {
+      if (c.kind === "failover") {
+        // A leader change an operator asked for in the last two minutes is a planned one (a switchover).
+        const [asked] = await tx`
+          select 1 from control.cluster_history
+           where scope = ${scope} and kind = 'switchover_requested' and at > now() - interval '2 minutes'
+             and (member = ${c.member} or member is null)
+             and coalesce((detail ->> 'status')::int, 200) between 200 and 299
+           limit 1`;
+        c.detail.planned = !!asked;
+      }
       await tx`insert into control.cluster_history (scope, kind, member, detail)
                values (${scope}, ${c.kind}, ${c.member}, ${tx.json(JSON.parse(JSON.stringify(c.detail)))})`;
     }
@@ -89,7 +99,7 @@ export async function writeSnapshot(
   });
 }
 
-/** Records a change the updater or an operator made (removal, switchover request). */
+/** Records a change the updater or an operator made (removal, switchover request); resolves to its id. */
 export async function recordHistory(
   sql: Sql,
   entry: {
@@ -99,8 +109,11 @@ export async function recordHistory(
     detail?: unknown;
     actor?: string;
   },
-): Promise<void> {
-  await sql`insert into control.cluster_history (scope, kind, member, detail, actor)
-            values (${entry.scope}, ${entry.kind}, ${entry.member ?? null},
-                    ${sql.json(JSON.parse(JSON.stringify(entry.detail ?? {})))}, ${entry.actor ?? "worker"})`;
+): Promise<number> {
+  const [row] = await sql`
+    insert into control.cluster_history (scope, kind, member, detail, actor)
+    values (${entry.scope}, ${entry.kind}, ${entry.member ?? null},
+            ${sql.json(JSON.parse(JSON.stringify(entry.detail ?? {})))}, ${entry.actor ?? "worker"})
+    returning id`;
+  return Number(row.id);
 }

@@ -46,10 +46,18 @@ Deno.test("snapshots written by several workers record each change once", async 
     "failover:b",
     "removal:a",
   ]);
-  assert.deepEqual(h[4].detail, { from: "a", to: "b", timeline: 2 });
+  assert.deepEqual(h[4].detail, { from: "a", to: "b", timeline: 2, planned: false });
   const rows = await db
     .sql`select name, role, timeline, lag_bytes, lsn from control.cluster_members where scope = 's1' order by name`;
   assert.deepEqual(rows.map((r) => [r.name, r.role, r.timeline]), [["b", "leader", 2], ["c", "replica", 2]]);
   assert.equal(rows[1].lsn, "0/3000060");
   assert.equal(formatLsn(0x16b374d848), "16/B374D848");
+  await recordHistory(db.sql, { scope: "s1", kind: "switchover_requested", member: "c", actor: "admin" });
+  const [planned] = await writeSnapshot(
+    db.sql,
+    "s1",
+    [member("b", "replica", 3), member("c", "leader", 3)],
+    at(13),
+  );
+  assert.deepEqual(planned.detail, { from: "b", to: "c", timeline: 3, planned: true });
 });

@@ -112,6 +112,19 @@ export function clusterAdminRoutes(options: AppOptions): Hono<AppEnv> {
     } catch {
       throw new WharfError(502, "Cannot reach the leader as its REST API address is not a URL");
     }
+    // Recorded before asking, so that the workers, which may see the new leader before Patroni answers,
+    // know the leader change was planned; Patroni's answer is added to the same row afterwards.
+    const actor = c.get("admin") ?? "unknown";
+    const id = await recordHistory(sql, {
+      scope: b.scope,
+      kind: "switchover_requested",
+      member: b.candidate,
+      detail: { leader: leader.name, candidate: b.candidate ?? null },
+      actor,
+    });
+    const answered = async (detail: { status: number; answer: string }) => {
+      await sql`update control.cluster_history set detail = detail || ${sql.json(detail)} where id = ${id}`;
+    };
     let answer: { status: number; text: string };
     const caFile = options.env?.PATRONI_API_CA_FILE;
     const client = caFile ? Deno.createHttpClient({ caCerts: [await Deno.readTextFile(caFile)] }) : undefined;
@@ -121,22 +134,12 @@ export function clusterAdminRoutes(options: AppOptions): Hono<AppEnv> {
         ...(b.candidate ? { candidate: b.candidate } : {}),
       }, { client });
     } catch (e) {
+      await answered({ status: 0, answer: (e as Error).name });
       throw new WharfError(502, `Cannot reach the leader's REST API: ${(e as Error).name}`);
     } finally {
       client?.close();
     }
-    await recordHistory(sql, {
-      scope: b.scope,
-      kind: "switchover_requested",
-      member: b.candidate,
-      detail: {
-        leader: leader.name,
-        candidate: b.candidate ?? null,
-        status: answer.status,
-        answer: answer.text,
-      },
-      actor: c.get("admin") ?? "unknown",
-    });
+    await answered({ status: answer.status, answer: answer.text });
     if (answer.status >= 200 && answer.status < 300) {
       return c.json({ ok: true, leader: leader.name, candidate: b.candidate ?? null, message: answer.text });
     }
