@@ -106,6 +106,7 @@ export async function runHydrate(
   const unflushed = new Map<string, number>();
   let lastStatsAt = 0;
   let bootstrapped = false;
+  let defaultsSettled = !o.defaultMappings;
   let listener: { unlisten(): Promise<void> } | undefined;
 
   // The lease is renewed by a timer as well as by the loop, so that a long full sync keeps it.
@@ -137,11 +138,15 @@ export async function runHydrate(
             const n = await loadMappingsFile(o.sql, o.mappingsFile);
             log.info("mappings file loaded", { mappings: n });
           }
-          if (o.defaultMappings) {
-            const n = await ensureDefaultMappings(o.sql);
-            if (n) log.info("default mappings stored", { mappings: n });
-          }
           bootstrapped = true;
+        }
+        // The defaults are stored once, when there is no mapping and a users table exists; until
+        // then the worker looks again each round (the users table may come later).
+        if (!defaultsSettled) {
+          const n = await ensureDefaultMappings(o.sql);
+          if (n) log.info("default mappings stored", { mappings: n });
+          const [any] = await o.sql`select 1 from control.hydrate_mappings limit 1`;
+          defaultsSettled = !!any;
         }
         status.leader = await ensureLeader();
         if (!status.leader) {
