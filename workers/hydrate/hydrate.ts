@@ -101,6 +101,8 @@ export async function runHydrate(
   const lastStart = new Map<string, number>();
   const generations = new Map<string, number>();
   const needsFull = new Set<string>();
+  /** The last "resync now" request each mapping's full sync answered (compared as stored, not to a clock). */
+  const resyncSeen = new Map<string, number>();
   const known = new Set<string>();
   let seenEpoch = -1;
   const unflushed = new Map<string, number>();
@@ -183,7 +185,9 @@ export async function runHydrate(
             const g = await publishedGeneration(deps, m.name);
             if (g) generations.set(m.name, g);
           }
-          if (isDue(m, o.periodSeconds, lastStart.get(m.name), generations.has(m.name), needsFull)) {
+          if (
+            isDue(m, o.periodSeconds, lastStart.get(m.name), generations.has(m.name), needsFull, resyncSeen)
+          ) {
             due.push(m);
           }
         }
@@ -196,7 +200,10 @@ export async function runHydrate(
         for (const m of due) groups.set(sourceGroupKey(m), [...(groups.get(sourceGroupKey(m)) ?? []), m]);
         const syncGroup = async (ms: Mapping[]) => {
           const started = new Date();
-          for (const m of ms) lastStart.set(m.name, started.getTime());
+          for (const m of ms) {
+            lastStart.set(m.name, started.getTime());
+            if (m.resyncRequestedAt) resyncSeen.set(m.name, m.resyncRequestedAt.getTime());
+          }
           try {
             const results = await fullSyncGroup(deps, ms);
             for (const [i, m] of ms.entries()) {
@@ -293,9 +300,12 @@ export function isDue(
   lastStartMs: number | undefined,
   loaded: boolean,
   needsFull: Set<string>,
+  resyncSeen: Map<string, number>,
   now = Date.now(),
 ): boolean {
   if (!loaded || lastStartMs === undefined || needsFull.has(m.name)) return true;
-  if (m.resyncRequestedAt && m.resyncRequestedAt.getTime() > lastStartMs) return true;
+  if (m.resyncRequestedAt && m.resyncRequestedAt.getTime() > (resyncSeen.get(m.name) ?? -Infinity)) {
+    return true;
+  }
   return now - lastStartMs >= (m.periodSeconds ?? defaultPeriodS) * 1000;
 }
