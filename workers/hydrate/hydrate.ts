@@ -107,6 +107,9 @@ export async function runHydrate(
   let seenEpoch = -1;
   const unflushed = new Map<string, number>();
   let lastStatsAt = 0;
+  let renewedAt = 0;
+  let mappingsAt = 0;
+  let all: Mapping[] = [];
   let bootstrapped = false;
   let defaultsSettled = !o.defaultMappings;
   let listener: { unlisten(): Promise<void> } | undefined;
@@ -119,6 +122,7 @@ export async function runHydrate(
        where holder = ${o.instanceId} or lease_until < now()
       returning holder`;
     const leading = rows.length > 0;
+    if (leading) renewedAt = Date.now();
     if (leading && !status.leader) log.info("leading");
     if (!leading && status.leader) log.warn("lost the lease to another copy");
     return leading;
@@ -133,7 +137,10 @@ export async function runHydrate(
       let current: string | undefined;
       try {
         if (!listener) {
-          listener = await o.sql.listen("wharf_hydrate", () => nudge());
+          listener = await o.sql.listen("wharf_hydrate", (payload) => {
+            if (payload !== "change") mappingsAt = 0;
+            nudge();
+          });
         }
         if (!bootstrapped) {
           if (o.mappingsFile) {
@@ -150,7 +157,9 @@ export async function runHydrate(
           const [any] = await o.sql`select 1 from control.hydrate_mappings limit 1`;
           defaultsSettled = !!any;
         }
-        status.leader = await ensureLeader();
+        // While leading, the timer renews the lease; the loop renews it only when the timer fell behind,
+        // so that a stream of changes does not cost a lease write per round.
+        if (!status.leader || Date.now() - renewedAt > o.leaseMs / 2) status.leader = await ensureLeader();
         if (!status.leader) {
           await waitNudge(Math.max(o.pollMs, 1_000));
           continue;
@@ -163,7 +172,12 @@ export async function runHydrate(
           generations.clear();
           for (const n of known) needsFull.add(n);
         }
-        const all = await loadMappings(o.sql);
+        // Mappings are read again when a NOTIFY says they changed ("mappings", "resync") and at least
+        // once a second, not on every round of changes.
+        if (Date.now() - mappingsAt >= 1_000) {
+          all = await loadMappings(o.sql);
+          mappingsAt = Date.now();
+        }
         const mappings = all.filter((m) => m.enabled);
         status.mappings = mappings.length;
         for (const name of [...known]) {
