@@ -39,7 +39,7 @@ function spawnWorker(env: Record<string, string>) {
       ...keep,
       OPS_PORT: "0",
       HYDRATE_DEFAULT_MAPPINGS: "false",
-      HYDRATE_BATCH_ROWS: "500",
+      HYDRATE_BATCH_ROWS: "100",
       HYDRATE_POLL_MS: "200",
       ...env,
     },

@@ -101,11 +101,17 @@ export async function runHydrate(
   const lastStart = new Map<string, number>();
   const generations = new Map<string, number>();
   const needsFull = new Set<string>();
+  /** The last "resync now" request each mapping's full sync answered (compared as stored, not to a clock). */
+  const resyncSeen = new Map<string, number>();
   const known = new Set<string>();
   let seenEpoch = -1;
   const unflushed = new Map<string, number>();
   let lastStatsAt = 0;
+  let renewedAt = 0;
+  let mappingsAt = 0;
+  let all: Mapping[] = [];
   let bootstrapped = false;
+  let defaultsSettled = !o.defaultMappings;
   let listener: { unlisten(): Promise<void> } | undefined;
 
   // The lease is renewed by a timer as well as by the loop, so that a long full sync keeps it.
@@ -116,6 +122,7 @@ export async function runHydrate(
        where holder = ${o.instanceId} or lease_until < now()
       returning holder`;
     const leading = rows.length > 0;
+    if (leading) renewedAt = Date.now();
     if (leading && !status.leader) log.info("leading");
     if (!leading && status.leader) log.warn("lost the lease to another copy");
     return leading;
@@ -130,20 +137,29 @@ export async function runHydrate(
       let current: string | undefined;
       try {
         if (!listener) {
-          listener = await o.sql.listen("wharf_hydrate", () => nudge());
+          listener = await o.sql.listen("wharf_hydrate", (payload) => {
+            if (payload !== "change") mappingsAt = 0;
+            nudge();
+          });
         }
         if (!bootstrapped) {
           if (o.mappingsFile) {
             const n = await loadMappingsFile(o.sql, o.mappingsFile);
             log.info("mappings file loaded", { mappings: n });
           }
-          if (o.defaultMappings) {
-            const n = await ensureDefaultMappings(o.sql);
-            if (n) log.info("default mappings stored", { mappings: n });
-          }
           bootstrapped = true;
         }
-        status.leader = await ensureLeader();
+        // The defaults are stored once, when there is no mapping and a users table exists; until
+        // then the worker looks again each round (the users table may come later).
+        if (!defaultsSettled) {
+          const n = await ensureDefaultMappings(o.sql);
+          if (n) log.info("default mappings stored", { mappings: n });
+          const [any] = await o.sql`select 1 from control.hydrate_mappings limit 1`;
+          defaultsSettled = !!any;
+        }
+        // While leading, the timer renews the lease; the loop renews it only when the timer fell behind,
+        // so that a stream of changes does not cost a lease write per round.
+        if (!status.leader || Date.now() - renewedAt > o.leaseMs / 2) status.leader = await ensureLeader();
         if (!status.leader) {
           await waitNudge(Math.max(o.pollMs, 1_000));
           continue;
@@ -156,7 +172,12 @@ export async function runHydrate(
           generations.clear();
           for (const n of known) needsFull.add(n);
         }
-        const all = await loadMappings(o.sql);
+        // Mappings are read again when a NOTIFY says they changed ("mappings", "resync") and at least
+        // once a second, not on every round of changes.
+        if (Date.now() - mappingsAt >= 1_000) {
+          all = await loadMappings(o.sql);
+          mappingsAt = Date.now();
+        }
         const mappings = all.filter((m) => m.enabled);
         status.mappings = mappings.length;
         for (const name of [...known]) {
@@ -178,7 +199,9 @@ export async function runHydrate(
             const g = await publishedGeneration(deps, m.name);
             if (g) generations.set(m.name, g);
           }
-          if (isDue(m, o.periodSeconds, lastStart.get(m.name), generations.has(m.name), needsFull)) {
+          if (
+            isDue(m, o.periodSeconds, lastStart.get(m.name), generations.has(m.name), needsFull, resyncSeen)
+          ) {
             due.push(m);
           }
         }
@@ -191,7 +214,10 @@ export async function runHydrate(
         for (const m of due) groups.set(sourceGroupKey(m), [...(groups.get(sourceGroupKey(m)) ?? []), m]);
         const syncGroup = async (ms: Mapping[]) => {
           const started = new Date();
-          for (const m of ms) lastStart.set(m.name, started.getTime());
+          for (const m of ms) {
+            lastStart.set(m.name, started.getTime());
+            if (m.resyncRequestedAt) resyncSeen.set(m.name, m.resyncRequestedAt.getTime());
+          }
           try {
             const results = await fullSyncGroup(deps, ms);
             for (const [i, m] of ms.entries()) {
@@ -288,9 +314,12 @@ export function isDue(
   lastStartMs: number | undefined,
   loaded: boolean,
   needsFull: Set<string>,
+  resyncSeen: Map<string, number>,
   now = Date.now(),
 ): boolean {
   if (!loaded || lastStartMs === undefined || needsFull.has(m.name)) return true;
-  if (m.resyncRequestedAt && m.resyncRequestedAt.getTime() > lastStartMs) return true;
+  if (m.resyncRequestedAt && m.resyncRequestedAt.getTime() > (resyncSeen.get(m.name) ?? -Infinity)) {
+    return true;
+  }
   return now - lastStartMs >= (m.periodSeconds ?? defaultPeriodS) * 1000;
 }

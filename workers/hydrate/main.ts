@@ -26,7 +26,7 @@ export const HydrateConfig = z.object({
   REDIS_TLS_KEY_FILE: z.string().optional(),
   HYDRATE_MAPPINGS_FILE: z.string().optional(),
   HYDRATE_DEFAULT_MAPPINGS: boolVar.default(true),
-  HYDRATE_PERIOD_S: z.coerce.number().int().min(1).max(86_400).default(60),
+  HYDRATE_PERIOD_S: z.coerce.number().int().min(1).max(86_400).default(300),
   HYDRATE_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
   HYDRATE_BATCH_ROWS: z.coerce.number().int().min(10).max(100_000).default(2_000),
   HYDRATE_CHANGE_BATCH: z.coerce.number().int().min(1).max(100_000).default(2_000),

@@ -1,0 +1,133 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { freePort, run, startProcess } from "../../shared/stack/process.ts";
+import { testEnv, testId } from "../../shared/testing/mod.ts";
+import { abortableSleep } from "../../shared/worker.ts";
+import { quietLog } from "./_testing.ts";
+import { connectRedis } from "./redis.ts";
+
+async function makeCerts(dir: string) {
+  await Deno.mkdir(dir, { recursive: true });
+  const f = (n: string) => join(dir, n);
+  await run("openssl", [
+    "req",
+    "-x509",
+    "-new",
+    "-nodes",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-keyout",
+    f("ca.key"),
+    "-out",
+    f("ca.crt"),
+    "-days",
+    "2",
+    "-subj",
+    "/CN=hydrate test CA",
+  ]);
+  await run("openssl", [
+    "req",
+    "-new",
+    "-nodes",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-keyout",
+    f("server.key"),
+    "-out",
+    f("server.csr"),
+    "-subj",
+    "/CN=localhost",
+  ]);
+  await Deno.writeTextFile(f("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+  await run("openssl", [
+    "x509",
+    "-req",
+    "-in",
+    f("server.csr"),
+    "-CA",
+    f("ca.crt"),
+    "-CAkey",
+    f("ca.key"),
+    "-CAcreateserial",
+    "-out",
+    f("server.crt"),
+    "-days",
+    "2",
+    "-extfile",
+    f("san.ext"),
+  ]);
+  return { ca: f("ca.crt"), cert: f("server.crt"), key: f("server.key") };
+}
+
+Deno.test("connectRedis() speaks TLS to a rediss:// server with a password, checked against the given CA", async () => {
+  const dir = join(testEnv.tmp, `redis-tls-${testId()}`);
+  const certs = await makeCerts(dir);
+  const port = freePort();
+  const password = "pw-" + testId();
+  const proc = await startProcess({
+    name: "redis-tls",
+    cmd: "redis-server",
+    args: [
+      "--port",
+      "0",
+      "--tls-port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--tls-cert-file",
+      certs.cert,
+      "--tls-key-file",
+      certs.key,
+      "--tls-ca-cert-file",
+      certs.ca,
+      "--tls-auth-clients",
+      "no",
+      "--requirepass",
+      password,
+      "--save",
+      "",
+      "--dir",
+      dir,
+    ],
+    output: join(dir, "redis.log"),
+  });
+  try {
+    const url = `rediss://:${password}@localhost:${port}`;
+    const end = Date.now() + 10_000;
+    let ok = false;
+    while (!ok && Date.now() < end) {
+      const r = connectRedis(url, { caFile: certs.ca }, quietLog);
+      try {
+        for (let i = 0; i < 20 && r.client.status !== "ready"; i++) await abortableSleep(50);
+        if (r.client.status === "ready") {
+          await r.client.set("tls:k", "v");
+          assert.equal(await r.client.get("tls:k"), "v");
+          ok = true;
+        }
+      } finally {
+        await r.close();
+      }
+    }
+    assert.ok(ok, "a TLS connection with the CA and the password works");
+
+    // Without the CA the server's certificate is not trusted: no connection.
+    const untrusted = connectRedis(url, {}, quietLog);
+    await abortableSleep(500);
+    assert.notEqual(untrusted.client.status, "ready");
+    await untrusted.close();
+  } finally {
+    await proc.stop(5_000);
+  }
+});
+
+Deno.test("connectRedis() refuses a URL that is not a URL and a CA file that cannot be read, without echoing them", () => {
+  assert.throws(() => connectRedis("not a url:pw", {}, quietLog), /REDIS_URL is not a valid URL/);
+  assert.throws(
+    () => connectRedis("rediss://:secret@localhost:1", { caFile: "/nonexistent/ca.pem" }, quietLog),
+    (e) => e instanceof Error && /Redis CA file/.test(e.message) && !e.message.includes("secret"),
+  );
+});
