@@ -23,8 +23,11 @@ import { type Message, type MessageRelation, textPgoutputPlugin } from "./pgoutp
 import { uploadFile } from "./s3.ts";
 import { describeTable, publishedTables, tableId, type TableInfo } from "./schema.ts";
 import { progressBar, runSnapshot } from "./snapshot.ts";
-import { BatchSpool } from "./spool.ts";
-import type { Target } from "./targets/target.ts";
+import { BatchSpool, type TableSpool } from "./spool.ts";
+import type { Segment, Target } from "./targets/target.ts";
+
+/** A segment with its local file. */
+type Uploaded = Segment & { path: string };
 
 /** A pipeline's settings. */
 export interface PipelineOptions {
@@ -257,86 +260,117 @@ async function runSession(
     /** Pending source commit times (ms) of batches spooled or in flight, for lag in seconds. */
     const pendingSince: number[] = [];
 
-    const loadBatch = async (b: BatchSpool) => {
-      for (const [id, spool] of b.tables) {
-        const segments = await spool.close();
-        if (!segments.length && !spool.truncate) continue;
-        const t0 = performance.now();
-        for (const [i, s] of segments.entries()) {
-          s.key = `${o.name}/${id}/${formatLsn(b.endLsn).replace("/", "-")}-${i + 1}.csv`;
-        }
-        let attempt = 0;
-        for (;;) {
-          try {
-            for (const s of segments) await uploadFile(o.s3, o.bucket, s.key, s.path);
-            if (dirty.has(id)) {
-              await o.target.ensureTable(tables.get(id)!);
-              dirty.delete(id);
-            }
-            await o.target.load({
-              pipeline: o.name,
-              bucket: o.bucket,
-              table: spool.table,
-              kind: "changes",
-              truncate: spool.truncate,
-              segments,
-              lsn: b.lastCommitLsn,
-            });
-            break;
-          } catch (e) {
-            if (sessionAbort.signal.aborted) throw e;
-            log.warn("batch load failed; retrying", { table: id, error: e, attempt });
-            await setState("retrying", (e as Error).message);
-            await abortableSleep(backoffMs(attempt++, 250, 5_000), sessionAbort.signal);
+    /**
+     * Tables load in lanes, one per table, as re_dms did: a table's batches load in order, but a slow
+     * table does not hold the others back, and a batch's files upload while the lane is still loading
+     * the previous batch. The slot is acknowledged in batch order, once every lane has committed the
+     * batch. At most {@linkcode MAX_BATCHES_IN_FLIGHT} batches are spooled or loading at once, so memory
+     * and disk stay bounded.
+     */
+    const lanes = new Map<string, Promise<unknown>>();
+    const inFlight = new Set<Promise<void>>();
+    const MAX_BATCHES_IN_FLIGHT = 3;
+
+    const loadTable = async (
+      b: BatchSpool,
+      id: string,
+      spool: TableSpool,
+      segments: Uploaded[],
+      eager: Promise<unknown>,
+    ) => {
+      const t0 = performance.now();
+      const upload = () => Promise.all(segments.map((s) => uploadFile(o.s3, o.bucket, s.key, s.path)));
+      let uploaded: Promise<unknown> = eager;
+      let attempt = 0;
+      for (;;) {
+        try {
+          await uploaded;
+          if (dirty.has(id)) {
+            await o.target.ensureTable(tables.get(id)!);
+            dirty.delete(id);
           }
-        }
-        if (status.state === "retrying") await setState("streaming");
-        const rows = segments.reduce((a, s) => a + s.rows, 0);
-        const bytes = segments.reduce((a, s) => a + s.bytes, 0);
-        const ms = performance.now() - t0;
-        status.rowsApplied += rows;
-        m?.rows.inc({ pipeline: o.name, table: id }, rows);
-        m?.batches.inc({ pipeline: o.name, table: id });
-        m?.batchRows.observe(rows, { pipeline: o.name });
-        m?.batchSeconds.observe(ms / 1000, { pipeline: o.name });
-        if (control) {
-          await control`insert into control.replicate_batches (pipeline, table_name, rows, bytes, duration_ms, lsn, s3_key)
-                        values (${o.name}, ${id}, ${rows}, ${bytes}, ${ms}, ${formatLsn(b.lastCommitLsn)},
-                                ${segments[0]?.key ?? ""})`.catch(() => {});
-          await control`update control.replicate_tables set rows_applied = rows_applied + ${rows},
-                          batches = batches + 1, last_lsn = ${
-            formatLsn(b.lastCommitLsn)
-          }, last_batch_at = now()
-                        where pipeline = ${o.name} and table_name = ${id}`.catch(() => {});
+          await o.target.load({
+            pipeline: o.name,
+            bucket: o.bucket,
+            table: spool.table,
+            kind: "changes",
+            truncate: spool.truncate,
+            segments,
+            lsn: b.lastCommitLsn,
+          });
+          break;
+        } catch (e) {
+          if (sessionAbort.signal.aborted) throw e;
+          log.warn("batch load failed; retrying", { table: id, error: e, attempt });
+          await setState("retrying", (e as Error).message);
+          await abortableSleep(backoffMs(attempt++, 250, 5_000), sessionAbort.signal);
+          uploaded = uploaded.then(() => undefined, () => upload());
         }
       }
-      status.batches++;
+      if (status.state === "retrying") await setState("streaming");
+      const rows = segments.reduce((a, s) => a + s.rows, 0);
+      const bytes = segments.reduce((a, s) => a + s.bytes, 0);
+      const ms = performance.now() - t0;
+      status.rowsApplied += rows;
+      m?.rows.inc({ pipeline: o.name, table: id }, rows);
+      m?.batches.inc({ pipeline: o.name, table: id });
+      m?.batchRows.observe(rows, { pipeline: o.name });
+      m?.batchSeconds.observe(ms / 1000, { pipeline: o.name });
+      if (control) {
+        await control`insert into control.replicate_batches (pipeline, table_name, rows, bytes, duration_ms, lsn, s3_key)
+                      values (${o.name}, ${id}, ${rows}, ${bytes}, ${ms}, ${formatLsn(b.lastCommitLsn)},
+                              ${segments[0]?.key ?? ""})`.catch(() => {});
+        await control`update control.replicate_tables set rows_applied = rows_applied + ${rows},
+                        batches = batches + 1, last_lsn = ${formatLsn(b.lastCommitLsn)}, last_batch_at = now()
+                      where pipeline = ${o.name} and table_name = ${id}`.catch(() => {});
+      }
     };
 
-    /** Closes the current batch and starts loading it once the previous one is in. */
+    /** Closes the current batch, starts its uploads and queues its loads. */
     const cut = async () => {
       const b = batch!;
       batch = await newBatch();
       if (b.firstCommitMs !== undefined) pendingSince.push(b.firstCommitMs);
-      const previous = inflight;
       loading++;
-      inflight = (async () => {
-        await previous;
+      const tableLoads: Promise<unknown>[] = [];
+      for (const [id, spool] of b.tables) {
+        const segments = await spool.close();
+        if (!segments.length && !spool.truncate) continue;
+        for (const [i, s] of segments.entries()) {
+          s.key = `${o.name}/${id}/${formatLsn(b.endLsn).replace("/", "-")}-${i + 1}.csv`;
+        }
+        const eager = Promise.all(segments.map((s) => uploadFile(o.s3, o.bucket, s.key, s.path)));
+        eager.catch(() => {});
+        const lane = (lanes.get(id) ?? Promise.resolve()).then(() =>
+          loadTable(b, id, spool, segments, eager)
+        );
+        lanes.set(id, lane.catch(() => {}));
+        tableLoads.push(lane);
+      }
+      const previous = inflight;
+      const self: { p?: Promise<void> } = {};
+      const done: Promise<void> = (async () => {
         try {
-          if (b.rows > 0 || [...b.tables.values()].some((t) => t.truncate)) await loadBatch(b);
+          await Promise.all(tableLoads);
+          await previous;
+          status.batches++;
           if (b.endLsn) ack(b.endLsn);
           if (b.firstCommitMs !== undefined) pendingSince.shift();
         } finally {
           loading--;
+          await Promise.allSettled(tableLoads);
           await b.discard();
+          if (self.p) inFlight.delete(self.p);
         }
       })();
-      inflight.catch((e) => {
+      self.p = done;
+      inflight = done;
+      inFlight.add(done);
+      done.catch((e) => {
         flushError = e;
         failure?.(e);
       });
-      // One batch loads while the next one fills; never more, so memory and disk stay bounded.
-      await previous.catch(() => {});
+      while (inFlight.size >= MAX_BATCHES_IN_FLIGHT) await Promise.race(inFlight).catch(() => {});
     };
 
     const relationTable = async (rel: MessageRelation): Promise<TableInfo | undefined> => {

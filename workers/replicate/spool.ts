@@ -69,7 +69,8 @@ export class TableSpool {
 
   /** Appends one change row. `values` follow `table.columns`; `undefined` marks an unchanged TOAST value. */
   async write(seq: number, op: "U" | "D", values: (string | null | undefined)[]): Promise<void> {
-    const seg = await this.#current();
+    const last = this.segments.at(-1);
+    const seg = last && last.columns === this.table.columns ? last : await this.#current();
     let unchanged = "";
     for (let i = 0; i < values.length; i++) if (values[i] === undefined) unchanged += `${i},`;
     this.#buf += csvLine([String(seq), op, unchanged ? "," + unchanged : "-", ...values]);
