@@ -13,6 +13,7 @@ const FLUSH_AT = 256 * 1024;
 const encoder = new TextEncoder();
 
 interface OpenSegment {
+  unchanged: Set<number>;
   path: string;
   file: Deno.FsFile;
   columns: Column[];
@@ -52,6 +53,7 @@ export class TableSpool {
       columns: this.table.columns,
       rows: 0,
       bytes: 0,
+      unchanged: new Set<number>(),
     };
     this.segments.push(seg);
     return seg;
@@ -72,7 +74,12 @@ export class TableSpool {
     const last = this.segments.at(-1);
     const seg = last && last.columns === this.table.columns ? last : await this.#current();
     let unchanged = "";
-    for (let i = 0; i < values.length; i++) if (values[i] === undefined) unchanged += `${i},`;
+    for (let i = 0; i < values.length; i++) {
+      if (values[i] === undefined) {
+        unchanged += `${i},`;
+        seg.unchanged.add(i);
+      }
+    }
     this.#buf += csvLine([String(seq), op, unchanged ? "," + unchanged : "-", ...values]);
     seg.rows++;
     if (this.#buf.length >= FLUSH_AT) await this.#flush();
@@ -98,6 +105,7 @@ export class TableSpool {
       columns: s.columns,
       rows: s.rows,
       bytes: s.bytes,
+      unchanged: [...s.unchanged],
     }));
   }
 }

@@ -94,7 +94,11 @@ export class PostgresTarget implements Target {
             seg.key,
           );
         }
-        const idx = await tx<{ i: number }[]>`
+        // Column indexes marked unchanged: known from the writer when it tracked them, else looked up.
+        const tracked = batch.segments.every((s) => s.unchanged !== undefined);
+        const idx = tracked
+          ? [...new Set(batch.segments.flatMap((s) => s.unchanged!))].map((i) => ({ i }))
+          : await tx<{ i: number }[]>`
           select distinct x::int as i from ${tx(staging)},
                  unnest(string_to_array(trim(both ',' from _unchanged), ',')) x
            where _unchanged <> '-'`;

@@ -13,6 +13,11 @@ export interface Segment {
   columns: Column[];
   rows: number;
   bytes: number;
+  /**
+   * Indexes (in `columns`) of columns marked unchanged in some row, when the writer tracked them; absent
+   * means unknown (the target then looks).
+   */
+  unchanged?: number[];
 }
 
 /** What a target applies in one transaction. */
