@@ -396,7 +396,8 @@ async function runSession(
     const dirty = new Set<string>();
     const skip = (id: string) => tx !== undefined && (applied.get(id) ?? -1n) >= tx.commitLsn;
 
-    const handle = async (msg: Message) => {
+    /** Handles one message; returns a promise only when it has to wait (a file write, a batch cut). */
+    const handle = (msg: Message): Promise<void> | undefined => {
       if (flushError) throw flushError;
       const b = batch!;
       switch (msg.tag) {
@@ -408,9 +409,9 @@ async function runSession(
           return;
         case "relation": {
           const known = tables.get(`${msg.schema}.${msg.name}`);
-          const info = await relationTable(msg);
-          if (info && info !== known) dirty.add(tableId(info));
-          return;
+          return relationTable(msg).then((info) => {
+            if (info && info !== known) dirty.add(tableId(info));
+          });
         }
         case "insert":
         case "update":
@@ -422,34 +423,41 @@ async function runSession(
           const spool = b.spool(id, info);
           if (spool.table !== info) spool.table = info;
           const cols = info.columns;
+          b.rows++;
           if (msg.tag === "insert") {
-            await spool.write(++b.seq, "U", cols.map((c) => msg.new[c.name] ?? null));
-          } else if (msg.tag === "delete") {
+            return spool.write(
+              ++b.seq,
+              "U",
+              cols.map((c) => msg.new[c.name] ?? null),
+            );
+          }
+          if (msg.tag === "delete") {
             const old = (msg.key ?? msg.old)!;
-            await spool.write(++b.seq, "D", cols.map((c) => old[c.name] ?? null));
-          } else {
-            const oldKey = msg.key ?? msg.old;
-            if (oldKey && info.key.some((k) => oldKey[k] !== undefined && oldKey[k] !== msg.new[k])) {
-              await spool.write(++b.seq, "D", cols.map((c) => oldKey[c.name] ?? null));
-            }
-            // `undefined` in the new tuple = unchanged TOAST value (NULL is `null`).
-            await spool.write(
+            return spool.write(++b.seq, "D", cols.map((c) => old[c.name] ?? null));
+          }
+          // `undefined` in the new tuple = unchanged TOAST value (NULL is `null`).
+          const upsert = () =>
+            spool.write(
               ++b.seq,
               "U",
               cols.map((c) => msg.new[c.name] === undefined ? undefined : msg.new[c.name]),
             );
+          const oldKey = msg.key ?? msg.old;
+          if (oldKey && info.key.some((k) => oldKey[k] !== undefined && oldKey[k] !== msg.new[k])) {
+            const w = spool.write(++b.seq, "D", cols.map((c) => oldKey[c.name] ?? null));
+            if (w) return w.then(upsert);
           }
-          b.rows++;
-          return;
+          return upsert();
         }
         case "truncate":
-          for (const rel of msg.relations) {
-            const id = `${rel.schema}.${rel.name}`;
-            const info = tables.get(id);
-            if (!info || skip(id)) continue;
-            await b.spool(id, info).truncateAll();
-          }
-          return;
+          return (async () => {
+            for (const rel of msg.relations) {
+              const id = `${rel.schema}.${rel.name}`;
+              const info = tables.get(id);
+              if (!info || skip(id)) continue;
+              await b.spool(id, info).truncateAll();
+            }
+          })();
         case "commit": {
           if (!tx) return;
           b.transactions++;
@@ -457,7 +465,7 @@ async function runSession(
           b.endLsn = parseLsn(msg.commitEndLsn!);
           b.firstCommitMs ??= tx.commitMs;
           tx = undefined;
-          if (b.rows >= o.batchRows) await cut();
+          if (b.rows >= o.batchRows) return cut();
           return;
         }
         default:
@@ -467,18 +475,54 @@ async function runSession(
 
     service = new LogicalReplicationService(
       { connectionString: o.sourceUrl, connectionTimeoutMillis: 5_000 },
-      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
     );
-    service.on("data", (_lsn: string, msg: Message) => lock.run(() => handle(msg)));
+    // Messages are queued as they arrive and handled in runs of up to 5,000 under the lock (one await per
+    // run, not per message). Backpressure: past 20,000 queued messages the socket is paused until the
+    // queue drains, so a slow disk or loader never lets memory grow.
+    const queue: Message[] = [];
+    let draining = false;
+    let socketPaused = false;
+    const socket = () =>
+      (service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } })._connection
+        ?.stream;
+    const drain = async () => {
+      draining = true;
+      try {
+        while (queue.length) {
+          const run = queue.splice(0, 5_000);
+          await lock.run(async () => {
+            for (const msg of run) {
+              const r = handle(msg);
+              if (r) await r;
+            }
+          });
+          if (socketPaused && queue.length < 5_000) {
+            socketPaused = false;
+            socket()?.resume();
+          }
+        }
+      } catch (e) {
+        failure?.(e);
+      } finally {
+        draining = false;
+      }
+    };
+    service.on("data", (_lsn: string, msg: Message) => {
+      queue.push(msg);
+      if (queue.length >= 20_000 && !socketPaused) {
+        socketPaused = true;
+        socket()?.pause();
+      }
+      if (!draining) void drain();
+    });
     service.on("error", (e: Error) => failure?.(e));
     service.on("heartbeat", (lsn: string, _ts: number, reply: boolean) => {
       // Idle and caught up (nothing queued, spooled or loading, no transaction open): the server's WAL
       // position can be acknowledged, so that writes to unpublished tables do not show up as lag.
-      const queue = service as unknown as { _messageQueue?: unknown[]; _processing?: boolean };
-      const idle = !tx && !loading && batch?.rows === 0 && batch.endLsn === 0n &&
-        !(queue._messageQueue?.length) && !queue._processing && ![...batch.tables.values()].some((t) =>
-          t.truncate
-        );
+      const idle = !tx && !loading && batch?.rows === 0 && batch.endLsn === 0n && !queue.length &&
+        !draining &&
+        ![...batch.tables.values()].some((t) => t.truncate);
       if (idle) ack(parseLsn(lsn));
       else if (reply) ack(acked);
     });

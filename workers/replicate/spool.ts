@@ -69,10 +69,22 @@ export class TableSpool {
     last.bytes += bytes.length;
   }
 
-  /** Appends one change row. `values` follow `table.columns`; `undefined` marks an unchanged TOAST value. */
-  async write(seq: number, op: "U" | "D", values: (string | null | undefined)[]): Promise<void> {
+  /**
+   * Appends one change row. `values` follow `table.columns`; `undefined` marks an unchanged TOAST value.
+   * Returns a promise only when it has to wait for the disk (a new file, or a full buffer).
+   */
+  write(seq: number, op: "U" | "D", values: (string | null | undefined)[]): Promise<void> | undefined {
     const last = this.segments.at(-1);
-    const seg = last && last.columns === this.table.columns ? last : await this.#current();
+    if (last && last.columns === this.table.columns) return this.#append(last, seq, op, values);
+    return this.#current().then((seg) => this.#append(seg, seq, op, values));
+  }
+
+  #append(
+    seg: OpenSegment,
+    seq: number,
+    op: "U" | "D",
+    values: (string | null | undefined)[],
+  ): Promise<void> | undefined {
     let unchanged = "";
     for (let i = 0; i < values.length; i++) {
       if (values[i] === undefined) {
@@ -82,7 +94,7 @@ export class TableSpool {
     }
     this.#buf += csvLine([String(seq), op, unchanged ? "," + unchanged : "-", ...values]);
     seg.rows++;
-    if (this.#buf.length >= FLUSH_AT) await this.#flush();
+    return this.#buf.length >= FLUSH_AT ? this.#flush() : undefined;
   }
 
   /** A TRUNCATE: what was spooled before it no longer matters. */
