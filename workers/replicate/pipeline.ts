@@ -296,6 +296,7 @@ async function runSession(
             kind: "changes",
             truncate: spool.truncate,
             segments,
+            distinctKeys: spool.distinctKeys,
             lsn: b.lastCommitLsn,
           });
           break;

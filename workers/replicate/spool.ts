@@ -10,6 +10,7 @@ import type { Segment } from "./targets/target.ts";
 import type { Column, TableInfo } from "./schema.ts";
 
 const FLUSH_AT = 256 * 1024;
+const KEY_TRACK_LIMIT = 200_000;
 const encoder = new TextEncoder();
 
 interface OpenSegment {
@@ -25,6 +26,12 @@ interface OpenSegment {
 export class TableSpool {
   table: TableInfo;
   truncate = false;
+  /**
+   * Keys written so far, to know whether every key occurs once in the batch (then the target can skip
+   * its keep-the-last-row-per-key step). Tracking stops, answering "maybe not", past `KEY_TRACK_LIMIT`.
+   */
+  #keys: Set<string> | undefined = new Set();
+  #keyIdx: number[];
   readonly segments: OpenSegment[] = [];
   #buf = "";
   #n = 0;
@@ -34,6 +41,7 @@ export class TableSpool {
   constructor(dir: string, table: TableInfo) {
     this.#dir = dir;
     this.table = table;
+    this.#keyIdx = table.key.map((k) => table.columns.findIndex((c) => c.name === k));
     this.#slug = `${table.schema}.${table.name}`.replace(/[^A-Za-z0-9_.-]/g, "_");
   }
 
@@ -92,14 +100,27 @@ export class TableSpool {
         seg.unchanged.add(i);
       }
     }
+    if (this.#keys) {
+      let k = "";
+      for (const i of this.#keyIdx) k += (values[i] ?? "\u0000") + "\u0001";
+      if (this.#keys.has(k) || this.#keys.size >= KEY_TRACK_LIMIT || this.#keyIdx.includes(-1)) {
+        this.#keys = undefined;
+      } else this.#keys.add(k);
+    }
     this.#buf += csvLine([String(seq), op, unchanged ? "," + unchanged : "-", ...values]);
     seg.rows++;
     return this.#buf.length >= FLUSH_AT ? this.#flush() : undefined;
   }
 
+  /** True when every row of the batch has its own key (so far as tracked). */
+  get distinctKeys(): boolean {
+    return this.#keys !== undefined;
+  }
+
   /** A TRUNCATE: what was spooled before it no longer matters. */
   async truncateAll(): Promise<void> {
     this.#buf = "";
+    this.#keys = new Set();
     for (const s of this.segments.splice(0)) {
       s.file.close();
       await Deno.remove(s.path).catch(() => {});

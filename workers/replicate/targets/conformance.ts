@@ -114,6 +114,18 @@ export function targetConformance(name: string, make: () => Promise<ConformanceS
     assert.equal((await s.target.applied("conformance")).get(`public.${t.name}`), 20n);
   });
 
+  test("a batch flagged as one row per key is merged the same way", async (s, t) => {
+    await s.target.load(await changes(s, t, 10n, [[1, "U", "one", "B1"], [2, "U", "two", "B2"]]));
+    const b = await changes(s, t, 20n, [[1, "U", "one!", undefined], [2, "D", null, null], [
+      3,
+      "U",
+      "",
+      null,
+    ]]);
+    await s.target.load({ ...b, distinctKeys: true });
+    assert.deepEqual(await s.rows(t), [["1", "one!", "B1"], ["3", "", null]]);
+  });
+
   test("a batch at or below the stored LSN changes nothing", async (s, t) => {
     assert.equal(await s.target.load(await changes(s, t, 10n, [[1, "U", "a", null]])), true);
     assert.equal(await s.target.load(await changes(s, t, 10n, [[1, "U", "twice", null]])), false);

@@ -63,12 +63,14 @@ export function mergeSql(
   table: TableInfo,
   staging: string,
   unchangedIdx: number[],
+  distinctKeys = false,
 ): string[] {
   const t = qualified(table.schema, table.name);
   const s = quoteIdent(staging);
-  const fin = quoteIdent(staging + "_fin");
+  // With one row per key, staging already is the net effect (and no earlier row can fill a value in).
+  const fin = distinctKeys ? s : quoteIdent(staging + "_fin");
   const out: string[] = [];
-  for (const idx of unchangedIdx) {
+  for (const idx of distinctKeys ? [] : unchangedIdx) {
     const c = quoteIdent(table.columns[idx].name);
     const earlier = `from ${s} p where ${keyMatch(table, "p", "x")} and p._seq < x._seq and p._op = 'U'
         and not ${hasIdx(dialect, "p", idx)}`;
@@ -82,7 +84,9 @@ export function mergeSql(
     );
   }
   const keys = table.key.map(quoteIdent).join(", ");
-  if (dialect === "postgres") {
+  if (distinctKeys) {
+    // fin is the staging table itself.
+  } else if (dialect === "postgres") {
     out.push(
       `create temp table ${fin} on commit drop as select distinct on (${keys}) * from ${s} order by ${keys}, _seq desc`,
     );
@@ -113,7 +117,7 @@ export function mergeSql(
   }
   const cols = table.columns.map((c) => quoteIdent(c.name)).join(", ");
   out.push(`insert into ${t} (${cols}) select ${cols} from ${fin} where _op = 'U' and _unchanged = '-'`);
-  if (dialect === "redshift") out.push(`drop table ${fin}`, `drop table ${s}`);
+  if (dialect === "redshift") out.push(...(distinctKeys ? [] : [`drop table ${fin}`]), `drop table ${s}`);
   return out;
 }
 

@@ -108,6 +108,7 @@ export class PostgresTarget implements Target {
             batch.table,
             staging,
             idx.map((r) => r.i).sort((a, b) => a - b),
+            batch.distinctKeys,
           )
         ) {
           await tx.unsafe(stmt);

@@ -75,6 +75,13 @@ Deno.test("redshiftLoadSql() replaces the table with DELETE for a snapshot and f
   assert.equal(tr[0], `delete from "app"."it'ems"`);
 });
 
+Deno.test("redshiftLoadSql() merges straight from staging when every key occurs once", () => {
+  const sql = redshiftLoadSql(batch({ distinctKeys: true }), ["m"], { iamRole: "r" });
+  assert.ok(!sql.some((s) => s.includes("row_number()")));
+  assert.ok(sql.some((s) => s.startsWith(`delete from "app"."it'ems" using "wharf_stage_app_it_ems" f`)));
+  assert.equal(sql.at(-1), `drop table "wharf_stage_app_it_ems"`);
+});
+
 Deno.test("manifestJson() lists every segment as a mandatory entry with its length", () => {
   const m = JSON.parse(manifestJson(batch()));
   assert.deepEqual(m, {

@@ -33,6 +33,8 @@ export interface TableBatch {
   /** The table was truncated in this batch before its rows (changes only). */
   truncate: boolean;
   segments: Segment[];
+  /** Every key occurs in one row only (changes only): the merge can skip its last-row-per-key step. */
+  distinctKeys?: boolean;
   /** Commit LSN of the last transaction in the batch; stored as the table's applied LSN. */
   lsn: bigint;
 }
