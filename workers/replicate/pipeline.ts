@@ -478,8 +478,8 @@ async function runSession(
       { connectionString: o.sourceUrl, connectionTimeoutMillis: 5_000 },
       { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
     );
-    // Messages are queued as they arrive and handled in runs of up to 5,000 under the lock (one await per
-    // run, not per message). Backpressure: past 20,000 queued messages the socket is paused until the
+    // Messages are queued as they arrive and handled in runs of up to 1,000 under the lock (one await per
+    // run, not per message). Backpressure: past 5,000 queued messages the socket is paused until the
     // queue drains, so a slow disk or loader never lets memory grow.
     const queue: Message[] = [];
     let draining = false;
@@ -491,14 +491,14 @@ async function runSession(
       draining = true;
       try {
         while (queue.length) {
-          const run = queue.splice(0, 5_000);
+          const run = queue.splice(0, 1_000);
           await lock.run(async () => {
             for (const msg of run) {
               const r = handle(msg);
               if (r) await r;
             }
           });
-          if (socketPaused && queue.length < 5_000) {
+          if (socketPaused && queue.length < 1_000) {
             socketPaused = false;
             socket()?.resume();
           }
@@ -511,7 +511,7 @@ async function runSession(
     };
     service.on("data", (_lsn: string, msg: Message) => {
       queue.push(msg);
-      if (queue.length >= 20_000 && !socketPaused) {
+      if (queue.length >= 5_000 && !socketPaused) {
         socketPaused = true;
         socket()?.pause();
       }
