@@ -29,6 +29,15 @@ import type { Segment, Target } from "./targets/target.ts";
 /** A segment with its local file. */
 type Uploaded = Segment & { path: string };
 
+/** One batch's part for one table, waiting on the table's lane. */
+interface LaneItem {
+  b: BatchSpool;
+  spool: TableSpool;
+  segments: Uploaded[];
+  eager: Promise<unknown>;
+  settle(error?: unknown): void;
+}
+
 /** A pipeline's settings. */
 export interface PipelineOptions {
   name: string;
@@ -244,7 +253,7 @@ async function runSession(
     const newBatch = async () => {
       const dir = join(o.spoolDir, `batch-${Date.now()}-${++batchNo}`);
       await Deno.mkdir(dir, { recursive: true });
-      return new BatchSpool(dir);
+      return new BatchSpool(dir, batch?.seq ?? 0);
     };
     batch = await newBatch();
     let failure: ((e: unknown) => void) | undefined;
@@ -267,14 +276,61 @@ async function runSession(
      * batch. At most {@linkcode MAX_BATCHES_IN_FLIGHT} batches are spooled or loading at once, so memory
      * and disk stay bounded.
      */
-    const lanes = new Map<string, Promise<unknown>>();
+    const laneQueues = new Map<string, LaneItem[]>();
+    const busyLanes = new Set<string>();
+    /**
+     * Queues a table's part of a batch on its lane. When the lane is free it takes everything queued and
+     * loads it as one: under a backlog, several batches of a table cost one merge. A truncate in a later
+     * batch makes the earlier ones' rows moot.
+     */
+    const enqueue = (id: string, item: Omit<LaneItem, "settle">): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        const q = laneQueues.get(id) ?? [];
+        laneQueues.set(id, q);
+        q.push({ ...item, settle: (e) => (e === undefined ? resolve() : reject(e)) });
+        if (!busyLanes.has(id)) void runLane(id);
+      });
+    const runLane = async (id: string) => {
+      busyLanes.add(id);
+      try {
+        for (;;) {
+          const items = laneQueues.get(id)?.splice(0) ?? [];
+          if (!items.length) break;
+          let from = 0;
+          items.forEach((it, i) => {
+            if (it.spool.truncate) from = i;
+          });
+          const used = items.slice(from);
+          const last = items[items.length - 1];
+          try {
+            await loadTable(
+              id,
+              {
+                table: last.spool.table,
+                truncate: used[0].spool.truncate,
+                distinctKeys: items.length === 1 && last.spool.distinctKeys,
+                lsn: last.b.lastCommitLsn,
+              },
+              used.flatMap((it) => it.segments),
+              Promise.all(used.map((it) => it.eager)),
+            );
+            for (const it of items) it.settle();
+          } catch (e) {
+            for (const it of items) it.settle(e);
+            for (const it of laneQueues.get(id)?.splice(0) ?? []) it.settle(e);
+            break;
+          }
+        }
+      } finally {
+        busyLanes.delete(id);
+      }
+    };
     const inFlight = new Set<Promise<void>>();
     const MAX_BATCHES_IN_FLIGHT = 3;
 
     const loadTable = async (
-      b: BatchSpool,
       id: string,
-      spool: TableSpool,
+      job: { table: TableInfo; truncate: boolean; distinctKeys: boolean; lsn: bigint },
       segments: Uploaded[],
       eager: Promise<unknown>,
     ) => {
@@ -292,12 +348,12 @@ async function runSession(
           await o.target.load({
             pipeline: o.name,
             bucket: o.bucket,
-            table: spool.table,
+            table: job.table,
             kind: "changes",
-            truncate: spool.truncate,
+            truncate: job.truncate,
             segments,
-            distinctKeys: spool.distinctKeys,
-            lsn: b.lastCommitLsn,
+            distinctKeys: job.distinctKeys,
+            lsn: job.lsn,
           });
           break;
         } catch (e) {
@@ -319,10 +375,10 @@ async function runSession(
       m?.batchSeconds.observe(ms / 1000, { pipeline: o.name });
       if (control) {
         await control`insert into control.replicate_batches (pipeline, table_name, rows, bytes, duration_ms, lsn, s3_key)
-                      values (${o.name}, ${id}, ${rows}, ${bytes}, ${ms}, ${formatLsn(b.lastCommitLsn)},
+                      values (${o.name}, ${id}, ${rows}, ${bytes}, ${ms}, ${formatLsn(job.lsn)},
                               ${segments[0]?.key ?? ""})`.catch(() => {});
         await control`update control.replicate_tables set rows_applied = rows_applied + ${rows},
-                        batches = batches + 1, last_lsn = ${formatLsn(b.lastCommitLsn)}, last_batch_at = now()
+                        batches = batches + 1, last_lsn = ${formatLsn(job.lsn)}, last_batch_at = now()
                       where pipeline = ${o.name} and table_name = ${id}`.catch(() => {});
       }
     };
@@ -342,11 +398,7 @@ async function runSession(
         }
         const eager = Promise.all(segments.map((s) => uploadFile(o.s3, o.bucket, s.key, s.path)));
         eager.catch(() => {});
-        const lane = (lanes.get(id) ?? Promise.resolve()).then(() =>
-          loadTable(b, id, spool, segments, eager)
-        );
-        lanes.set(id, lane.catch(() => {}));
-        tableLoads.push(lane);
+        tableLoads.push(enqueue(id, { b, spool, segments, eager }));
       }
       const previous = inflight;
       const self: { p?: Promise<void> } = {};

@@ -158,8 +158,10 @@ export class BatchSpool {
   firstCommitMs?: number;
   readonly createdAt = Date.now();
 
-  constructor(dir: string) {
+  /** `seq` continues from the previous batch, so batches loaded together keep their order. */
+  constructor(dir: string, seq = 0) {
     this.dir = dir;
+    this.seq = seq;
   }
 
   /** The spool of `table` (created on first use). */
