@@ -309,6 +309,7 @@ async function runSession(
                 table: last.spool.table,
                 truncate: used[0].spool.truncate,
                 distinctKeys: items.length === 1 && last.spool.distinctKeys,
+                insertsOnly: used.every((it) => it.spool.insertsOnly),
                 lsn: last.b.lastCommitLsn,
               },
               used.flatMap((it) => it.segments),
@@ -330,7 +331,7 @@ async function runSession(
 
     const loadTable = async (
       id: string,
-      job: { table: TableInfo; truncate: boolean; distinctKeys: boolean; lsn: bigint },
+      job: { table: TableInfo; truncate: boolean; distinctKeys: boolean; insertsOnly: boolean; lsn: bigint },
       segments: Uploaded[],
       eager: Promise<unknown>,
     ) => {
@@ -353,6 +354,7 @@ async function runSession(
             truncate: job.truncate,
             segments,
             distinctKeys: job.distinctKeys,
+            insertsOnly: job.insertsOnly,
             lsn: job.lsn,
           });
           break;
@@ -480,7 +482,7 @@ async function runSession(
           if (msg.tag === "insert") {
             return spool.write(
               ++b.seq,
-              "U",
+              "I",
               cols.map((c) => msg.new[c.name] ?? null),
             );
           }

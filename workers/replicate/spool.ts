@@ -31,6 +31,8 @@ export class TableSpool {
    * its keep-the-last-row-per-key step). Tracking stops, answering "maybe not", past `KEY_TRACK_LIMIT`.
    */
   #keys: Set<string> | undefined = new Set();
+  /** Every row since the last truncate is an insert (see `insertsOnly`). */
+  #insertsOnly = true;
   #keyIdx: number[];
   readonly segments: OpenSegment[] = [];
   #buf = "";
@@ -81,7 +83,7 @@ export class TableSpool {
    * Appends one change row. `values` follow `table.columns`; `undefined` marks an unchanged TOAST value.
    * Returns a promise only when it has to wait for the disk (a new file, or a full buffer).
    */
-  write(seq: number, op: "U" | "D", values: (string | null | undefined)[]): Promise<void> | undefined {
+  write(seq: number, op: "I" | "U" | "D", values: (string | null | undefined)[]): Promise<void> | undefined {
     const last = this.segments.at(-1);
     if (last && last.columns === this.table.columns) return this.#append(last, seq, op, values);
     return this.#current().then((seg) => this.#append(seg, seq, op, values));
@@ -90,7 +92,7 @@ export class TableSpool {
   #append(
     seg: OpenSegment,
     seq: number,
-    op: "U" | "D",
+    op: "I" | "U" | "D",
     values: (string | null | undefined)[],
   ): Promise<void> | undefined {
     let unchanged = "";
@@ -100,6 +102,7 @@ export class TableSpool {
         seg.unchanged.add(i);
       }
     }
+    if (op !== "I") this.#insertsOnly = false;
     if (this.#keys) {
       let k = "";
       for (const i of this.#keyIdx) k += (values[i] ?? "\u0000") + "\u0001";
@@ -112,6 +115,15 @@ export class TableSpool {
     return this.#buf.length >= FLUSH_AT ? this.#flush() : undefined;
   }
 
+  /**
+   * True when every row since the last truncate is an insert. The target then holds none of these keys
+   * (it mirrors the source as of the batch's start, where they did not exist), so the rows can be
+   * appended without a merge.
+   */
+  get insertsOnly(): boolean {
+    return this.#insertsOnly;
+  }
+
   /** True when every row of the batch has its own key (so far as tracked). */
   get distinctKeys(): boolean {
     return this.#keys !== undefined;
@@ -121,6 +133,7 @@ export class TableSpool {
   async truncateAll(): Promise<void> {
     this.#buf = "";
     this.#keys = new Set();
+    this.#insertsOnly = true;
     for (const s of this.segments.splice(0)) {
       s.file.close();
       await Deno.remove(s.path).catch(() => {});

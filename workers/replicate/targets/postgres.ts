@@ -3,7 +3,9 @@
  * `COPY … FROM STDIN`, then merged, and the table's applied LSN is stored, all in one transaction.
  */
 import type { S3Client } from "@aws-sdk/client-s3";
+import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { ChangeColumnStripper } from "../csv.ts";
 import type postgres from "postgres";
 import { connectPostgres, quoteIdent, type Sql } from "../../../shared/db.ts";
 import { formatLsn, parseLsn } from "../lsn.ts";
@@ -79,6 +81,13 @@ export class PostgresTarget implements Target {
           const cols = seg.columns.map((c) => quoteIdent(c.name)).join(", ");
           await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg.key);
         }
+      } else if (batch.insertsOnly) {
+        // Inserts of keys the target cannot hold yet: appended straight into the table, no merge.
+        if (batch.truncate) await tx.unsafe(`truncate ${t}`);
+        for (const seg of batch.segments) {
+          const cols = seg.columns.map((c) => quoteIdent(c.name)).join(", ");
+          await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg.key, true);
+        }
       } else {
         if (batch.truncate) await tx.unsafe(`truncate ${t}`);
         const staging = `wharf_stage_${crypto.randomUUID().slice(0, 8)}`;
@@ -127,10 +136,18 @@ export class PostgresTarget implements Target {
     statement: string,
     bucket: string,
     key: string,
+    stripChangeColumns = false,
   ): Promise<void> {
     const body = await openObject(this.#s3, bucket, key);
     const writable = await tx.unsafe(statement).writable();
-    await pipeline(body, writable);
+    if (!stripChangeColumns) return await pipeline(body, writable);
+    const stripper = new ChangeColumnStripper();
+    const strip = new Transform({
+      transform(chunk: Uint8Array, _enc, cb) {
+        cb(null, stripper.push(chunk));
+      },
+    });
+    await pipeline(body, strip, writable);
   }
 
   async close(): Promise<void> {

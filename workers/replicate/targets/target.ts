@@ -26,13 +26,19 @@ export interface TableBatch {
   bucket: string;
   table: TableInfo;
   /**
-   * `changes`: files of change rows (`_seq, _op, _unchanged, …columns`) merged by key.
+   * `changes`: files of change rows (`_seq, _op, _unchanged, …columns`; `_op` is `I` insert, `U` update,
+   * `D` delete) merged by key.
    * `snapshot`: files of plain rows that replace the table's content.
    */
   kind: "changes" | "snapshot";
   /** The table was truncated in this batch before its rows (changes only). */
   truncate: boolean;
   segments: Segment[];
+  /**
+   * Every row is an insert (`_op` `I`) of a key the target cannot hold yet (changes only): a target may
+   * append the rows without a merge.
+   */
+  insertsOnly?: boolean;
   /** Every key occurs in one row only (changes only): the merge can skip its last-row-per-key step. */
   distinctKeys?: boolean;
   /** Commit LSN of the last transaction in the batch; stored as the table's applied LSN. */
