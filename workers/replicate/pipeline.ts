@@ -338,10 +338,15 @@ async function runSession(
       const t0 = performance.now();
       const upload = () => Promise.all(segments.map((s) => uploadFile(o.s3, o.bucket, s.key, s.path)));
       let uploaded: Promise<unknown> = eager;
+      // Awaited later (by the load, before its commit): mark it handled so that an upload failing first
+      // is not an unhandled rejection.
+      uploaded.catch(() => {});
       let attempt = 0;
       for (;;) {
         try {
-          await uploaded;
+          // The Postgres target reads the local files while the upload runs; it commits only once the
+          // files are on S3. Other targets read from S3, so they wait for the upload first.
+          if (o.target.kind !== "postgres") await uploaded;
           if (dirty.has(id)) {
             await o.target.ensureTable(tables.get(id)!);
             dirty.delete(id);
@@ -355,6 +360,7 @@ async function runSession(
             segments,
             distinctKeys: job.distinctKeys,
             insertsOnly: job.insertsOnly,
+            stored: uploaded,
             lsn: job.lsn,
           });
           break;
@@ -364,6 +370,7 @@ async function runSession(
           await setState("retrying", (e as Error).message);
           await abortableSleep(backoffMs(attempt++, 250, 5_000), sessionAbort.signal);
           uploaded = uploaded.then(() => undefined, () => upload());
+          uploaded.catch(() => {});
         }
       }
       if (status.state === "retrying") await setState("streaming");

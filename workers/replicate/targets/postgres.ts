@@ -3,6 +3,7 @@
  * `COPY … FROM STDIN`, then merged, and the table's applied LSN is stored, all in one transaction.
  */
 import type { S3Client } from "@aws-sdk/client-s3";
+import { createReadStream } from "node:fs";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { ChangeColumnStripper } from "../csv.ts";
@@ -12,7 +13,7 @@ import { formatLsn, parseLsn } from "../lsn.ts";
 import { openObject } from "../s3.ts";
 import { tableId, type TableInfo } from "../schema.ts";
 import { createStagingSql, createTableSql, mergeSql, qualified } from "./merge_sql.ts";
-import { STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
+import { type Segment, STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
 
 const COPY_OPTIONS = `(format csv, null '\\N')`;
 
@@ -79,14 +80,14 @@ export class PostgresTarget implements Target {
         await tx.unsafe(`truncate ${t}`);
         for (const seg of batch.segments) {
           const cols = seg.columns.map((c) => quoteIdent(c.name)).join(", ");
-          await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg.key);
+          await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg);
         }
       } else if (batch.insertsOnly) {
         // Inserts of keys the target cannot hold yet: appended straight into the table, no merge.
         if (batch.truncate) await tx.unsafe(`truncate ${t}`);
         for (const seg of batch.segments) {
           const cols = seg.columns.map((c) => quoteIdent(c.name)).join(", ");
-          await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg.key, true);
+          await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg, true);
         }
       } else {
         if (batch.truncate) await tx.unsafe(`truncate ${t}`);
@@ -100,7 +101,7 @@ export class PostgresTarget implements Target {
             tx,
             `copy ${quoteIdent(staging)} (${cols}) from stdin ${COPY_OPTIONS}`,
             batch.bucket,
-            seg.key,
+            seg,
           );
         }
         // Column indexes marked unchanged: known from the writer when it tracked them, else looked up.
@@ -123,6 +124,7 @@ export class PostgresTarget implements Target {
           await tx.unsafe(stmt);
         }
       }
+      await batch.stored;
       await tx`
         insert into ${tx(STATE_SCHEMA)}.${tx(STATE_TABLE)} (pipeline, table_name, lsn)
         values (${batch.pipeline}, ${id}, ${formatLsn(batch.lsn)}::pg_lsn)
@@ -135,10 +137,10 @@ export class PostgresTarget implements Target {
     tx: postgres.TransactionSql<Record<string, unknown>>,
     statement: string,
     bucket: string,
-    key: string,
+    seg: Segment,
     stripChangeColumns = false,
   ): Promise<void> {
-    const body = await openObject(this.#s3, bucket, key);
+    const body = seg.path ? createReadStream(seg.path) : await openObject(this.#s3, bucket, seg.key);
     const writable = await tx.unsafe(statement).writable();
     if (!stripChangeColumns) return await pipeline(body, writable);
     const stripper = new ChangeColumnStripper();

@@ -18,6 +18,11 @@ export interface Segment {
    * means unknown (the target then looks).
    */
   unchanged?: number[];
+  /**
+   * The same bytes in a local file, when the loader has them (the worker that wrote the batch): a
+   * target that loads through its client reads that instead of downloading the object again.
+   */
+  path?: string;
 }
 
 /** What a target applies in one transaction. */
@@ -41,6 +46,11 @@ export interface TableBatch {
   insertsOnly?: boolean;
   /** Every key occurs in one row only (changes only): the merge can skip its last-row-per-key step. */
   distinctKeys?: boolean;
+  /**
+   * Resolves when the batch's files are safely on S3; the load commits only after it (so S3 always holds
+   * every applied batch), and rolls back if it rejects.
+   */
+  stored?: Promise<unknown>;
   /** Commit LSN of the last transaction in the batch; stored as the table's applied LSN. */
   lsn: bigint;
 }
