@@ -658,7 +658,14 @@ async function runSession(
     signal.removeEventListener("abort", onAbort);
     sessionAbort.abort();
     for (const t of timers) clearInterval(t);
+    // stop() removes the library's listeners from the pg client; a late error from the dying connection
+    // (the server shutting down, say) must not become an uncaught exception.
+    type Emitter = { on(e: string, f: () => void): void };
+    const internals = service as unknown as { _client?: Emitter; _connection?: Emitter } | undefined;
+    const emitters = [internals?._client, internals?._connection];
+    for (const e of emitters) e?.on("error", () => {});
     await service?.stop().catch(() => {});
+    for (const e of emitters) e?.on("error", () => {});
     await inflight.catch(() => {});
     await batch?.discard();
     await source.end({ timeout: 2 }).catch(() => {});
