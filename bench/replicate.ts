@@ -152,7 +152,11 @@ async function runNative(pgUrl: (db: string) => string, admin: Sql): Promise<Row
     await abortableSleep(1_000);
     let endLsn: string | undefined;
     const t0 = performance.now();
-    const wl = workload(src).then((l) => (endLsn = l));
+    let wlSecs = 0;
+    const wl = workload(src).then((l) => {
+      wlSecs = (performance.now() - t0) / 1000;
+      endLsn = l;
+    });
     const applyPid = async () => {
       const [r] =
         await dst`select pid from pg_stat_subscription where subname = 'bench_sub' and relid is null`;
@@ -171,6 +175,7 @@ async function runNative(pgUrl: (db: string) => string, admin: Sql): Promise<Row
     return {
       system: "postgres logical replication",
       seconds: secs,
+      workload_s: wlSecs,
       rows_per_s: (ROWS + CHANGES) / secs,
       peak_lag_mib: follow.peakLagMiB,
       peak_rss_mib: follow.peakRss,
@@ -237,7 +242,11 @@ async function runWharf(
     }
     let endLsn: string | undefined;
     const t0 = performance.now();
-    const wl = workload(src).then((l) => (endLsn = l));
+    let wlSecs = 0;
+    const wl = workload(src).then((l) => {
+      wlSecs = (performance.now() - t0) / 1000;
+      endLsn = l;
+    });
     const pid = worker.pid;
     const follow = await followSlot(admin, "bench_wharf", () => endLsn, () => peakRssMiB(pid));
     await wl;
@@ -251,6 +260,7 @@ async function runWharf(
     return {
       system: "wharf replicate (S3 + COPY + merge)",
       seconds: secs,
+      workload_s: wlSecs,
       rows_per_s: (ROWS + CHANGES) / secs,
       peak_lag_mib: follow.peakLagMiB,
       peak_rss_mib: rss,

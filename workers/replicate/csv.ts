@@ -71,3 +71,46 @@ export function parseCsv(text: string): (string | null)[][] {
   }
   return rows;
 }
+
+/**
+ * Drops the first three fields (`_seq, _op, _unchanged`) of every record of a change file, as bytes
+ * stream by, so that an inserts-only batch can be copied straight into its table. Records are found by
+ * quote parity (a newline inside a quoted value does not end a record).
+ */
+export class ChangeColumnStripper {
+  #skipping = true;
+  #commas = 0;
+  #inQuotes = false;
+
+  /** Returns the part of `chunk` that belongs to the data columns. */
+  push(chunk: Uint8Array): Uint8Array {
+    const out: Uint8Array[] = [];
+    let start = -1;
+    for (let i = 0; i < chunk.length; i++) {
+      const c = chunk[i];
+      if (c === 34) this.#inQuotes = !this.#inQuotes;
+      if (this.#skipping) {
+        if (c === 44 && !this.#inQuotes && ++this.#commas === 3) {
+          this.#skipping = false;
+          start = i + 1;
+        }
+      } else if (c === 10 && !this.#inQuotes) {
+        if (start < 0) start = 0;
+        out.push(chunk.subarray(start, i + 1));
+        start = -1;
+        this.#skipping = true;
+        this.#commas = 0;
+      } else if (start < 0) start = i;
+    }
+    if (!this.#skipping && start >= 0 && start < chunk.length) out.push(chunk.subarray(start));
+    if (out.length === 1) return out[0];
+    const total = out.reduce((a, b) => a + b.length, 0);
+    const joined = new Uint8Array(total);
+    let off = 0;
+    for (const o of out) {
+      joined.set(o, off);
+      off += o.length;
+    }
+    return joined;
+  }
+}

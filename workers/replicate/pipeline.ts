@@ -23,8 +23,20 @@ import { type Message, type MessageRelation, textPgoutputPlugin } from "./pgoutp
 import { uploadFile } from "./s3.ts";
 import { describeTable, publishedTables, tableId, type TableInfo } from "./schema.ts";
 import { progressBar, runSnapshot } from "./snapshot.ts";
-import { BatchSpool } from "./spool.ts";
-import type { Target } from "./targets/target.ts";
+import { BatchSpool, type TableSpool } from "./spool.ts";
+import type { Segment, Target } from "./targets/target.ts";
+
+/** A segment with its local file. */
+type Uploaded = Segment & { path: string };
+
+/** One batch's part for one table, waiting on the table's lane. */
+interface LaneItem {
+  b: BatchSpool;
+  spool: TableSpool;
+  segments: Uploaded[];
+  eager: Promise<unknown>;
+  settle(error?: unknown): void;
+}
 
 /** A pipeline's settings. */
 export interface PipelineOptions {
@@ -241,7 +253,7 @@ async function runSession(
     const newBatch = async () => {
       const dir = join(o.spoolDir, `batch-${Date.now()}-${++batchNo}`);
       await Deno.mkdir(dir, { recursive: true });
-      return new BatchSpool(dir);
+      return new BatchSpool(dir, batch?.seq ?? 0);
     };
     batch = await newBatch();
     let failure: ((e: unknown) => void) | undefined;
@@ -257,86 +269,170 @@ async function runSession(
     /** Pending source commit times (ms) of batches spooled or in flight, for lag in seconds. */
     const pendingSince: number[] = [];
 
-    const loadBatch = async (b: BatchSpool) => {
-      for (const [id, spool] of b.tables) {
-        const segments = await spool.close();
-        if (!segments.length && !spool.truncate) continue;
-        const t0 = performance.now();
-        for (const [i, s] of segments.entries()) {
-          s.key = `${o.name}/${id}/${formatLsn(b.endLsn).replace("/", "-")}-${i + 1}.csv`;
-        }
-        let attempt = 0;
+    /**
+     * Tables load in lanes, one per table, as re_dms did: a table's batches load in order, but a slow
+     * table does not hold the others back, and a batch's files upload while the lane is still loading
+     * the previous batch. The slot is acknowledged in batch order, once every lane has committed the
+     * batch. At most {@linkcode MAX_BATCHES_IN_FLIGHT} batches are spooled or loading at once, so memory
+     * and disk stay bounded.
+     */
+    const laneQueues = new Map<string, LaneItem[]>();
+    const busyLanes = new Set<string>();
+    /**
+     * Queues a table's part of a batch on its lane. When the lane is free it takes everything queued and
+     * loads it as one: under a backlog, several batches of a table cost one merge. A truncate in a later
+     * batch makes the earlier ones' rows moot.
+     */
+    const enqueue = (id: string, item: Omit<LaneItem, "settle">): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        const q = laneQueues.get(id) ?? [];
+        laneQueues.set(id, q);
+        q.push({ ...item, settle: (e) => (e === undefined ? resolve() : reject(e)) });
+        if (!busyLanes.has(id)) void runLane(id);
+      });
+    const runLane = async (id: string) => {
+      busyLanes.add(id);
+      try {
         for (;;) {
+          const items = laneQueues.get(id)?.splice(0) ?? [];
+          if (!items.length) break;
+          let from = 0;
+          items.forEach((it, i) => {
+            if (it.spool.truncate) from = i;
+          });
+          const used = items.slice(from);
+          const last = items[items.length - 1];
           try {
-            for (const s of segments) await uploadFile(o.s3, o.bucket, s.key, s.path);
-            if (dirty.has(id)) {
-              await o.target.ensureTable(tables.get(id)!);
-              dirty.delete(id);
-            }
-            await o.target.load({
-              pipeline: o.name,
-              bucket: o.bucket,
-              table: spool.table,
-              kind: "changes",
-              truncate: spool.truncate,
-              segments,
-              lsn: b.lastCommitLsn,
-            });
-            break;
+            await loadTable(
+              id,
+              {
+                table: last.spool.table,
+                truncate: used[0].spool.truncate,
+                distinctKeys: items.length === 1 && last.spool.distinctKeys,
+                insertsOnly: used.every((it) => it.spool.insertsOnly),
+                lsn: last.b.lastCommitLsn,
+              },
+              used.flatMap((it) => it.segments),
+              Promise.all(used.map((it) => it.eager)),
+            );
+            for (const it of items) it.settle();
           } catch (e) {
-            if (sessionAbort.signal.aborted) throw e;
-            log.warn("batch load failed; retrying", { table: id, error: e, attempt });
-            await setState("retrying", (e as Error).message);
-            await abortableSleep(backoffMs(attempt++, 250, 5_000), sessionAbort.signal);
+            for (const it of items) it.settle(e);
+            for (const it of laneQueues.get(id)?.splice(0) ?? []) it.settle(e);
+            break;
           }
         }
-        if (status.state === "retrying") await setState("streaming");
-        const rows = segments.reduce((a, s) => a + s.rows, 0);
-        const bytes = segments.reduce((a, s) => a + s.bytes, 0);
-        const ms = performance.now() - t0;
-        status.rowsApplied += rows;
-        m?.rows.inc({ pipeline: o.name, table: id }, rows);
-        m?.batches.inc({ pipeline: o.name, table: id });
-        m?.batchRows.observe(rows, { pipeline: o.name });
-        m?.batchSeconds.observe(ms / 1000, { pipeline: o.name });
-        if (control) {
-          await control`insert into control.replicate_batches (pipeline, table_name, rows, bytes, duration_ms, lsn, s3_key)
-                        values (${o.name}, ${id}, ${rows}, ${bytes}, ${ms}, ${formatLsn(b.lastCommitLsn)},
-                                ${segments[0]?.key ?? ""})`.catch(() => {});
-          await control`update control.replicate_tables set rows_applied = rows_applied + ${rows},
-                          batches = batches + 1, last_lsn = ${
-            formatLsn(b.lastCommitLsn)
-          }, last_batch_at = now()
-                        where pipeline = ${o.name} and table_name = ${id}`.catch(() => {});
+      } finally {
+        busyLanes.delete(id);
+      }
+    };
+    const inFlight = new Set<Promise<void>>();
+    const MAX_BATCHES_IN_FLIGHT = 3;
+
+    const loadTable = async (
+      id: string,
+      job: { table: TableInfo; truncate: boolean; distinctKeys: boolean; insertsOnly: boolean; lsn: bigint },
+      segments: Uploaded[],
+      eager: Promise<unknown>,
+    ) => {
+      const t0 = performance.now();
+      const upload = () => Promise.all(segments.map((s) => uploadFile(o.s3, o.bucket, s.key, s.path)));
+      let uploaded: Promise<unknown> = eager;
+      // Awaited later (by the load, before its commit): mark it handled so that an upload failing first
+      // is not an unhandled rejection.
+      uploaded.catch(() => {});
+      let attempt = 0;
+      for (;;) {
+        try {
+          // The Postgres target reads the local files while the upload runs; it commits only once the
+          // files are on S3. Other targets read from S3, so they wait for the upload first.
+          if (o.target.kind !== "postgres") await uploaded;
+          if (dirty.has(id)) {
+            await o.target.ensureTable(tables.get(id)!);
+            dirty.delete(id);
+          }
+          await o.target.load({
+            pipeline: o.name,
+            bucket: o.bucket,
+            table: job.table,
+            kind: "changes",
+            truncate: job.truncate,
+            segments,
+            distinctKeys: job.distinctKeys,
+            insertsOnly: job.insertsOnly,
+            stored: uploaded,
+            lsn: job.lsn,
+          });
+          break;
+        } catch (e) {
+          if (sessionAbort.signal.aborted) throw e;
+          log.warn("batch load failed; retrying", { table: id, error: e, attempt });
+          await setState("retrying", (e as Error).message);
+          await abortableSleep(backoffMs(attempt++, 250, 5_000), sessionAbort.signal);
+          uploaded = uploaded.then(() => undefined, () => upload());
+          uploaded.catch(() => {});
         }
       }
-      status.batches++;
+      if (status.state === "retrying") await setState("streaming");
+      const rows = segments.reduce((a, s) => a + s.rows, 0);
+      const bytes = segments.reduce((a, s) => a + s.bytes, 0);
+      const ms = performance.now() - t0;
+      status.rowsApplied += rows;
+      m?.rows.inc({ pipeline: o.name, table: id }, rows);
+      m?.batches.inc({ pipeline: o.name, table: id });
+      m?.batchRows.observe(rows, { pipeline: o.name });
+      m?.batchSeconds.observe(ms / 1000, { pipeline: o.name });
+      if (control) {
+        await control`insert into control.replicate_batches (pipeline, table_name, rows, bytes, duration_ms, lsn, s3_key)
+                      values (${o.name}, ${id}, ${rows}, ${bytes}, ${ms}, ${formatLsn(job.lsn)},
+                              ${segments[0]?.key ?? ""})`.catch(() => {});
+        await control`update control.replicate_tables set rows_applied = rows_applied + ${rows},
+                        batches = batches + 1, last_lsn = ${formatLsn(job.lsn)}, last_batch_at = now()
+                      where pipeline = ${o.name} and table_name = ${id}`.catch(() => {});
+      }
     };
 
-    /** Closes the current batch and starts loading it once the previous one is in. */
+    /** Closes the current batch, starts its uploads and queues its loads. */
     const cut = async () => {
       const b = batch!;
       batch = await newBatch();
       if (b.firstCommitMs !== undefined) pendingSince.push(b.firstCommitMs);
-      const previous = inflight;
       loading++;
-      inflight = (async () => {
-        await previous;
+      const tableLoads: Promise<unknown>[] = [];
+      for (const [id, spool] of b.tables) {
+        const segments = await spool.close();
+        if (!segments.length && !spool.truncate) continue;
+        for (const [i, s] of segments.entries()) {
+          s.key = `${o.name}/${id}/${formatLsn(b.endLsn).replace("/", "-")}-${i + 1}.csv`;
+        }
+        const eager = Promise.all(segments.map((s) => uploadFile(o.s3, o.bucket, s.key, s.path)));
+        eager.catch(() => {});
+        tableLoads.push(enqueue(id, { b, spool, segments, eager }));
+      }
+      const previous = inflight;
+      const self: { p?: Promise<void> } = {};
+      const done: Promise<void> = (async () => {
         try {
-          if (b.rows > 0 || [...b.tables.values()].some((t) => t.truncate)) await loadBatch(b);
+          await Promise.all(tableLoads);
+          await previous;
+          status.batches++;
           if (b.endLsn) ack(b.endLsn);
           if (b.firstCommitMs !== undefined) pendingSince.shift();
         } finally {
           loading--;
+          await Promise.allSettled(tableLoads);
           await b.discard();
+          if (self.p) inFlight.delete(self.p);
         }
       })();
-      inflight.catch((e) => {
+      self.p = done;
+      inflight = done;
+      inFlight.add(done);
+      done.catch((e) => {
         flushError = e;
         failure?.(e);
       });
-      // One batch loads while the next one fills; never more, so memory and disk stay bounded.
-      await previous.catch(() => {});
+      while (inFlight.size >= MAX_BATCHES_IN_FLIGHT) await Promise.race(inFlight).catch(() => {});
     };
 
     const relationTable = async (rel: MessageRelation): Promise<TableInfo | undefined> => {
@@ -362,7 +458,8 @@ async function runSession(
     const dirty = new Set<string>();
     const skip = (id: string) => tx !== undefined && (applied.get(id) ?? -1n) >= tx.commitLsn;
 
-    const handle = async (msg: Message) => {
+    /** Handles one message; returns a promise only when it has to wait (a file write, a batch cut). */
+    const handle = (msg: Message): Promise<void> | undefined => {
       if (flushError) throw flushError;
       const b = batch!;
       switch (msg.tag) {
@@ -374,9 +471,9 @@ async function runSession(
           return;
         case "relation": {
           const known = tables.get(`${msg.schema}.${msg.name}`);
-          const info = await relationTable(msg);
-          if (info && info !== known) dirty.add(tableId(info));
-          return;
+          return relationTable(msg).then((info) => {
+            if (info && info !== known) dirty.add(tableId(info));
+          });
         }
         case "insert":
         case "update":
@@ -388,34 +485,41 @@ async function runSession(
           const spool = b.spool(id, info);
           if (spool.table !== info) spool.table = info;
           const cols = info.columns;
+          b.rows++;
           if (msg.tag === "insert") {
-            await spool.write(++b.seq, "U", cols.map((c) => msg.new[c.name] ?? null));
-          } else if (msg.tag === "delete") {
+            return spool.write(
+              ++b.seq,
+              "I",
+              cols.map((c) => msg.new[c.name] ?? null),
+            );
+          }
+          if (msg.tag === "delete") {
             const old = (msg.key ?? msg.old)!;
-            await spool.write(++b.seq, "D", cols.map((c) => old[c.name] ?? null));
-          } else {
-            const oldKey = msg.key ?? msg.old;
-            if (oldKey && info.key.some((k) => oldKey[k] !== undefined && oldKey[k] !== msg.new[k])) {
-              await spool.write(++b.seq, "D", cols.map((c) => oldKey[c.name] ?? null));
-            }
-            // `undefined` in the new tuple = unchanged TOAST value (NULL is `null`).
-            await spool.write(
+            return spool.write(++b.seq, "D", cols.map((c) => old[c.name] ?? null));
+          }
+          // `undefined` in the new tuple = unchanged TOAST value (NULL is `null`).
+          const upsert = () =>
+            spool.write(
               ++b.seq,
               "U",
               cols.map((c) => msg.new[c.name] === undefined ? undefined : msg.new[c.name]),
             );
+          const oldKey = msg.key ?? msg.old;
+          if (oldKey && info.key.some((k) => oldKey[k] !== undefined && oldKey[k] !== msg.new[k])) {
+            const w = spool.write(++b.seq, "D", cols.map((c) => oldKey[c.name] ?? null));
+            if (w) return w.then(upsert);
           }
-          b.rows++;
-          return;
+          return upsert();
         }
         case "truncate":
-          for (const rel of msg.relations) {
-            const id = `${rel.schema}.${rel.name}`;
-            const info = tables.get(id);
-            if (!info || skip(id)) continue;
-            await b.spool(id, info).truncateAll();
-          }
-          return;
+          return (async () => {
+            for (const rel of msg.relations) {
+              const id = `${rel.schema}.${rel.name}`;
+              const info = tables.get(id);
+              if (!info || skip(id)) continue;
+              await b.spool(id, info).truncateAll();
+            }
+          })();
         case "commit": {
           if (!tx) return;
           b.transactions++;
@@ -423,7 +527,7 @@ async function runSession(
           b.endLsn = parseLsn(msg.commitEndLsn!);
           b.firstCommitMs ??= tx.commitMs;
           tx = undefined;
-          if (b.rows >= o.batchRows) await cut();
+          if (b.rows >= o.batchRows) return cut();
           return;
         }
         default:
@@ -433,18 +537,54 @@ async function runSession(
 
     service = new LogicalReplicationService(
       { connectionString: o.sourceUrl, connectionTimeoutMillis: 5_000 },
-      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
     );
-    service.on("data", (_lsn: string, msg: Message) => lock.run(() => handle(msg)));
+    // Messages are queued as they arrive and handled in runs of up to 1,000 under the lock (one await per
+    // run, not per message). Backpressure: past 5,000 queued messages the socket is paused until the
+    // queue drains, so a slow disk or loader never lets memory grow.
+    const queue: Message[] = [];
+    let draining = false;
+    let socketPaused = false;
+    const socket = () =>
+      (service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } })._connection
+        ?.stream;
+    const drain = async () => {
+      draining = true;
+      try {
+        while (queue.length) {
+          const run = queue.splice(0, 1_000);
+          await lock.run(async () => {
+            for (const msg of run) {
+              const r = handle(msg);
+              if (r) await r;
+            }
+          });
+          if (socketPaused && queue.length < 1_000) {
+            socketPaused = false;
+            socket()?.resume();
+          }
+        }
+      } catch (e) {
+        failure?.(e);
+      } finally {
+        draining = false;
+      }
+    };
+    service.on("data", (_lsn: string, msg: Message) => {
+      queue.push(msg);
+      if (queue.length >= 5_000 && !socketPaused) {
+        socketPaused = true;
+        socket()?.pause();
+      }
+      if (!draining) void drain();
+    });
     service.on("error", (e: Error) => failure?.(e));
     service.on("heartbeat", (lsn: string, _ts: number, reply: boolean) => {
       // Idle and caught up (nothing queued, spooled or loading, no transaction open): the server's WAL
       // position can be acknowledged, so that writes to unpublished tables do not show up as lag.
-      const queue = service as unknown as { _messageQueue?: unknown[]; _processing?: boolean };
-      const idle = !tx && !loading && batch?.rows === 0 && batch.endLsn === 0n &&
-        !(queue._messageQueue?.length) && !queue._processing && ![...batch.tables.values()].some((t) =>
-          t.truncate
-        );
+      const idle = !tx && !loading && batch?.rows === 0 && batch.endLsn === 0n && !queue.length &&
+        !draining &&
+        ![...batch.tables.values()].some((t) => t.truncate);
       if (idle) ack(parseLsn(lsn));
       else if (reply) ack(acked);
     });
@@ -518,7 +658,14 @@ async function runSession(
     signal.removeEventListener("abort", onAbort);
     sessionAbort.abort();
     for (const t of timers) clearInterval(t);
+    // stop() removes the library's listeners from the pg client; a late error from the dying connection
+    // (the server shutting down, say) must not become an uncaught exception.
+    type Emitter = { on(e: string, f: () => void): void };
+    const internals = service as unknown as { _client?: Emitter; _connection?: Emitter } | undefined;
+    const emitters = [internals?._client, internals?._connection];
+    for (const e of emitters) e?.on("error", () => {});
     await service?.stop().catch(() => {});
+    for (const e of emitters) e?.on("error", () => {});
     await inflight.catch(() => {});
     await batch?.discard();
     await source.end({ timeout: 2 }).catch(() => {});

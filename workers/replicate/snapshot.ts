@@ -46,6 +46,8 @@ export function progressBar(label: string, done: number, total: number, width = 
 /** Creates the slot with an exported snapshot and loads every table from it. Returns the consistent point. */
 export async function runSnapshot(o: SnapshotOptions): Promise<bigint> {
   const repl = new pg.Client({ connectionString: o.sourceUrl, replication: "database" } as pg.ClientConfig);
+  // Errors surface through the awaited calls below; a late one from a dying connection is ignored here.
+  repl.on("error", () => {});
   await repl.connect();
   try {
     const res = await repl.query(

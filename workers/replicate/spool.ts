@@ -10,9 +10,11 @@ import type { Segment } from "./targets/target.ts";
 import type { Column, TableInfo } from "./schema.ts";
 
 const FLUSH_AT = 256 * 1024;
+const KEY_TRACK_LIMIT = 200_000;
 const encoder = new TextEncoder();
 
 interface OpenSegment {
+  unchanged: Set<number>;
   path: string;
   file: Deno.FsFile;
   columns: Column[];
@@ -24,6 +26,14 @@ interface OpenSegment {
 export class TableSpool {
   table: TableInfo;
   truncate = false;
+  /**
+   * Keys written so far, to know whether every key occurs once in the batch (then the target can skip
+   * its keep-the-last-row-per-key step). Tracking stops, answering "maybe not", past `KEY_TRACK_LIMIT`.
+   */
+  #keys: Set<string> | undefined = new Set();
+  /** Every row since the last truncate is an insert (see `insertsOnly`). */
+  #insertsOnly = true;
+  #keyIdx: number[];
   readonly segments: OpenSegment[] = [];
   #buf = "";
   #n = 0;
@@ -33,6 +43,7 @@ export class TableSpool {
   constructor(dir: string, table: TableInfo) {
     this.#dir = dir;
     this.table = table;
+    this.#keyIdx = table.key.map((k) => table.columns.findIndex((c) => c.name === k));
     this.#slug = `${table.schema}.${table.name}`.replace(/[^A-Za-z0-9_.-]/g, "_");
   }
 
@@ -52,6 +63,7 @@ export class TableSpool {
       columns: this.table.columns,
       rows: 0,
       bytes: 0,
+      unchanged: new Set<number>(),
     };
     this.segments.push(seg);
     return seg;
@@ -67,19 +79,61 @@ export class TableSpool {
     last.bytes += bytes.length;
   }
 
-  /** Appends one change row. `values` follow `table.columns`; `undefined` marks an unchanged TOAST value. */
-  async write(seq: number, op: "U" | "D", values: (string | null | undefined)[]): Promise<void> {
-    const seg = await this.#current();
+  /**
+   * Appends one change row. `values` follow `table.columns`; `undefined` marks an unchanged TOAST value.
+   * Returns a promise only when it has to wait for the disk (a new file, or a full buffer).
+   */
+  write(seq: number, op: "I" | "U" | "D", values: (string | null | undefined)[]): Promise<void> | undefined {
+    const last = this.segments.at(-1);
+    if (last && last.columns === this.table.columns) return this.#append(last, seq, op, values);
+    return this.#current().then((seg) => this.#append(seg, seq, op, values));
+  }
+
+  #append(
+    seg: OpenSegment,
+    seq: number,
+    op: "I" | "U" | "D",
+    values: (string | null | undefined)[],
+  ): Promise<void> | undefined {
     let unchanged = "";
-    for (let i = 0; i < values.length; i++) if (values[i] === undefined) unchanged += `${i},`;
+    for (let i = 0; i < values.length; i++) {
+      if (values[i] === undefined) {
+        unchanged += `${i},`;
+        seg.unchanged.add(i);
+      }
+    }
+    if (op !== "I") this.#insertsOnly = false;
+    if (this.#keys) {
+      let k = "";
+      for (const i of this.#keyIdx) k += (values[i] ?? "\u0000") + "\u0001";
+      if (this.#keys.has(k) || this.#keys.size >= KEY_TRACK_LIMIT || this.#keyIdx.includes(-1)) {
+        this.#keys = undefined;
+      } else this.#keys.add(k);
+    }
     this.#buf += csvLine([String(seq), op, unchanged ? "," + unchanged : "-", ...values]);
     seg.rows++;
-    if (this.#buf.length >= FLUSH_AT) await this.#flush();
+    return this.#buf.length >= FLUSH_AT ? this.#flush() : undefined;
+  }
+
+  /**
+   * True when every row since the last truncate is an insert. The target then holds none of these keys
+   * (it mirrors the source as of the batch's start, where they did not exist), so the rows can be
+   * appended without a merge.
+   */
+  get insertsOnly(): boolean {
+    return this.#insertsOnly;
+  }
+
+  /** True when every row of the batch has its own key (so far as tracked). */
+  get distinctKeys(): boolean {
+    return this.#keys !== undefined;
   }
 
   /** A TRUNCATE: what was spooled before it no longer matters. */
   async truncateAll(): Promise<void> {
     this.#buf = "";
+    this.#keys = new Set();
+    this.#insertsOnly = true;
     for (const s of this.segments.splice(0)) {
       s.file.close();
       await Deno.remove(s.path).catch(() => {});
@@ -97,6 +151,7 @@ export class TableSpool {
       columns: s.columns,
       rows: s.rows,
       bytes: s.bytes,
+      unchanged: [...s.unchanged],
     }));
   }
 }
@@ -116,8 +171,10 @@ export class BatchSpool {
   firstCommitMs?: number;
   readonly createdAt = Date.now();
 
-  constructor(dir: string) {
+  /** `seq` continues from the previous batch, so batches loaded together keep their order. */
+  constructor(dir: string, seq = 0) {
     this.dir = dir;
+    this.seq = seq;
   }
 
   /** The spool of `table` (created on first use). */

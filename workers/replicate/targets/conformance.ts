@@ -114,6 +114,36 @@ export function targetConformance(name: string, make: () => Promise<ConformanceS
     assert.equal((await s.target.applied("conformance")).get(`public.${t.name}`), 20n);
   });
 
+  test("a batch flagged as one row per key is merged the same way", async (s, t) => {
+    await s.target.load(await changes(s, t, 10n, [[1, "U", "one", "B1"], [2, "U", "two", "B2"]]));
+    const b = await changes(s, t, 20n, [[1, "U", "one!", undefined], [2, "D", null, null], [
+      3,
+      "U",
+      "",
+      null,
+    ]]);
+    await s.target.load({ ...b, distinctKeys: true });
+    assert.deepEqual(await s.rows(t), [["1", "one!", "B1"], ["3", "", null]]);
+  });
+
+  test("an inserts-only batch is appended as it is, tricky values included", async (s, t) => {
+    await s.target.load(await changes(s, t, 10n, [[1, "U", "one", null]]));
+    const text = csvLine(["1", "I", "-", "2", 'a,"b"\nc', null]) + csvLine(["2", "I", "-", "3", "", "\\N"]);
+    const key = `conf/${t.name}/ins.csv`;
+    const bytes = await put(s, key, text);
+    await s.target.load({
+      pipeline: "conformance",
+      bucket: s.bucket,
+      table: t,
+      kind: "changes",
+      truncate: false,
+      insertsOnly: true,
+      segments: [{ key, columns: t.columns, rows: 2, bytes }],
+      lsn: 20n,
+    });
+    assert.deepEqual(await s.rows(t), [["1", "one", null], ["2", 'a,"b"\nc', null], ["3", "", "\\N"]]);
+  });
+
   test("a batch at or below the stored LSN changes nothing", async (s, t) => {
     assert.equal(await s.target.load(await changes(s, t, 10n, [[1, "U", "a", null]])), true);
     assert.equal(await s.target.load(await changes(s, t, 10n, [[1, "U", "twice", null]])), false);

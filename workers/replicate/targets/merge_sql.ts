@@ -3,7 +3,7 @@
  * for both, so the statements the Postgres target runs for real in the tests are the ones Redshift gets
  * (apart from the dialect switches below).
  *
- * Staging holds change rows: `_seq` (order in the batch), `_op` (`U` upsert or `D` delete) and
+ * Staging holds change rows: `_seq` (order in the batch), `_op` (`I` insert, `U` update, `D` delete) and
  * `_unchanged` (`,3,7,`: indexes of columns whose TOASTed value did not change and so was not in the WAL;
  * `-` when none). The merge:
  * 1. fills unchanged columns from the latest earlier row of the same key in the batch, where there is one;
@@ -63,14 +63,16 @@ export function mergeSql(
   table: TableInfo,
   staging: string,
   unchangedIdx: number[],
+  distinctKeys = false,
 ): string[] {
   const t = qualified(table.schema, table.name);
   const s = quoteIdent(staging);
-  const fin = quoteIdent(staging + "_fin");
+  // With one row per key, staging already is the net effect (and no earlier row can fill a value in).
+  const fin = distinctKeys ? s : quoteIdent(staging + "_fin");
   const out: string[] = [];
-  for (const idx of unchangedIdx) {
+  for (const idx of distinctKeys ? [] : unchangedIdx) {
     const c = quoteIdent(table.columns[idx].name);
-    const earlier = `from ${s} p where ${keyMatch(table, "p", "x")} and p._seq < x._seq and p._op = 'U'
+    const earlier = `from ${s} p where ${keyMatch(table, "p", "x")} and p._seq < x._seq and p._op <> 'D'
         and not ${hasIdx(dialect, "p", idx)}`;
     const removeIdx = dialect === "postgres"
       ? `replace(x._unchanged, ',${idx},', ',')`
@@ -82,7 +84,9 @@ export function mergeSql(
     );
   }
   const keys = table.key.map(quoteIdent).join(", ");
-  if (dialect === "postgres") {
+  if (distinctKeys) {
+    // fin is the staging table itself.
+  } else if (dialect === "postgres") {
     out.push(
       `create temp table ${fin} on commit drop as select distinct on (${keys}) * from ${s} order by ${keys}, _seq desc`,
     );
@@ -108,12 +112,12 @@ export function mergeSql(
     out.push(
       `update ${t} set ${sets.join(", ")} from ${fin} f where ${
         keyMatch(table, t, "f")
-      } and f._op = 'U' and f._unchanged <> '-'`,
+      } and f._op <> 'D' and f._unchanged <> '-'`,
     );
   }
   const cols = table.columns.map((c) => quoteIdent(c.name)).join(", ");
-  out.push(`insert into ${t} (${cols}) select ${cols} from ${fin} where _op = 'U' and _unchanged = '-'`);
-  if (dialect === "redshift") out.push(`drop table ${fin}`, `drop table ${s}`);
+  out.push(`insert into ${t} (${cols}) select ${cols} from ${fin} where _op <> 'D' and _unchanged = '-'`);
+  if (dialect === "redshift") out.push(...(distinctKeys ? [] : [`drop table ${fin}`]), `drop table ${s}`);
   return out;
 }
 

@@ -3,14 +3,17 @@
  * `COPY … FROM STDIN`, then merged, and the table's applied LSN is stored, all in one transaction.
  */
 import type { S3Client } from "@aws-sdk/client-s3";
+import { createReadStream } from "node:fs";
+import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { ChangeColumnStripper } from "../csv.ts";
 import type postgres from "postgres";
 import { connectPostgres, quoteIdent, type Sql } from "../../../shared/db.ts";
 import { formatLsn, parseLsn } from "../lsn.ts";
 import { openObject } from "../s3.ts";
 import { tableId, type TableInfo } from "../schema.ts";
 import { createStagingSql, createTableSql, mergeSql, qualified } from "./merge_sql.ts";
-import { STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
+import { type Segment, STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
 
 const COPY_OPTIONS = `(format csv, null '\\N')`;
 
@@ -77,7 +80,14 @@ export class PostgresTarget implements Target {
         await tx.unsafe(`truncate ${t}`);
         for (const seg of batch.segments) {
           const cols = seg.columns.map((c) => quoteIdent(c.name)).join(", ");
-          await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg.key);
+          await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg);
+        }
+      } else if (batch.insertsOnly) {
+        // Inserts of keys the target cannot hold yet: appended straight into the table, no merge.
+        if (batch.truncate) await tx.unsafe(`truncate ${t}`);
+        for (const seg of batch.segments) {
+          const cols = seg.columns.map((c) => quoteIdent(c.name)).join(", ");
+          await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg, true);
         }
       } else {
         if (batch.truncate) await tx.unsafe(`truncate ${t}`);
@@ -91,10 +101,14 @@ export class PostgresTarget implements Target {
             tx,
             `copy ${quoteIdent(staging)} (${cols}) from stdin ${COPY_OPTIONS}`,
             batch.bucket,
-            seg.key,
+            seg,
           );
         }
-        const idx = await tx<{ i: number }[]>`
+        // Column indexes marked unchanged: known from the writer when it tracked them, else looked up.
+        const tracked = batch.segments.every((s) => s.unchanged !== undefined);
+        const idx = tracked
+          ? [...new Set(batch.segments.flatMap((s) => s.unchanged!))].map((i) => ({ i }))
+          : await tx<{ i: number }[]>`
           select distinct x::int as i from ${tx(staging)},
                  unnest(string_to_array(trim(both ',' from _unchanged), ',')) x
            where _unchanged <> '-'`;
@@ -104,11 +118,13 @@ export class PostgresTarget implements Target {
             batch.table,
             staging,
             idx.map((r) => r.i).sort((a, b) => a - b),
+            batch.distinctKeys,
           )
         ) {
           await tx.unsafe(stmt);
         }
       }
+      await batch.stored;
       await tx`
         insert into ${tx(STATE_SCHEMA)}.${tx(STATE_TABLE)} (pipeline, table_name, lsn)
         values (${batch.pipeline}, ${id}, ${formatLsn(batch.lsn)}::pg_lsn)
@@ -121,11 +137,19 @@ export class PostgresTarget implements Target {
     tx: postgres.TransactionSql<Record<string, unknown>>,
     statement: string,
     bucket: string,
-    key: string,
+    seg: Segment,
+    stripChangeColumns = false,
   ): Promise<void> {
-    const body = await openObject(this.#s3, bucket, key);
+    const body = seg.path ? createReadStream(seg.path) : await openObject(this.#s3, bucket, seg.key);
     const writable = await tx.unsafe(statement).writable();
-    await pipeline(body, writable);
+    if (!stripChangeColumns) return await pipeline(body, writable);
+    const stripper = new ChangeColumnStripper();
+    const strip = new Transform({
+      transform(chunk: Uint8Array, _enc, cb) {
+        cb(null, stripper.push(chunk));
+      },
+    });
+    await pipeline(body, strip, writable);
   }
 
   async close(): Promise<void> {

@@ -79,7 +79,7 @@ export function redshiftLoadSql(batch: TableBatch, manifestKeys: string[], auth:
   const idx = batch.table.columns.flatMap((c, i) =>
     /^(text|bytea|jsonb?|character varying.*|xml)$|\[\]$/.test(c.type) ? [i] : []
   );
-  out.push(...mergeSql("redshift", batch.table, staging, idx));
+  out.push(...mergeSql("redshift", batch.table, staging, idx, batch.distinctKeys));
   return out;
 }
 

@@ -75,6 +75,13 @@ Deno.test("redshiftLoadSql() replaces the table with DELETE for a snapshot and f
   assert.equal(tr[0], `delete from "app"."it'ems"`);
 });
 
+Deno.test("redshiftLoadSql() merges straight from staging when every key occurs once", () => {
+  const sql = redshiftLoadSql(batch({ distinctKeys: true }), ["m"], { iamRole: "r" });
+  assert.ok(!sql.some((s) => s.includes("row_number()")));
+  assert.ok(sql.some((s) => s.startsWith(`delete from "app"."it'ems" using "wharf_stage_app_it_ems" f`)));
+  assert.equal(sql.at(-1), `drop table "wharf_stage_app_it_ems"`);
+});
+
 Deno.test("manifestJson() lists every segment as a mandatory entry with its length", () => {
   const m = JSON.parse(manifestJson(batch()));
   assert.deepEqual(m, {
@@ -89,3 +96,38 @@ Deno.test("manifestJson() lists every segment as a mandatory entry with its leng
 Deno.test("redshiftLiteral() doubles quotes and backslashes", () => {
   assert.equal(redshiftLiteral(`a'b\\c`), `'a''b\\\\c'`);
 });
+
+// The same conformance suite as Postgres, against a real Redshift when one is configured
+// (`REDSHIFT_TEST_URL`, `REDSHIFT_TEST_BUCKET`, `REDSHIFT_TEST_IAM_ROLE`, and S3 credentials in `S3_*`).
+const redshiftUrl = Deno.env.get("REDSHIFT_TEST_URL");
+if (redshiftUrl) {
+  const { targetConformance } = await import("./conformance.ts");
+  const { RedshiftTarget } = await import("./redshift.ts");
+  const { s3Client } = await import("../s3.ts");
+  const { qualified } = await import("./merge_sql.ts");
+  targetConformance("redshift", () => {
+    const s3 = s3Client({
+      region: Deno.env.get("S3_REGION") ?? "us-east-1",
+      forcePathStyle: false,
+      accessKeyId: Deno.env.get("S3_ACCESS_KEY_ID"),
+      secretAccessKey: Deno.env.get("S3_SECRET_ACCESS_KEY"),
+    });
+    const target = new RedshiftTarget(redshiftUrl, s3, {
+      iamRole: Deno.env.get("REDSHIFT_TEST_IAM_ROLE") ?? "",
+    });
+    return Promise.resolve({
+      target,
+      s3,
+      bucket: Deno.env.get("REDSHIFT_TEST_BUCKET") ?? "",
+      rows: async (t: TableInfo) =>
+        (await target.sql.unsafe(
+          `select id::text as id, v, big from ${qualified(t.schema, t.name)} order by id`,
+        ))
+          .map((r) => [r.id, r.v, r.big] as [string, string | null, string | null]),
+      dispose: async () => {
+        await target.close();
+        s3.destroy();
+      },
+    });
+  });
+}

@@ -13,6 +13,16 @@ export interface Segment {
   columns: Column[];
   rows: number;
   bytes: number;
+  /**
+   * Indexes (in `columns`) of columns marked unchanged in some row, when the writer tracked them; absent
+   * means unknown (the target then looks).
+   */
+  unchanged?: number[];
+  /**
+   * The same bytes in a local file, when the loader has them (the worker that wrote the batch): a
+   * target that loads through its client reads that instead of downloading the object again.
+   */
+  path?: string;
 }
 
 /** What a target applies in one transaction. */
@@ -21,13 +31,26 @@ export interface TableBatch {
   bucket: string;
   table: TableInfo;
   /**
-   * `changes`: files of change rows (`_seq, _op, _unchanged, …columns`) merged by key.
+   * `changes`: files of change rows (`_seq, _op, _unchanged, …columns`; `_op` is `I` insert, `U` update,
+   * `D` delete) merged by key.
    * `snapshot`: files of plain rows that replace the table's content.
    */
   kind: "changes" | "snapshot";
   /** The table was truncated in this batch before its rows (changes only). */
   truncate: boolean;
   segments: Segment[];
+  /**
+   * Every row is an insert (`_op` `I`) of a key the target cannot hold yet (changes only): a target may
+   * append the rows without a merge.
+   */
+  insertsOnly?: boolean;
+  /** Every key occurs in one row only (changes only): the merge can skip its last-row-per-key step. */
+  distinctKeys?: boolean;
+  /**
+   * Resolves when the batch's files are safely on S3; the load commits only after it (so S3 always holds
+   * every applied batch), and rolls back if it rejects.
+   */
+  stored?: Promise<unknown>;
   /** Commit LSN of the last transaction in the batch; stored as the table's applied LSN. */
   lsn: bigint;
 }
