@@ -10,6 +10,7 @@ import { probe } from "../../deploy/healthcheck.ts";
 import { composeEnvironment, composeServicesOf, loadCompose } from "../../deploy/manifests.ts";
 import { PROCESSES, type ProcessSpec } from "../../deploy/processes.ts";
 import { freePort } from "../../shared/stack/process.ts";
+import { buildIslands, BUNDLE_PATH } from "../../web/build.ts";
 import { LOCAL_S3_CREDENTIALS } from "../../shared/stack/s3.ts";
 import { captureText, createTestDatabase, testEnv } from "../../shared/testing/mod.ts";
 import { abortableSleep } from "../../shared/worker.ts";
@@ -19,9 +20,10 @@ const compose = await loadCompose();
 
 /**
  * Processes that need more than Postgres, Redis and S3 to become healthy: the cluster member starts
- * etcd and Patroni (its own tests run them for real).
+ * etcd and Patroni, and becomes healthy only once they form a cluster (its own tests run them for
+ * real, with their own permissions).
  */
-const NEEDS_MORE: Record<string, string> = { discovery: "starts etcd and Patroni" };
+const NEEDS_MORE: Record<string, string> = { discovery: "starts etcd and Patroni and waits for a cluster" };
 
 function present(p: ProcessSpec): boolean {
   try {
@@ -33,7 +35,11 @@ function present(p: ProcessSpec): boolean {
 }
 
 /** compose.yaml's environment for `p`, pointed at the test services. */
-function testEnvironment(p: ProcessSpec, databaseUrl: string): Record<string, string> {
+function testEnvironment(
+  p: ProcessSpec,
+  databaseUrl: string,
+  upstream: string,
+): Record<string, string> {
   const [[, service]] = composeServicesOf(p, compose);
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(composeEnvironment(service))) {
@@ -52,10 +58,16 @@ function testEnvironment(p: ProcessSpec, databaseUrl: string): Record<string, st
     OPS_HOST: "127.0.0.1",
     WEB_HOST: "127.0.0.1",
     WHARF_ADMIN_TOKEN: crypto.randomUUID(),
-    JWT_SECRET: crypto.randomUUID(),
+    FEED_JWT_SECRET: crypto.randomUUID() + crypto.randomUUID(),
+    PATRONI_API_PASSWORD: crypto.randomUUID(),
+    REPLICATE_SPOOL_DIR: `${testEnv.tmp}/spool-${crypto.randomUUID()}`,
+    GATEWAY_USERS_URL: upstream,
+    GATEWAY_FEEDS_URL: upstream,
     WHARF_LOG_LEVEL: "warn",
   };
   for (const [k, v] of Object.entries(swap)) if (k in env || k.startsWith("S3_")) env[k] = v;
+  // The test services have no SQS: imgproc reads the local S3 server's events through its Postgres queue.
+  delete env.IMGPROC_SQS_QUEUE;
   for (const [k, v] of Object.entries(env)) {
     if (v.includes("${")) throw new Error(`Cannot run ${p.name} in a test: no test value for ${k}`);
   }
@@ -85,7 +97,18 @@ for (const p of PROCESSES) {
     : `${p.name} becomes healthy with only its compiled permissions and compose's environment, and stops on SIGTERM`;
   Deno.test(name, async () => {
     await using db = await createTestDatabase();
-    const env = testEnvironment(p, db.url);
+    // A compiled web serves the bundle built before compiling and may not build one, even when the
+    // bundle looks older than its sources (embedded files keep no useful times): build it, then age it.
+    if (p.name === "web") {
+      await buildIslands();
+      await Deno.utime(BUNDLE_PATH, 0, 0);
+    }
+    // An upstream for the gateway, which must forward to what its environment names.
+    await using upstream = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      (req) => Response.json({ upstream: new URL(req.url).pathname }),
+    );
+    const env = testEnvironment(p, db.url, `http://127.0.0.1:${upstream.addr.port}`);
     const child = spawn(p, env);
     const stderr = captureText(child.stderr);
     if (p.kind === "job") {
@@ -109,7 +132,12 @@ for (const p of PROCESSES) {
         ]);
         if (exited) break;
       }
+      if (p.name === "web") await Deno.utime(BUNDLE_PATH, new Date(), new Date());
       assert.match(last, /^healthy/, `${p.name}: ${last}\n${stderr.text()}`);
+      if (p.name === "gateway") {
+        const r = await fetch(`http://127.0.0.1:${env[p.portVar!]}/api/users/me`);
+        assert.deepEqual(await r.json(), { upstream: "/api/users/me" });
+      }
       child.kill("SIGTERM");
       killed = true;
       const status = await child.status;

@@ -199,7 +199,8 @@ export function patroniConfig(plan: NodePlan): Record<string, unknown> {
           use_pg_rewind: true,
           use_slots: true,
           parameters: {
-            wal_level: "replica",
+            // logical, not replica: the replicate worker decodes the WAL through a logical slot.
+            wal_level: "logical",
             hot_standby: "on",
             max_wal_senders: 10,
             max_replication_slots: 10,
