@@ -213,8 +213,14 @@ export const PROCESSES: ProcessSpec[] = [
     name: "discovery",
     entry: "workers/discovery/main.ts",
     kind: "service",
-    // Starts and supervises etcd and Patroni, and writes their configuration and certificates.
-    permissions: [...WORKER, "--allow-write", "--allow-run"],
+    // Starts and supervises etcd and Patroni, and writes their configuration and certificates; reads
+    // its uid (services run as a non-root user) and the network interfaces (which address is its own).
+    permissions: [
+      ...NET_ENV_READ,
+      "--allow-sys=hostname,uid,networkInterfaces",
+      "--allow-write",
+      "--allow-run",
+    ],
     port: 9103,
     portVar: "OPS_PORT",
     targets: ["k8s", "compose", "systemd"],
