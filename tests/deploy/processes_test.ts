@@ -173,6 +173,9 @@ for (const p of PROCESSES) {
           90_000,
           500,
         );
+        // replicate decodes the WAL of this cluster: the member runs with logical decoding.
+        const opts = await Deno.readTextFile(`${env.DATA_DIR}/pgdata/postmaster.opts`);
+        assert.match(opts, /--wal_level=logical\b/);
       }
       if (p.name === "gateway") {
         const r = await fetch(`http://127.0.0.1:${env[p.portVar!]}/api/users/me`);
