@@ -56,6 +56,11 @@ export const SHARED_UNSET: Record<string, string> = {
   S3_ENDPOINT: "unset means AWS S3; set it (and S3_FORCE_PATH_STYLE) for another S3 service",
 };
 
+/** The image feed's settings shared by web and imgproc that deployments leave to their defaults. */
+const FEED_TUNING: Record<string, string> = {
+  FEED_THUMBNAILS_BASE_URL: "set it when the thumbnails bucket is public behind a CDN; signed URLs otherwise",
+};
+
 /** What every process needs: its database and peers, its settings, its files (CA, static, SQL). */
 const NET_ENV_READ = ["--allow-net", "--allow-env", "--allow-read"];
 /** Workers also name their instance after the host (`control.worker_instances`). */
@@ -78,33 +83,32 @@ export const PROCESSES: ProcessSpec[] = [
     name: "web",
     entry: "web/main.ts",
     kind: "service",
-    // --allow-ffi: the feed API's argon2 is a Node-API addon. No --allow-run: a compiled web never
-    // rebuilds its islands bundle (it is built before compiling and embedded with web/static/); the
-    // bundle's sources are embedded too, because web checks at start that the bundle is newer than them.
+    // --allow-ffi: the feed API's argon2 is a Node-API addon. No --allow-run and no --allow-write: a
+    // compiled web never rebuilds its islands bundle (web/main.ts sees it may not), it serves the one
+    // built before compiling and embedded with web/static/.
     permissions: [...NET_ENV_READ, "--allow-ffi"],
-    include: ["web/static/", "web/client.tsx", "web/islands/", "web/components/"],
+    include: ["web/static/"],
     port: 8000,
     portVar: "WEB_PORT",
     targets: ["k8s", "compose", "systemd"],
     unset: {
-      FEED_JWT_SECRET: "alias of JWT_SECRET, which is set",
-      FEED_MEDIA_BUCKET: "alias of AWS_MEDIA_BUCKET, which is set",
-      FEED_THUMBNAILS_BUCKET: "alias of AWS_THUMBNAILS_BUCKET, which is set",
-      FEED_THUMBNAILS_BASE_URL:
-        "unset means signed URLs; set it when the thumbnails bucket is public (a CDN)",
-      FEED_JWT_ISSUER: "the default issuer `wharf` fits one installation",
-      FEED_JWT_AUDIENCE: "the default audience `wharf-feed` fits one installation",
-      FEED_ACCESS_TTL_S: "the default (15 min) keeps access tokens short",
-      FEED_REFRESH_TTL_S: "the default (30 days) is the session length",
-      FEED_MAX_UPLOAD_BYTES: "the default (10 MiB) fits phone photos",
-      FEED_LOGIN_MAX_ATTEMPTS: "the default (10 per window) is the documented limit",
-      FEED_LOGIN_WINDOW_S: "the default (15 min) is the documented window",
-      FEED_SIGNED_URL_TTL_S: "the default (15 min) outlives a page view",
-      FEED_PAGE_CACHE_MS: "the default (5 s, dropped on any change) fits",
-      FEED_SERVE: "the default `all` serves users and feeds in one process",
-      FEED_REDIS_PREFIX: "the default prefix `wharf:feed:` is unique to the feed",
-      FEED_TRUST_PROXY:
-        "set true when a proxy that appends X-Forwarded-For fronts web (rate limits per client)",
+      ...FEED_TUNING,
+      FEED_SERVE: "the default `all`: one web serves both APIs (set users/feeds when split behind gateway)",
+      FEED_JWT_ISSUER: "the default `wharf`: the same web issues and checks the tokens",
+      FEED_JWT_AUDIENCE: "the default `wharf-feed`: the same web issues and checks the tokens",
+      FEED_ACCESS_TTL_S: "the default (15 min) of the original API",
+      FEED_REFRESH_TTL_S: "the default (30 days) of the original API",
+      FEED_LOGIN_MAX_ATTEMPTS: "the default (10 per window) per name and per client",
+      FEED_LOGIN_WINDOW_S: "the default (15 min)",
+      FEED_MAX_UPLOAD_BYTES: "the default (10 MiB) of the original API",
+      FEED_PAGE_CACHE_MS: "the default (5 s), dropped at once on any change",
+      FEED_REDIS_PREFIX: "the default `wharf:feed:` (Redis is wharf's own)",
+      FEED_SIGNED_URL_TTL_S: "the default (15 min)",
+      PATRONI_API_USER: "the default `patroni`, the same default as the cluster members",
+      POSTGRES_SUPERUSER_PASSWORD:
+        "web never gets the superuser password: PATRONI_API_PASSWORD (shared with the members) is set",
+      PATRONI_API_CA_FILE:
+        "set it to the cluster's CA file for switchover when the members' REST API is on TLS (SSL_ENABLED); without it switchover answers 502",
     },
     summary: "console, admin API and the image-feed REST API (/api/users, /api/feeds)",
   },
@@ -130,6 +134,7 @@ export const PROCESSES: ProcessSpec[] = [
       DISPATCH_POLL_MS: "the default (1 s) is only a fallback to NOTIFY",
       DISPATCH_TRUSTED_KEYS: "set it to require signed function code",
       DISPATCH_READONLY_URL: "set it when a follower exists for db.readonly",
+      DISPATCH_PREFETCH: "the default (the concurrency) claims no more than the node can start",
     },
     summary: "runs TypeScript functions on table changes; several replicas, one master by lease",
   },
@@ -144,6 +149,19 @@ export const PROCESSES: ProcessSpec[] = [
     unset: {
       PCRED: "alias of pcred, which is set",
       DATABASE_URL: "alias of pcred, which is set",
+      REDIS_TLS_CA_FILE: "Redis is on the loopback of the same Pod or host: no TLS (redis://)",
+      REDIS_TLS_CERT_FILE: "Redis is on the loopback of the same Pod or host: no TLS (redis://)",
+      REDIS_TLS_KEY_FILE: "Redis is on the loopback of the same Pod or host: no TLS (redis://)",
+      HYDRATE_MAPPINGS_FILE: "mappings live in the database (console and admin API), not in a file",
+      HYDRATE_DEFAULT_MAPPINGS: "the default (on) installs the built-in mappings on an empty registry",
+      HYDRATE_PERIOD_S: "the default full-sync period (60 s) of merflow",
+      HYDRATE_POLL_MS: "the default (1 s) is only a fallback to NOTIFY",
+      HYDRATE_BATCH_ROWS: "the default (2000 rows a batch) fits the memory limit",
+      HYDRATE_CHANGE_BATCH: "the default (2000 changes a batch)",
+      HYDRATE_ATOMIC_FLIP_KEYS: "the default (100 000 keys flipped in one script)",
+      HYDRATE_REDIS_PREFIX: "the default `wharf:hydrate:` (Redis is wharf's own)",
+      HYDRATE_SYNC_CONCURRENCY: "the default (2 syncs at once) fits the CPU request",
+      HYDRATE_LEASE_MS: "the default (15 s) lease; one sidecar per Redis anyway",
     },
     summary: "keeps Redis in step with Postgres; runs beside Redis (sidecar), Redis on localhost",
   },
@@ -156,7 +174,14 @@ export const PROCESSES: ProcessSpec[] = [
     port: 9102,
     portVar: "OPS_PORT",
     targets: ["k8s", "compose", "systemd"],
-    unset: {},
+    unset: {
+      REPLICATE_SOURCE_URL: "alias of DATABASE_URL (the source), which is set",
+      REPLICATE_CONFIG: "settings come from the environment, not a JSON file",
+      REDSHIFT_IAM_ROLE: "only with REPLICATE_TARGET=redshift (set it then, with a redshift:// target)",
+      REPLICATE_BATCH_ROWS: "the default (50 000 rows a batch)",
+      REPLICATE_BATCH_MS: "the default (1 s) bounds the added latency",
+      REPLICATE_WAL_WARN_BYTES: "the default (1 GiB of WAL held by the slot) before a warning",
+    },
     summary: "streams the WAL through CSV batches on S3 into a warehouse; one instance per pipeline",
   },
   {
@@ -171,18 +196,16 @@ export const PROCESSES: ProcessSpec[] = [
     portVar: "OPS_PORT",
     targets: ["k8s", "compose", "systemd"],
     unset: {
-      FEED_MEDIA_BUCKET: "alias of AWS_MEDIA_BUCKET, which is set",
-      FEED_THUMBNAILS_BUCKET: "alias of AWS_THUMBNAILS_BUCKET, which is set",
-      FEED_THUMBNAILS_BASE_URL: "read by the shared S3 settings; only the web's links use it",
-      IMGPROC_SQS_QUEUE: "alias of AWS_SQS_QUEUE, which is set",
-      IMGPROC_SQS_DLQ: "unset leaves poison messages to the queue's redrive policy",
-      IMGPROC_SQS_ENDPOINT: "unset means the AWS endpoint of the region",
-      IMGPROC_EVENTS_URL: "only for the local S3 server's event log (derived from S3_ENDPOINT)",
-      IMGPROC_CONCURRENCY: "the default (4) fits the resource requests",
+      ...FEED_TUNING,
+      IMGPROC_CONCURRENCY: "the default (4 images at once) fits the resource requests",
       IMGPROC_MAX_ATTEMPTS: "the default (5) before a message is dead-lettered",
-      IMGPROC_MAX_PIXELS: "the default (40 MP) is the decompression-bomb guard",
-      IMGPROC_THUMB_SIZE: "the default (320 px) is the thumbnail size",
-      IMGPROC_THUMB_QUALITY: "the default (80) is the thumbnail JPEG quality",
+      IMGPROC_MAX_PIXELS: "the default (40 MP) refuses decompression bombs",
+      IMGPROC_THUMB_SIZE: "the default (320 px) the feed API's clients expect",
+      IMGPROC_THUMB_QUALITY: "the default (80)",
+      IMGPROC_SQS_DLQ:
+        "without it poison messages go to the queue's own redrive policy (set one on the queue)",
+      IMGPROC_SQS_ENDPOINT: "AWS SQS by default; set it for another SQS-compatible service",
+      IMGPROC_EVENTS_URL: "used only without IMGPROC_SQS_QUEUE (the local S3 server's event log)",
     },
     summary: "makes and removes thumbnails on S3 object events; scales by running more copies",
   },
@@ -190,8 +213,14 @@ export const PROCESSES: ProcessSpec[] = [
     name: "discovery",
     entry: "workers/discovery/main.ts",
     kind: "service",
-    // Starts and supervises etcd and Patroni, and writes their configuration and certificates.
-    permissions: [...WORKER, "--allow-write", "--allow-run"],
+    // Starts and supervises etcd and Patroni, and writes their configuration and certificates; reads
+    // its uid (services run as a non-root user) and the network interfaces (which address is its own).
+    permissions: [
+      ...NET_ENV_READ,
+      "--allow-sys=hostname,uid,networkInterfaces",
+      "--allow-write",
+      "--allow-run",
+    ],
     port: 9103,
     portVar: "OPS_PORT",
     targets: ["k8s", "compose", "systemd"],
@@ -201,7 +230,8 @@ export const PROCESSES: ProcessSpec[] = [
       DISCOVERY_STATIC: "used only with DISCOVERY_SOURCE=static (set in compose)",
       DISCOVERY_DNS_NAME: "used only with DISCOVERY_SOURCE=dns (set in Kubernetes)",
       PATRONI_API_USER: "the default user `patroni` is fine",
-      PATRONI_API_PASSWORD: "derived from the superuser password when unset",
+      PATH: "the image's (or the unit's) PATH, where etcd and patroni are; passed on to Patroni",
+      WHARF_PG_BIN: "the image installs PostgreSQL 15 at Debian's /usr/lib/postgresql/15/bin, the default",
       PG_HBA_EXTRA_CIDRS: "no network beyond the members' own needs access by default",
       LISTEN_HOST: "the default 0.0.0.0 is what a container needs",
       UPDATE_INTERVAL_S: "the default poll (60 s) as in the original",
@@ -223,8 +253,7 @@ export const PROCESSES: ProcessSpec[] = [
     // Kubernetes has the Ingress for this job; compose and systemd installs may want the front door.
     targets: ["compose", "systemd"],
     unset: {
-      GATEWAY_HOST: "the default 0.0.0.0 is what a container and a front door need",
-      GATEWAY_TIMEOUT_MS: "the default (30 s) covers an upload",
+      GATEWAY_TIMEOUT_MS: "the default (30 s) upstream timeout",
     },
     summary: "optional reverse proxy in front of the users and feed APIs when they run as own services",
   },

@@ -10,7 +10,7 @@ import { loadConfig, portVar, urlVar } from "../shared/config.ts";
 import { connectPostgres } from "../shared/db.ts";
 import { createLogger } from "../shared/log.ts";
 import { createApp } from "./app.tsx";
-import { buildIslands } from "./build.ts";
+import { buildIslands, BUNDLE_PATH } from "./build.ts";
 
 const Config = z.object({
   WEB_HOST: z.string().default("127.0.0.1"),
@@ -27,8 +27,24 @@ try {
   log.error("cannot start", { error: (e as Error).message });
   Deno.exit(2);
 }
-const bundle = await buildIslands();
-const bundleVersion = (await Deno.stat(bundle)).mtime?.getTime().toString(36);
+/**
+ * A process that may run `deno bundle` and write beside the bundle (`deno task dev`, `deno task web`)
+ * rebuilds a stale islands bundle; a compiled web has neither permission and serves the bundle that
+ * `deno task compile` built and embedded.
+ */
+async function mayBuildIslands(): Promise<boolean> {
+  const run = await Deno.permissions.query({ name: "run" });
+  const write = await Deno.permissions.query({ name: "write", path: BUNDLE_PATH });
+  return run.state === "granted" && write.state === "granted";
+}
+const bundle = (await mayBuildIslands()) ? await buildIslands() : BUNDLE_PATH;
+let bundleVersion: string | undefined;
+try {
+  bundleVersion = (await Deno.stat(bundle)).mtime?.getTime().toString(36);
+} catch {
+  log.error("cannot start", { error: "the islands bundle is missing: run `deno task build` first" });
+  Deno.exit(2);
+}
 const sql = config.DATABASE_URL
   ? connectPostgres(config.DATABASE_URL, { applicationName: "wharf-web" })
   : undefined;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { envNamesIn, envReads, stripComments } from "../../deploy/env_reads.ts";
+import { envNamesIn, envReads, liveEnvNames, stripComments } from "../../deploy/env_reads.ts";
 
 const SOURCE = `
 import { z } from "zod";
@@ -74,4 +74,59 @@ Deno.test("envReads() follows the module graph of an entry into the shared modul
   }
   // Test helpers are not part of a process.
   assert.ok(![...reads].some((n) => n.startsWith("WHARF_TEST")));
+});
+
+Deno.test("liveEnvNames() counts a config schema only for a process that reaches the code loading it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "wharf-env-reads-" });
+  try {
+    const write = (name: string, text: string) => Deno.writeTextFileSync(`${dir}/${name}`, text);
+    write(
+      "worker_config.ts",
+      `import { z } from "zod";
+export const WorkerConfig = z.object({ WORKER_ONLY_KNOB: z.string(), SHARED_PASSWORD: z.string() });
+export const Base = z.object({ BASE_BUCKET: z.string() });
+export const Full = Base.extend({ FULL_ONLY_SECRET: z.string() });
+export function loadFull(env: Record<string, string>) {
+  return Full.parse(env);
+}
+export function derive(env: Record<string, string>): string {
+  const e = env ?? {};
+  return e.SHARED_PASSWORD + (/^x\\/\\//.test("y") ? "'" : '"');
+}
+const AT_IMPORT = Deno.env.get("READ_AT_IMPORT");
+export type Settings = z.infer<typeof WorkerConfig>;
+`,
+    );
+    write(
+      "route.ts",
+      `import { Base, derive } from "./worker_config.ts";
+import type { Settings } from "./worker_config.ts";
+export const route = (env: Record<string, string>) => [derive(env), Base.parse(env)];
+`,
+    );
+    const names = [...await liveEnvNames([`${dir}/route.ts`, `${dir}/worker_config.ts`], [`${dir}/route.ts`])]
+      .sort();
+    assert.deepEqual(names, ["BASE_BUCKET", "READ_AT_IMPORT", "SHARED_PASSWORD"]);
+    // The worker itself, whose entry loads its schema, is charged with all of it.
+    const all = await liveEnvNames([`${dir}/worker_config.ts`], [`${dir}/worker_config.ts`]);
+    for (const n of ["WORKER_ONLY_KNOB", "FULL_ONLY_SECRET", "BASE_BUCKET"]) assert.ok(all.has(n), n);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("envReads() charges web with the Patroni credentials its switchover needs, not the cluster member's settings", async () => {
+  const reads = await envReads("web/main.ts");
+  for (const n of ["PATRONI_API_PASSWORD", "WEB_PORT", "FEED_JWT_SECRET"]) assert.ok(reads.has(n), n);
+  for (const n of ["DCS_TTL", "ETCD_CLIENT_PORT", "DISCOVERY_SOURCE", "APP_NAME"]) {
+    assert.ok(!reads.has(n), n);
+  }
+  const imgproc = await envReads("workers/imgproc/main.ts");
+  assert.ok(imgproc.has("FEED_THUMBNAILS_BUCKET") && !imgproc.has("FEED_JWT_SECRET"));
+});
+
+Deno.test("stripComments() blanks regular-expression literals, whose slashes are not comments", () => {
+  const out = stripComments(`if (/^postgres(ql)?:\\/\\//.test(a)) x = env.KEPT_NAME; // gone`);
+  assert.match(out, /env\.KEPT_NAME/);
+  assert.doesNotMatch(out, /gone|postgres/);
 });

@@ -31,6 +31,7 @@ import {
   validateK8sDoc,
 } from "../../deploy/manifests.ts";
 import { binaryName, PROCESSES, processNamed } from "../../deploy/processes.ts";
+import { patroniConfig } from "../../workers/discovery/patroni_config.ts";
 
 const docs = await loadK8s();
 const containers = k8sContainers(docs);
@@ -352,13 +353,42 @@ Deno.test("every variable each process reads is provided by each of its deployme
 Deno.test("the coverage check names a variable the source reads that a deployment does not give", async () => {
   const dispatch = processNamed("dispatch");
   const [c] = k8sContainersOf(dispatch, containers);
+  const provided = k8sProvided(c, docs).names;
+  const reads = (await coverage([dispatch]))[0].reads;
+  assert.ok(reads.includes("DATABASE_URL"));
+  // Whatever the deployment lacks today (the test above wants nothing), a planted read adds exactly itself.
+  const base = missingVariables(dispatch, reads, provided);
+  const planted = "WHARF_PLANTED_KNOB";
+  assert.deepEqual(missingVariables(dispatch, [...reads, planted], provided), [...base, planted].sort());
+  // A variable taken out of the manifest is named.
   const stripped = structuredClone(c);
   stripped.container.env = stripped.container.env.filter((e: { name: string }) => e.name !== "DATABASE_URL");
-  const provided = k8sProvided(stripped, docs).names;
-  const reads = (await coverage([dispatch]))[0].reads;
-  assert.deepEqual(missingVariables(dispatch, reads, provided), ["DATABASE_URL"]);
-  // A variable left unset on purpose is not reported; a new one is.
-  assert.deepEqual(missingVariables(dispatch, ["DISPATCH_TRUSTED_KEYS", "DISPATCH_NEW_KNOB"], provided), [
-    "DISPATCH_NEW_KNOB",
-  ]);
+  assert.deepEqual(
+    missingVariables(dispatch, reads, k8sProvided(stripped, docs).names),
+    [...new Set([...base, "DATABASE_URL"])].sort(),
+  );
+  // A variable left unset on purpose is not reported; the planted one still is.
+  const [leftUnset] = Object.keys(dispatch.unset);
+  assert.ok(!provided.has(leftUnset));
+  assert.deepEqual(missingVariables(dispatch, [leftUnset, planted], provided), [planted]);
+});
+
+Deno.test("the cluster members' Patroni configuration allows logical decoding, which replicate needs", () => {
+  const c = patroniConfig({
+    scope: "wharf",
+    self: "10.0.0.1",
+    members: ["10.0.0.1"],
+    host: { postgres: 5432, api: 8008, etcdClient: 2379, etcdPeer: 2380 },
+    listen: { postgres: 5432, api: 8008, etcdClient: 2379, etcdPeer: 2380 },
+    listenHost: "0.0.0.0",
+    dataDir: "/data",
+    timing: { ttl: 10, loop_wait: 2, retry_timeout: 4 },
+    superuser: { username: "postgres", password: "x" },
+    replication: { username: "replicator", password: "x" },
+    restApi: { username: "patroni", password: "x" },
+    binDir: "/usr/lib/postgresql/15/bin",
+  }) as { bootstrap: { dcs: { postgresql: { parameters: Record<string, unknown> } } } };
+  const params = c.bootstrap.dcs.postgresql.parameters;
+  assert.equal(params.wal_level, "logical");
+  assert.ok(Number(params.max_replication_slots) >= 2, "room for the members' slots and replicate's");
 });

@@ -199,7 +199,7 @@ export function patroniConfig(plan: NodePlan): Record<string, unknown> {
           use_pg_rewind: true,
           use_slots: true,
           parameters: {
-            // logical, not replica: the replicate worker reads the primary's WAL through a logical slot.
+            // logical, not replica: the replicate worker decodes the WAL through a logical slot.
             wal_level: "logical",
             hot_standby: "on",
             max_wal_senders: 10,

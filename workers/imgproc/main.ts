@@ -52,7 +52,14 @@ if (import.meta.main) {
       let queue: MessageQueue;
       let eventsUrl: string | undefined;
       if (cfg.IMGPROC_SQS_QUEUE) {
-        const client = createSqsClient(cfg.S3_REGION, cfg.IMGPROC_SQS_ENDPOINT);
+        // The same static keys as S3 when they are set; otherwise the SDK's chain (an instance role).
+        const client = createSqsClient(
+          cfg.S3_REGION,
+          cfg.IMGPROC_SQS_ENDPOINT,
+          cfg.S3_ACCESS_KEY_ID && cfg.S3_SECRET_ACCESS_KEY
+            ? { accessKeyId: cfg.S3_ACCESS_KEY_ID, secretAccessKey: cfg.S3_SECRET_ACCESS_KEY }
+            : undefined,
+        );
         queue = new SqsQueue({
           client,
           queueUrl: await resolveQueueUrl(client, cfg.IMGPROC_SQS_QUEUE),

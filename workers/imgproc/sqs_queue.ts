@@ -43,8 +43,16 @@ export async function resolveQueueUrl(client: SqsLike, nameOrUrl: string): Promi
 }
 
 /** Creates an SQS client for `region`, with the SDK's default credential chain. */
-export function createSqsClient(region: string, endpoint?: string): SQSClient {
-  return new SQSClient({ region, ...(endpoint ? { endpoint } : {}) });
+export function createSqsClient(
+  region: string,
+  endpoint?: string,
+  credentials?: { accessKeyId: string; secretAccessKey: string },
+): SQSClient {
+  return new SQSClient({
+    region,
+    ...(endpoint ? { endpoint } : {}),
+    ...(credentials ? { credentials } : {}),
+  });
 }
 
 /** The SQS implementation of {@linkcode MessageQueue}. */
