@@ -108,6 +108,12 @@ Deno.test("an operator watches replication lag drawn live, sees the cluster, edi
       const [t] = await sql`select rows_applied + snapshot_rows as n from control.replicate_tables`;
       return t && Number(t.n) >= 500;
     });
+    // Changes after the snapshot stream through batches.
+    await sql`insert into public.orders select g, 'item ' || g from generate_series(501, 800) g`;
+    await waitFor("the streamed rows to be applied", async () => {
+      const [t] = await sql`select rows_applied from control.replicate_tables`;
+      return Number(t.rows_applied) >= 300;
+    });
     await waitFor("lag history", async () => {
       const [h] = await sql`select count(*)::int as n from control.replicate_lag_history`;
       return h.n >= 3;
@@ -144,7 +150,10 @@ Deno.test("an operator watches replication lag drawn live, sees the cluster, edi
       [chart, first],
       { timeout: 20_000 },
     );
-    assert.match(await page.textContent(`[data-testid="tables-${fx.pipeline}"]`) ?? "", /public\.orders/);
+    assert.match(
+      await page.textContent(`[data-testid="tables-${fx.pipeline}"]`) ?? "",
+      /public\.orders\s*300/,
+    );
     assert.match(
       await page.getAttribute(`[data-pipeline="${fx.pipeline}"]`, "data-state") ?? "",
       /streaming/,
@@ -192,13 +201,13 @@ Deno.test("an operator watches replication lag drawn live, sees the cluster, edi
       await (await page.waitForSelector('[data-testid="mapping-error"]')).textContent() ?? "",
       /no column colour/,
     );
+    await shot(page, "hydration-error");
     await page.fill(`${form} input[name="key_template"]`, "order:{id}");
     await page.click(`${form} [data-testid="validate-mapping"]`);
     assert.match(
       await (await page.waitForSelector('[data-testid="mapping-ok"]')).textContent() ?? "",
       /id, item/,
     );
-    await shot(page, "hydration-new");
     await page.click(`${form} [data-testid="save-mapping"]`);
     await page.waitForURL(`${base}/console/hydration/order_items`);
     await page.click('[data-testid="resync-order_items"]:not([disabled])');
