@@ -101,7 +101,7 @@ export function MappingForm(p: MappingFormProps) {
     >
       <label class="field">
         <span>Name</span>
-        <input name="name" value={m?.name ?? ""} readOnly={!!m} required placeholder="user_emails" />
+        <input name="name" defaultValue={m?.name ?? ""} readOnly={!!m} required placeholder="user_emails" />
       </label>
       <label class="field">
         <span>Source</span>
@@ -114,7 +114,7 @@ export function MappingForm(p: MappingFormProps) {
         ? (
           <label class="field">
             <span>Table (schema.table)</span>
-            <input name="table" value={table} required placeholder="app.users" />
+            <input name="table" defaultValue={table} required placeholder="app.users" />
           </label>
         )
         : (
@@ -127,11 +127,16 @@ export function MappingForm(p: MappingFormProps) {
         )}
       <label class="field">
         <span>Key template</span>
-        <input name="key_template" value={m?.key_template ?? ""} required placeholder="user:{id}:email" />
+        <input
+          name="key_template"
+          defaultValue={m?.key_template ?? ""}
+          required
+          placeholder="user:{id}:email"
+        />
       </label>
       <label class="field">
         <span>Key prefix</span>
-        <input name="key_prefix" value={m?.key_prefix ?? ""} placeholder="app:" />
+        <input name="key_prefix" defaultValue={m?.key_prefix ?? ""} placeholder="app:" />
       </label>
       <label class="field">
         <span>Value</span>
@@ -144,7 +149,7 @@ export function MappingForm(p: MappingFormProps) {
       {shape === "string" && (
         <label class="field">
           <span>Value column</span>
-          <input name="column" value={m?.value.shape === "string" ? m.value.column : ""} required />
+          <input name="column" defaultValue={m?.value.shape === "string" ? m.value.column : ""} required />
         </label>
       )}
       {shape === "hash" && (
@@ -152,22 +157,22 @@ export function MappingForm(p: MappingFormProps) {
           <span>Hash fields (columns, comma-separated; empty for all)</span>
           <input
             name="columns"
-            value={m?.value.shape === "hash" ? (m.value.columns ?? []).join(", ") : ""}
+            defaultValue={m?.value.shape === "hash" ? (m.value.columns ?? []).join(", ") : ""}
             placeholder="email, username"
           />
         </label>
       )}
       <label class="field">
         <span>TTL (s, empty for none)</span>
-        <input type="number" name="ttl_seconds" min={1} value={m?.ttl_seconds ?? ""} />
+        <input type="number" name="ttl_seconds" min={1} defaultValue={m?.ttl_seconds ?? ""} />
       </label>
       <label class="field">
         <span>Full sync period (s, empty for the worker's)</span>
-        <input type="number" name="period_seconds" min={1} value={m?.period_seconds ?? ""} />
+        <input type="number" name="period_seconds" min={1} defaultValue={m?.period_seconds ?? ""} />
       </label>
       <label class="field field-checkbox">
         <span>Enabled</span>
-        <input type="checkbox" name="enabled" checked={m ? m.enabled !== false : true} />
+        <input type="checkbox" name="enabled" defaultChecked={m ? m.enabled !== false : true} />
       </label>
       <div class="actions">
         <button

@@ -225,8 +225,9 @@ export const replicationPage: ConsolePage = {
                                   <span class={`badge ${t.snapshot_state === "done" ? "ok" : "pending"}`}>
                                     {t.snapshot_state}
                                   </span>{" "}
-                                  {t.snapshot_state !== "done" &&
-                                    `${count(t.snapshot_rows)} / ${count(t.snapshot_total)}`}
+                                  {t.snapshot_state === "done"
+                                    ? `${count(t.snapshot_rows)} rows`
+                                    : `${count(t.snapshot_rows)} / ${count(t.snapshot_total)}`}
                                 </td>
                                 <td data-label="Last LSN">
                                   <code>{t.last_lsn ?? "–"}</code>
