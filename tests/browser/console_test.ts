@@ -6,8 +6,8 @@
  * With `WHARF_SCREENSHOTS=1` (`deno task screenshots`) each page is saved as `docs/console-*.png`.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath as fromFileUrl } from "node:url";
-import { type Browser, chromium, type Page } from "playwright-core";
+import { type Browser, chromium } from "playwright-core";
+import { CHROMIUM, shot, waitFor } from "./_browser.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createTestDatabase } from "../../shared/testing/mod.ts";
 import { abortableSleep } from "../../shared/worker.ts";
@@ -16,30 +16,7 @@ import { buildIslands } from "../../web/build.ts";
 import { upsertAdmin } from "../../web/console/auth.ts";
 import { type NodeStatus, runNode } from "../../workers/dispatch/node.ts";
 
-/** Launch options for Debian's Chromium, headless, with no background traffic. */
-export const CHROMIUM = {
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-};
-
-const DOCS = fromFileUrl(new URL("../../docs/", import.meta.url));
-const SHOTS = Deno.env.get("WHARF_SCREENSHOTS") === "1";
 const PASSWORD = "browser-test-password";
-
-async function shot(page: Page, name: string) {
-  if (!SHOTS) return;
-  await page.screenshot({ path: `${DOCS}console-${name}.png`, fullPage: true });
-}
-
-async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await f();
-    if (v) return v;
-    await abortableSleep(100);
-  }
-  throw new Error(`Timed out waiting for ${what}`);
-}
 
 const GOOD_CODE = `export default async (event, db) => {
   await db.sql\`insert into public.order_log (event_id, item) values (\${event.id}, \${event.new.item})\`;
