@@ -362,7 +362,9 @@ export async function applyChanges(
       }
       continue;
     }
-    byTable.set(t, [...(byTable.get(t) ?? []), c.id]);
+    const ids = byTable.get(t);
+    if (ids) ids.push(c.id);
+    else byTable.set(t, [c.id]);
   }
   // The mappings' change queries run side by side (one round trip, not one per mapping).
   const reads = mappings.map(async (m) => {
