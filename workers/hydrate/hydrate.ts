@@ -113,6 +113,10 @@ export async function runHydrate(
   let bootstrapped = false;
   let defaultsSettled = !o.defaultMappings;
   let listener: { unlisten(): Promise<void> } | undefined;
+  /** Changes written to Redis whose rows are not deleted yet (see the drain below). */
+  let appliedIds: string[] = [];
+  /** When Redis last answered; a round within a second of it skips the PING. */
+  let redisOkAt = 0;
 
   // The lease is renewed by a timer as well as by the loop, so that a long full sync keeps it.
   const ensureLeader = async (): Promise<boolean> => {
@@ -164,7 +168,12 @@ export async function runHydrate(
           await waitNudge(Math.max(o.pollMs, 1_000));
           continue;
         }
-        await o.redis.client.ping();
+        // A reconnection bumps the epoch on its own; the PING only makes a round after a quiet spell fail
+        // early (before any Postgres work) when Redis is away.
+        if (Date.now() - redisOkAt >= 1_000) {
+          await o.redis.client.ping();
+          redisOkAt = Date.now();
+        }
         if (o.redis.epoch() !== seenEpoch) {
           // A (re)connection: the Redis behind it may have restarted empty, so everything is re-checked.
           if (seenEpoch !== -1) log.warn("redis connection renewed: full sync of every mapping");
@@ -255,15 +264,28 @@ export async function runHydrate(
         );
         if (failure) throw failure;
 
-        // Drain recorded changes, oldest first.
+        // Drain recorded changes, oldest first. The rows of the batch just applied are deleted by the same
+        // statement that reads the next batch (one round trip less per batch); at most one applied batch
+        // is ever left undeleted, always the oldest rows, so a crash replays it before everything newer
+        // and each change carries its whole row image: the final state is the same.
         while (!signal.aborted) {
-          const refs = await o.sql<ChangeRef[]>`
-            select id::text, table_schema, table_name, op,
-                   extract(epoch from clock_timestamp() - created_at) * 1000 as lag_ms
-              from control.hydrate_changes order by id limit ${o.changeBatch}`;
+          const done = appliedIds;
+          const refs = done.length
+            ? await o.sql<ChangeRef[]>`
+                with done as (delete from control.hydrate_changes where id = any(${done}::bigint[]))
+                select id::text, table_schema, table_name, op,
+                       extract(epoch from clock_timestamp() - created_at) * 1000 as lag_ms
+                  from control.hydrate_changes where id <> all(${done}::bigint[])
+                 order by id limit ${o.changeBatch}`
+            : await o.sql<ChangeRef[]>`
+                select id::text, table_schema, table_name, op,
+                       extract(epoch from clock_timestamp() - created_at) * 1000 as lag_ms
+                  from control.hydrate_changes order by id limit ${o.changeBatch}`;
+          appliedIds = [];
           if (!refs.length) break;
           const r = await applyChanges(deps, mappings, generations, refs);
-          await o.sql`delete from control.hydrate_changes where id = any(${refs.map((x) => x.id)}::bigint[])`;
+          appliedIds = refs.map((x) => x.id);
+          redisOkAt = Date.now();
           for (const name of r.truncated) needsFull.add(name);
           let total = 0;
           for (const [, n] of r.applied) total += n;
@@ -272,6 +294,12 @@ export async function runHydrate(
           for (const [name, n] of r.applied) unflushed.set(name, (unflushed.get(name) ?? 0) + n);
           if (r.truncated.size) break;
           if (refs.length < o.changeBatch) break;
+        }
+        // With another nudge waiting, the next round's read deletes them; otherwise they go now, so that an
+        // idle worker leaves no applied change behind.
+        if (appliedIds.length && !nudged && !needsFull.size) {
+          await o.sql`delete from control.hydrate_changes where id = any(${appliedIds}::bigint[])`;
+          appliedIds = [];
         }
         // Stats rows are written at most once a second, so that a busy stream of changes costs Redis
         // writes, not control-table writes.
@@ -297,6 +325,11 @@ export async function runHydrate(
     }
   } finally {
     clearInterval(renew);
+    if (appliedIds.length) {
+      await o.sql`delete from control.hydrate_changes where id = any(${appliedIds}::bigint[])`.catch(
+        () => {},
+      );
+    }
     if (unflushed.size) await writeChangeStats(o.sql, unflushed).catch(() => {});
     await listener?.unlisten().catch(() => {});
     if (status.leader) {

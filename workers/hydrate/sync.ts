@@ -362,19 +362,27 @@ export async function applyChanges(
       }
       continue;
     }
-    byTable.set(t, [...(byTable.get(t) ?? []), c.id]);
+    const ids = byTable.get(t);
+    if (ids) ids.push(c.id);
+    else byTable.set(t, [c.id]);
   }
-  for (const m of mappings) {
-    if ("query" in m.source || !m.enabled) continue;
+  // The mappings' change queries run side by side (one round trip, not one per mapping).
+  const reads = mappings.map(async (m) => {
+    if ("query" in m.source || !m.enabled) return undefined;
     const ids = byTable.get(`${m.source.schema}.${m.source.table}`);
-    if (!ids?.length) continue;
+    if (!ids?.length) return undefined;
     const gen = generations.get(m.name);
-    if (!gen) continue; // not loaded yet: its first full sync will include these rows
-    const ck = controlKeys(deps.controlPrefix, m.name);
+    if (!gen) return undefined; // not loaded yet: its first full sync will include these rows
     const fields = await hashColumnsOf(deps.sql, m);
     const q = changesQuery(m, ids, fields);
     const rows = await deps.sql.unsafe(q.text, q.params as never[])
       .values() as unknown as (string | null)[][];
+    return { m, gen, fields, rows };
+  });
+  for (const read of await Promise.all(reads)) {
+    if (!read) continue;
+    const { m, gen, fields, rows } = read;
+    const ck = controlKeys(deps.controlPrefix, m.name);
     result.applied.set(m.name, rows.length);
     for (const row of rows) {
       const [id, , oldKey, newKey, ...values] = row;
