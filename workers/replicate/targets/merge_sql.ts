@@ -14,7 +14,7 @@
  *
  * Only identifiers (quoted) and column indexes go into this text: no value ever does.
  */
-import { quoteIdent } from "../../../shared/db.ts";
+import { quoteIdent, type Sql } from "../../../shared/db.ts";
 import type { TableInfo } from "../schema.ts";
 
 /** The SQL dialect. */
@@ -126,4 +126,27 @@ export function createTableSql(dialect: Dialect, table: TableInfo): string {
   const cols = table.columns.map((c) => `${quoteIdent(c.name)} ${redshiftType(dialect, c.type)}`);
   const pk = table.keyIsAllColumns ? "" : `, primary key (${table.key.map(quoteIdent).join(", ")})`;
   return `create table if not exists ${qualified(table.schema, table.name)} (${cols.join(", ")}${pk})`;
+}
+
+/**
+ * Creates the warehouse table when missing and adds the columns the source gained since (a column added
+ * while running). Only missing columns are altered: Redshift has no `add column if not exists`.
+ */
+export async function ensureWarehouseTable(sql: Sql, dialect: Dialect, table: TableInfo): Promise<void> {
+  await sql.unsafe(`create schema if not exists ${quoteIdent(table.schema)}`);
+  await sql.unsafe(createTableSql(dialect, table));
+  const have = new Set(
+    (await sql<{ name: string }[]>`
+      select column_name as name from information_schema.columns
+       where table_schema = ${table.schema} and table_name = ${table.name}`).map((r) => r.name),
+  );
+  for (const c of table.columns) {
+    if (have.has(c.name)) continue;
+    const ifMissing = dialect === "postgres" ? "if not exists " : "";
+    await sql.unsafe(
+      `alter table ${qualified(table.schema, table.name)} add column ${ifMissing}${quoteIdent(c.name)} ${
+        redshiftType(dialect, c.type)
+      }`,
+    );
+  }
 }

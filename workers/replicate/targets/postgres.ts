@@ -12,7 +12,7 @@ import { connectPostgres, quoteIdent, type Sql } from "../../../shared/db.ts";
 import { formatLsn, parseLsn } from "../lsn.ts";
 import { openObject } from "../s3.ts";
 import { tableId, type TableInfo } from "../schema.ts";
-import { createStagingSql, createTableSql, mergeSql, qualified } from "./merge_sql.ts";
+import { createStagingSql, ensureWarehouseTable, mergeSql, qualified } from "./merge_sql.ts";
 import { type Segment, STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
 
 const COPY_OPTIONS = `(format csv, null '\\N')`;
@@ -36,22 +36,7 @@ export class PostgresTarget implements Target {
   }
 
   async ensureTable(table: TableInfo): Promise<void> {
-    await this.sql.unsafe(`create schema if not exists ${quoteIdent(table.schema)}`);
-    await this.sql.unsafe(createTableSql("postgres", table));
-    const have = new Set(
-      (await this.sql<{ name: string }[]>`
-        select column_name as name from information_schema.columns
-         where table_schema = ${table.schema} and table_name = ${table.name}`).map((r) => r.name),
-    );
-    for (const c of table.columns) {
-      if (!have.has(c.name)) {
-        await this.sql.unsafe(
-          `alter table ${qualified(table.schema, table.name)} add column if not exists ${
-            quoteIdent(c.name)
-          } ${c.type}`,
-        );
-      }
-    }
+    await ensureWarehouseTable(this.sql, "postgres", table);
   }
 
   async applied(pipeline: string): Promise<Map<string, bigint>> {

@@ -10,7 +10,7 @@ import { connectPostgres, quoteIdent, type Sql } from "../../../shared/db.ts";
 import { formatLsn, parseLsn } from "../lsn.ts";
 import { putText } from "../s3.ts";
 import { tableId, type TableInfo } from "../schema.ts";
-import { createStagingSql, createTableSql, mergeSql, qualified, redshiftType } from "./merge_sql.ts";
+import { createStagingSql, ensureWarehouseTable, mergeSql, qualified } from "./merge_sql.ts";
 import { STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
 
 /** How Redshift reads the bucket: an IAM role ARN (preferred) or an access key pair. */
@@ -104,22 +104,7 @@ export class RedshiftTarget implements Target {
   }
 
   async ensureTable(table: TableInfo): Promise<void> {
-    await this.sql.unsafe(`create schema if not exists ${quoteIdent(table.schema)}`);
-    await this.sql.unsafe(createTableSql("redshift", table));
-    const have = new Set(
-      (await this.sql<{ name: string }[]>`
-        select column_name as name from information_schema.columns
-         where table_schema = ${table.schema} and table_name = ${table.name}`).map((r) => r.name),
-    );
-    for (const c of table.columns) {
-      if (!have.has(c.name)) {
-        await this.sql.unsafe(
-          `alter table ${qualified(table.schema, table.name)} add column ${quoteIdent(c.name)} ${
-            redshiftType("redshift", c.type)
-          }`,
-        );
-      }
-    }
+    await ensureWarehouseTable(this.sql, "redshift", table);
   }
 
   async applied(pipeline: string): Promise<Map<string, bigint>> {
