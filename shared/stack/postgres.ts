@@ -108,8 +108,11 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Makes a CA and a server certificate for localhost / 127.0.0.1 in `dir` (once). */
-async function ensureTls(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+/**
+ * Makes a CA and a server certificate for localhost / 127.0.0.1 in `dir` (once). Also used by tests that
+ * start a TLS server of their own.
+ */
+export async function ensureTls(dir: string): Promise<{ ca: string; cert: string; key: string }> {
   const ca = join(dir, "ca.crt"), caKey = join(dir, "ca.key");
   const cert = join(dir, "server.crt"), key = join(dir, "server.key"), csr = join(dir, "server.csr");
   if (await exists(cert)) return { ca, cert, key };

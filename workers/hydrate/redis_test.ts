@@ -1,71 +1,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, run, startProcess } from "../../shared/stack/process.ts";
+import { ensureTls } from "../../shared/stack/postgres.ts";
+import { freePort, startProcess } from "../../shared/stack/process.ts";
 import { testEnv, testId } from "../../shared/testing/mod.ts";
 import { abortableSleep } from "../../shared/worker.ts";
 import { quietLog } from "./_testing.ts";
 import { connectRedis } from "./redis.ts";
 
-async function makeCerts(dir: string) {
-  await Deno.mkdir(dir, { recursive: true });
-  const f = (n: string) => join(dir, n);
-  await run("openssl", [
-    "req",
-    "-x509",
-    "-new",
-    "-nodes",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-keyout",
-    f("ca.key"),
-    "-out",
-    f("ca.crt"),
-    "-days",
-    "2",
-    "-subj",
-    "/CN=hydrate test CA",
-  ]);
-  await run("openssl", [
-    "req",
-    "-new",
-    "-nodes",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-keyout",
-    f("server.key"),
-    "-out",
-    f("server.csr"),
-    "-subj",
-    "/CN=localhost",
-  ]);
-  await Deno.writeTextFile(f("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  await run("openssl", [
-    "x509",
-    "-req",
-    "-in",
-    f("server.csr"),
-    "-CA",
-    f("ca.crt"),
-    "-CAkey",
-    f("ca.key"),
-    "-CAcreateserial",
-    "-out",
-    f("server.crt"),
-    "-days",
-    "2",
-    "-extfile",
-    f("san.ext"),
-  ]);
-  return { ca: f("ca.crt"), cert: f("server.crt"), key: f("server.key") };
-}
-
 Deno.test("connectRedis() speaks TLS to a rediss:// server with a password, checked against the given CA", async () => {
   const dir = join(testEnv.tmp, `redis-tls-${testId()}`);
-  const certs = await makeCerts(dir);
+  const certs = await ensureTls(dir);
   const port = freePort();
   const password = "pw-" + testId();
   const proc = await startProcess({
