@@ -23,14 +23,16 @@ export interface RedisTlsFiles {
 export interface HydrateCommands {
   /** See {@linkcode FLIP_LUA}. */
   hydrateFlip(
-    registry: string,
     stagePrefix: string,
     gen: string,
     meta: string,
+    newList: string,
+    phase: number,
     cursor: string,
     count: number,
     all: "0" | "1",
-  ): Promise<[string, number]>;
+    ...oldSources: string[]
+  ): Promise<[number, string, number]>;
 }
 
 /** A hydrate Redis connection. */
@@ -42,41 +44,72 @@ export interface HydrateRedis {
 }
 
 /**
- * Moves a generation into place, walking the mapping's registry with HSCAN inside the script: a key
- * registered with this generation gets its staged value renamed over the live one (a staged key is
- * whole, so a hash is replaced whole); a key registered with an older generation belongs to a row that
- * is gone, so it and its registry entry are deleted. With `all` = 1 the whole registry is walked in one
- * call, so the switch is atomic for readers (a script runs alone); otherwise one HSCAN step per call,
- * and the caller passes the returned cursor back. When the walk ends, the generation is published in
- * the same call. An empty stage prefix means the values were written in place (a first load), so there
- * is nothing to rename. Returns `{ next cursor, keys removed }`.
+ * Moves a staged generation into place. Which keys a mapping owns is recorded per generation (see
+ * {@linkcode controlKeys}): the list of the keys a full sync wrote, the set of keys incremental changes
+ * wrote since, and the list of a first load that never finished. The flip walks them in phases:
+ *
+ * 1. one phase per old source (`L:<list>`, `S:<set>`, or `H:<hash>` for the registry of older versions):
+ *    a key whose staged copy does not exist belongs to a row that is gone (or has no value now), so it
+ *    is deleted;
+ * 2. the new generation's list: each staged key is renamed over its live key (a staged key is whole, so
+ *    a hash is replaced whole, and its TTL goes with it);
+ * 3. the generation is published and the old sources are deleted.
+ *
+ * With `all` = 1 everything happens in one call, so the switch is atomic for readers (a script runs
+ * alone); otherwise each call does at most `count` entries and the caller passes the returned phase and
+ * cursor back, and every key still switches whole and is never missing. Returns
+ * `{ next phase (0 when done), next cursor, keys removed }`.
  */
 export const FLIP_LUA = `
-local reg, stage, gen, meta = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local cursor, count, all = ARGV[5], ARGV[6], ARGV[7] == '1'
+local stage, gen, meta, newList = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- The cursor is a list index, or a SCAN cursor kept as a string (it can exceed a Lua number's precision).
+local phase, cursor, count, all = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
+local sources = {}
+for i = 9, #ARGV do sources[#sources + 1] = ARGV[i] end
 local removed = 0
-repeat
-  local res = redis.call('HSCAN', reg, cursor, 'COUNT', count)
-  cursor = res[1]
-  local e = res[2]
-  for i = 1, #e, 2 do
-    local k, g = e[i], tonumber(e[i + 1])
-    if g == gen then
-      if stage ~= '' and redis.call('EXISTS', stage .. k) == 1 then
-        redis.call('RENAME', stage .. k, k)
-      end
-    elseif g < gen then
-      redis.call('DEL', k)
-      redis.call('HDEL', reg, k)
-      removed = removed + 1
-    end
-  end
-until cursor == '0' or not all
-if cursor == '0' then
-  redis.call('HSET', meta, 'generation', ARGV[3])
-  redis.call('HDEL', meta, 'staging')
+local function drop(k)
+  if redis.call('EXISTS', stage .. k) == 0 then removed = removed + redis.call('DEL', k) end
 end
-return {cursor, removed}
+local budget = count
+while phase > 0 and (all or budget > 0) do
+  local n = all and 5000 or budget
+  if phase <= #sources then
+    local kind, name = string.sub(sources[phase], 1, 1), string.sub(sources[phase], 3)
+    local done
+    if kind == 'L' then
+      local at = tonumber(cursor)
+      local e = redis.call('LRANGE', name, at, at + n - 1)
+      for i = 1, #e do drop(e[i]) end
+      cursor = tostring(at + #e)
+      done = #e < n
+      budget = budget - #e
+    else
+      local res = redis.call(kind == 'S' and 'SSCAN' or 'HSCAN', name, cursor, 'COUNT', n)
+      local e = res[2]
+      local step = kind == 'S' and 1 or 2
+      for i = 1, #e, step do drop(e[i]) end
+      cursor = res[1]
+      done = cursor == '0'
+      budget = budget - math.max(1, #e / step)
+    end
+    if done then phase, cursor = phase + 1, '0' end
+  elseif phase == #sources + 1 then
+    local at = tonumber(cursor)
+    local e = redis.call('LRANGE', newList, at, at + n - 1)
+    for i = 1, #e do
+      if redis.call('EXISTS', stage .. e[i]) == 1 then redis.call('RENAME', stage .. e[i], e[i]) end
+    end
+    cursor = tostring(at + #e)
+    budget = budget - #e
+    if #e < n then phase, cursor = phase + 1, '0' end
+  else
+    redis.call('HSET', meta, 'generation', gen)
+    redis.call('HDEL', meta, 'staging', 'loading', 'pending')
+    for i = 1, #sources do redis.call('DEL', string.sub(sources[i], 3)) end
+    phase = 0
+  end
+end
+return {phase, cursor, removed}
 `;
 
 /** Opens a connection; `rediss://` URLs use TLS with the given CA, client certificate and key. */
@@ -137,14 +170,29 @@ export function connectRedis(url: string, tls: RedisTlsFiles, log: Logger): Hydr
   };
 }
 
-/** The names of hydrate's own keys for one mapping, under the control prefix. */
+/**
+ * The names of hydrate's own keys for one mapping, under the control prefix.
+ *
+ * Which keys a mapping owns is recorded per generation, cheaply: a full sync appends each batch's keys
+ * to one list (one RPUSH per batch, not one hash field per key), and incremental changes add the keys
+ * they write to a set. A key recorded there whose row is gone is found by the next flip (its staged copy
+ * does not exist) and deleted; a key an incremental change deleted may stay listed until then, which
+ * costs nothing.
+ */
 export function controlKeys(prefix: string, mapping: string) {
   const base = `${prefix}${mapping}:`;
   return {
-    /** Hash: key → generation that last wrote it. Tells which keys a mapping owns. */
-    registry: base + "registry",
-    /** Hash: `generation` (published), `staging` (a generation being loaded). */
+    /**
+     * Hash: `generation` (published), `staging` (a staged generation being loaded), `loading` (a first
+     * load being written in place; if it never finished, its keys are live and owned).
+     */
     meta: base + "meta",
+    /** List: the keys the full sync of generation `gen` wrote. */
+    keys: (gen: string) => `${base}keys:${gen}`,
+    /** Set: the keys incremental changes wrote while `gen` was published. */
+    changed: (gen: string) => `${base}changed:${gen}`,
+    /** Hash key → generation: how older versions recorded the keys a mapping owns (read, then removed). */
+    legacyRegistry: base + "registry",
     /** Prefix of the staged keys of generation `gen`. */
     stage: (gen: string) => `${base}stage:${gen}:`,
   };

@@ -4,14 +4,15 @@
  * Full sync of a mapping (generation G):
  * 1. Rows stream from Postgres through a SQL cursor (DECLARE / FETCH) inside one REPEATABLE READ, READ
  *    ONLY transaction (one snapshot, memory bounded by the batch size whatever the table size).
- * 2. Each row's value is written to a staged key `<prefix><mapping>:stage:G:<key>` and the key is
- *    registered as G in the mapping's registry hash, with pipelining (several batches in flight).
- * 3. The flip: a script renames every staged key over its live key and deletes the live keys whose
- *    registry entry is older than G (their rows are gone), then publishes G. When the mapping has at
- *    most `atomicFlipKeys` keys this is one script, so a reader sees the whole mapping switch at once;
- *    above that it runs in chunks, each atomic, and every key still switches whole and is never missing.
- * The first load of a mapping (no generation published yet) writes live keys directly: there is no
- * previous generation a reader could mix with, and it saves a rename per key.
+ * 2. Each row's value is written to a staged key `<prefix><mapping>:stage:G:<key>`, and each batch's keys
+ *    are appended to the generation's key list, with pipelining (several batches in flight).
+ * 3. The flip: a script deletes every key the mapping owned before (the previous generation's list, the
+ *    keys incremental changes wrote since, loads that never finished) that has no staged copy (its row
+ *    is gone), renames every staged key over its live key, then publishes G. When the mapping has at most
+ *    `atomicFlipKeys` keys this is one script, so a reader sees the whole mapping switch at once; above
+ *    that it runs in chunks, each atomic, and every key still switches whole and is never missing.
+ * The first load of a mapping (it owns no keys yet) writes live keys directly: there is no previous
+ * generation a reader could mix with, and it saves a rename per key.
  *
  * Incremental apply writes the live keys of a batch of recorded changes in one MULTI/EXEC. The worker
  * never runs it while a full sync is in progress; changes recorded meanwhile are applied after the flip,
@@ -164,8 +165,11 @@ interface Target {
   ck: ReturnType<typeof controlKeys>;
   gen: number;
   genText: string;
+  /** The list this generation's keys are appended to. */
+  list: string;
   direct: boolean;
-  cleanFirstLoad: boolean;
+  /** What the mapping owned before this sync, as flip sources (`L:` list, `S:` set, `H:` hash). */
+  old: string[];
   stagePrefix: string;
   hashFields: string[];
   /** Index of the key column in a result row; the values follow it. */
@@ -177,8 +181,38 @@ interface Target {
 }
 
 /**
+ * Reads what a mapping owns before a new sync of it and records the sync as started: drops the staged
+ * keys of a sync that never finished (its key list stays, as keys it renamed may be live), and chooses
+ * between a direct first load (the mapping owns nothing) and a staged one.
+ */
+async function startGeneration(deps: SyncDeps, m: Mapping) {
+  const r = deps.redis.client;
+  const ck = controlKeys(deps.controlPrefix, m.name);
+  const meta = await r.hgetall(ck.meta);
+  if (meta.staging) await dropStaging(deps, ck.stage(meta.staging));
+  // Loads that started and never published: their keys may be live, so they stay owned until a flip.
+  const pending = (meta.pending ?? "").split(" ").filter(Boolean);
+  for (const g of [meta.staging, meta.loading]) if (g && !pending.includes(g)) pending.push(g);
+  const old: string[] = [];
+  if (meta.generation) old.push("L:" + ck.keys(meta.generation), "S:" + ck.changed(meta.generation));
+  for (const g of pending) old.push("L:" + ck.keys(g));
+  if (await r.exists(ck.legacyRegistry)) old.push("H:" + ck.legacyRegistry);
+  // A generation is a timestamp (never below any earlier one + 1), so that the key list of a crashed
+  // attempt never passes for the next attempt's.
+  const gen = Math.max(Date.now(), ...[meta.generation, ...pending].map((g) => Number(g ?? 0) + 1));
+  const genText = String(gen);
+  const direct = old.length === 0;
+  const list = ck.keys(genText);
+  const tx = r.multi().unlink(list).hset(ck.meta, direct ? "loading" : "staging", genText)
+    .hdel(ck.meta, direct ? "staging" : "loading");
+  if (pending.length) tx.hset(ck.meta, "pending", pending.join(" "));
+  await execOrThrow(tx);
+  return { ck, gen, genText, list, direct, old, stagePrefix: direct ? "" : ck.stage(genText) };
+}
+
+/**
  * Full sync of several mappings that read the same table, in one scan of it (merflow's default mapping
- * is two mappings over `users`). Each mapping keeps its own generation, registry and flip; the results
+ * is two mappings over `users`). Each mapping keeps its own generation, key lists and flip; the results
  * come back in the order of `ms`. A failure fails the whole group (each mapping is then retried).
  */
 export async function fullSyncGroup(deps: SyncDeps, ms: Mapping[]): Promise<FullSyncResult[]> {
@@ -188,26 +222,11 @@ export async function fullSyncGroup(deps: SyncDeps, ms: Mapping[]): Promise<Full
   const targets: Target[] = [];
   let offset = 0;
   for (const m of ms) {
-    const ck = controlKeys(deps.controlPrefix, m.name);
-    const meta = await r.hgetall(ck.meta);
-    if (meta.staging) await dropStaging(deps, ck.stage(meta.staging));
-    const previous = meta.generation ? Number(meta.generation) : 0;
-    // A generation is a timestamp (never below previous + 1), so that the keys a crashed attempt
-    // registered never pass for the next attempt's.
-    const gen = Math.max(previous + 1, Date.now());
-    const direct = previous === 0;
-    if (!direct) await r.hset(ck.meta, "staging", String(gen));
     const hashFields = await hashColumnsOf(deps.sql, m);
     const width = m.value.shape === "hash" ? hashFields.length : 1;
     targets.push({
       m,
-      ck,
-      gen,
-      genText: String(gen),
-      direct,
-      // A first load into a registry that is empty has nothing to rename and nothing to remove.
-      cleanFirstLoad: direct && (await r.hlen(ck.registry)) === 0,
-      stagePrefix: direct ? "" : ck.stage(String(gen)),
+      ...(await startGeneration(deps, m)),
       hashFields,
       offset,
       width,
@@ -242,9 +261,9 @@ export async function fullSyncGroup(deps: SyncDeps, ms: Mapping[]): Promise<Full
       checkEpoch(deps, epoch);
       const p = r.pipeline();
       for (const t of targets) {
-        const reg: string[] = [];
+        const keys: string[] = [];
         const mset: string[] = [];
-        const { offset: o, stagePrefix, genText } = t;
+        const { offset: o, stagePrefix } = t;
         for (const row of batch) {
           const key = row[o];
           if (key === null) continue;
@@ -255,12 +274,12 @@ export async function fullSyncGroup(deps: SyncDeps, ms: Mapping[]): Promise<Full
           } else if (
             !queueValue(p, t.m, stagePrefix + key, row.slice(o + 1, o + 1 + t.width), t.hashFields, t.direct)
           ) continue;
-          reg.push(key, genText);
-          t.keysWritten++;
+          keys.push(key);
         }
+        t.keysWritten += keys.length;
         t.rows += batch.length;
         if (mset.length) p.mset(...mset);
-        if (reg.length) p.hset(t.ck.registry, ...reg);
+        if (keys.length) p.rpush(t.list, ...keys);
       }
       const sent = execOrThrow(p);
       // Handled here so that a failure while an older batch is awaited is not an unhandled rejection;
@@ -273,32 +292,41 @@ export async function fullSyncGroup(deps: SyncDeps, ms: Mapping[]): Promise<Full
   });
   checkEpoch(deps, epoch);
 
-  // The flips. The registry holds every key a mapping owns: this generation's, and older ones whose
-  // rows are gone.
+  // The flips.
   const results: FullSyncResult[] = [];
   for (const t of targets) {
-    const total = t.cleanFirstLoad ? 0 : await r.hlen(t.ck.registry);
     let keysRemoved = 0;
-    const atomic = total <= deps.atomicFlipKeys;
+    let atomic = true;
     checkEpoch(deps, epoch);
-    if (t.cleanFirstLoad) {
-      await r.multi().hset(t.ck.meta, "generation", t.genText).hdel(t.ck.meta, "staging").exec();
+    if (t.direct) {
+      await execOrThrow(r.multi().hset(t.ck.meta, "generation", t.genText).hdel(t.ck.meta, "loading"));
     } else {
+      const sizes = await Promise.all(
+        [...t.old, "L:" + t.list].map((src) => {
+          const name = src.slice(2);
+          return src[0] === "L" ? r.llen(name) : src[0] === "S" ? r.scard(name) : r.hlen(name);
+        }),
+      );
+      atomic = sizes.reduce((a, b) => a + b, 0) <= deps.atomicFlipKeys;
+      let phase = 1;
       let cursor = "0";
       do {
-        const [next, removed] = await r.hydrateFlip(
-          t.ck.registry,
+        const [next, at, removed] = await r.hydrateFlip(
           t.stagePrefix,
           t.genText,
           t.ck.meta,
+          t.list,
+          phase,
           cursor,
           5_000,
           atomic ? "1" : "0",
+          ...t.old,
         );
         keysRemoved += removed;
-        cursor = next;
-        if (cursor !== "0") checkEpoch(deps, epoch);
-      } while (cursor !== "0");
+        phase = next;
+        cursor = at;
+        if (phase !== 0) checkEpoch(deps, epoch);
+      } while (phase !== 0);
     }
     checkEpoch(deps, epoch);
     results.push({
@@ -338,8 +366,8 @@ export interface ApplyResult {
 
 /**
  * Applies the changes `refs` (in id order) to every table mapping of their tables, in one MULTI/EXEC,
- * then deletes the change rows. `generations` gives each mapping's published generation (what the
- * registry records for keys written here).
+ * then deletes the change rows. `generations` gives each mapping's published generation, whose set of
+ * changed keys records the keys written here.
  */
 export async function applyChanges(
   deps: SyncDeps,
@@ -382,7 +410,7 @@ export async function applyChanges(
   for (const read of await Promise.all(reads)) {
     if (!read) continue;
     const { m, gen, fields, rows } = read;
-    const ck = controlKeys(deps.controlPrefix, m.name);
+    const changed = controlKeys(deps.controlPrefix, m.name).changed(String(gen));
     result.applied.set(m.name, rows.length);
     for (const row of rows) {
       const [id, , oldKey, newKey, ...values] = row;
@@ -391,16 +419,16 @@ export async function applyChanges(
         run: (p) => {
           if (oldKey !== null && oldKey !== newKey) {
             p.del(oldKey);
-            p.hdel(ck.registry, oldKey);
+            p.srem(changed, oldKey);
             result.keysRemoved++;
           }
           if (newKey === null) return;
           if (queueValue(p, m, newKey, values, fields, true)) {
-            p.hset(ck.registry, newKey, String(gen));
+            p.sadd(changed, newKey);
             result.keysWritten++;
           } else {
             p.del(newKey);
-            p.hdel(ck.registry, newKey);
+            p.srem(changed, newKey);
             result.keysRemoved++;
           }
         },
@@ -417,21 +445,39 @@ export async function applyChanges(
   return result;
 }
 
-/** Removes every key a mapping owns, its registry and its meta (the mapping was deleted). */
+/** Removes every key a mapping owns, the records of what it owns, and its meta (the mapping was deleted). */
 export async function purgeMapping(deps: SyncDeps, mapping: string): Promise<number> {
   const r = deps.redis.client;
   const ck = controlKeys(deps.controlPrefix, mapping);
   const meta = await r.hgetall(ck.meta);
   if (meta.staging) await dropStaging(deps, ck.stage(meta.staging));
+  const gens = [meta.generation, meta.staging, meta.loading, ...(meta.pending ?? "").split(" ")]
+    .filter((g): g is string => Boolean(g));
+  const records = [...gens.map(ck.keys), ...gens.map(ck.changed), ck.legacyRegistry];
   let removed = 0;
+  const unlink = async (keys: string[]) => {
+    if (keys.length) removed += await r.unlink(...keys);
+  };
+  for (const g of gens) {
+    const list = ck.keys(g);
+    for (let at = 0;; at += 5_000) {
+      const keys = await r.lrange(list, at, at + 4_999);
+      await unlink(keys);
+      if (keys.length < 5_000) break;
+    }
+    let cursor = "0";
+    do {
+      const [next, keys] = await r.sscan(ck.changed(g), cursor, "COUNT", 5_000);
+      await unlink(keys);
+      cursor = next;
+    } while (cursor !== "0");
+  }
   let cursor = "0";
   do {
-    const [next, entries] = await r.hscan(ck.registry, cursor, "COUNT", 5_000);
-    const keys: string[] = [];
-    for (let i = 0; i < entries.length; i += 2) keys.push(entries[i]);
-    if (keys.length) removed += await r.unlink(...keys);
+    const [next, entries] = await r.hscan(ck.legacyRegistry, cursor, "COUNT", 5_000);
+    await unlink(entries.filter((_, i) => i % 2 === 0));
     cursor = next;
   } while (cursor !== "0");
-  await r.unlink(ck.registry, ck.meta);
+  await r.unlink(...records, ck.meta);
   return removed;
 }

@@ -124,7 +124,8 @@ Deno.test("a second full sync removes the keys of deleted rows, rewrites changed
   assert.equal(await r.get(`${p}e:6`), "new@example.com");
   assert.equal(await r.get(`${p}e:7`), "user7@example.com");
   const ck = controlKeys(deps.controlPrefix, "email");
-  assert.equal(await r.hlen(ck.registry), 47);
+  assert.equal(await r.llen(ck.keys(String(second.generation))), 47, "the generation lists its keys");
+  assert.equal(await r.exists(ck.keys(String(first.generation))), 0, "the previous list is gone");
   assert.equal((await r.keys(`${p}h:email:stage:*`)).length, 0);
   assert.equal(await r.hget(ck.meta, "generation"), String(second.generation));
 
@@ -177,7 +178,9 @@ Deno.test("recorded changes reach Redis: inserts, updates that move a key, delet
   assert.equal(await r.exists(`${p}user2`, `${p}card:2`), 0, "deleted rows' keys are removed");
   assert.deepEqual(await r.hgetall(`${p}card:4`), { username: "neo" }, "null fields are left out");
   assert.deepEqual(await r.hgetall(`${p}card:3`), { username: "user3", email: "three@example.com" });
-  assert.equal(await r.hget(controlKeys(deps.controlPrefix, "password").registry, "user1"), null);
+  const changed = controlKeys(deps.controlPrefix, "password").changed(String(gens.get("password")));
+  assert.equal(await r.sismember(changed, `${p}user1`), 0, "a moved key is no longer recorded as written");
+  assert.equal(await r.sismember(changed, `${p}trinity`), 1, "a written key is recorded for the next flip");
 
   await db.sql`truncate public.people`;
   const t = await drain(deps, [byName, hash], gens);
@@ -239,7 +242,7 @@ Deno.test("a reader polling during a full sync never sees a missing key or a mix
   }
 });
 
-Deno.test("mappings of one table load in one scan, each with its own generation and registry", async () => {
+Deno.test("mappings of one table load in one scan, each with its own generation and key list", async () => {
   await using db = await createTestDatabase();
   await using redis = await testRedis(testEnv.redisUrl);
   const p = testRedisPrefix();
@@ -267,10 +270,66 @@ Deno.test("mappings of one table load in one scan, each with its own generation 
   assert.equal(await r.get(`${p}a:4`), "user4@example.com");
   assert.deepEqual(await r.hgetall(`${p}b:user4`), { age: "24", email: "user4@example.com" });
   assert.equal(await r.exists(`${p}a:3`, `${p}b:user3`), 0, "a row whose values are all null has no key");
-  assert.equal(await r.hlen(controlKeys(deps.controlPrefix, "a").registry), 29);
+  assert.equal(await r.llen(controlKeys(deps.controlPrefix, "a").keys(String(ra.generation))), 29);
   await db.sql`delete from public.people where id = 4`;
   const [ra2, rb2] = await fullSyncGroup(deps, [a, b]);
   assert.deepEqual([ra2.keysRemoved, rb2.keysRemoved], [1, 1]);
   assert.ok((await r.ttl(`${p}b:user5`)) > 90, "a staged hash keeps its TTL through the flip");
   await r.del(...(await r.keys(`${p}*`)));
+});
+
+/** A signal that reports aborted from its `after`-th read on: a sync stopped half-way, as by a crash. */
+function abortsAfter(after: number): AbortSignal {
+  let reads = 0;
+  return {
+    get aborted() {
+      return ++reads > after;
+    },
+  } as AbortSignal;
+}
+
+Deno.test("keys of loads that never finished stay owned: the next sync removes those whose rows are gone", async () => {
+  await using db = await createTestDatabase();
+  await using redis = await testRedis(testEnv.redisUrl);
+  const p = testRedisPrefix();
+  await createPeople(db.sql, 20);
+  const deps = testDeps(db.sql, redis, p, { batchRows: 5 });
+  const r = redis.client;
+  const m = await store(db.sql, {
+    name: "email",
+    source: { table: "people", schema: "public" },
+    key_template: "e:{id}",
+    value: { shape: "string", column: "email" },
+    key_prefix: p,
+  });
+  const ck = controlKeys(deps.controlPrefix, "email");
+  // A first load (written in place) stopped after two batches: ten live keys, nothing published.
+  await assert.rejects(fullSync({ ...deps, signal: abortsAfter(2) }, m), /stopping/);
+  assert.equal((await r.keys(`${p}e:*`)).length, 10);
+  assert.equal(await r.hget(ck.meta, "generation"), null);
+  await db.sql`delete from public.people where id in (1, 2, 3)`;
+  const second = await fullSync(deps, m);
+  assert.equal(second.keysRemoved, 3, "the unfinished load's keys of deleted rows are removed");
+  assert.equal((await r.keys(`${p}e:*`)).length, 17);
+
+  // A staged sync stopped half-way, then a row deleted: the next one removes its key.
+  await assert.rejects(fullSync({ ...deps, signal: abortsAfter(1) }, m), /stopping/);
+  await db.sql`delete from public.people where id = 4`;
+  // A key recorded by an older version of hydrate (one hash field per key) whose row is gone.
+  await r.set(`${p}e:999`, "old");
+  await r.hset(ck.legacyRegistry, `${p}e:999`, "1");
+  const third = await fullSync(deps, m);
+  assert.equal(third.keysRemoved, 2);
+  assert.deepEqual(
+    (await r.keys(`${p}e:*`)).sort(),
+    Array.from({ length: 16 }, (_, i) => `${p}e:${i + 5}`).sort(),
+  );
+  assert.deepEqual(
+    (await r.keys(`${deps.controlPrefix}*`)).sort(),
+    [ck.keys(String(third.generation)), ck.meta].sort(),
+    "only the published generation's list and the meta remain",
+  );
+  assert.deepEqual(await r.hgetall(ck.meta), { generation: String(third.generation) });
+  assert.equal(await purgeMapping(deps, "email"), 16);
+  assert.equal((await r.keys(`${p}*`)).length, 0);
 });
