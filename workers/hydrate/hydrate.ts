@@ -216,7 +216,7 @@ export async function runHydrate(
         }
         current = undefined;
         // Mappings of one table share one scan; different tables (and queries) sync side by side (each
-        // mapping has its own registry, meta and staged keys). A failed group is recorded on its
+        // mapping has its own key lists, meta and staged keys). A failed group is recorded on its
         // mappings' stats rows and retried after the back-off.
         let failure: unknown;
         const groups = new Map<string, Mapping[]>();

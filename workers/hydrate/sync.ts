@@ -30,7 +30,7 @@ import { controlKeys, globEscape, type HydrateRedis } from "./redis.ts";
 export interface SyncDeps {
   sql: Sql;
   redis: HydrateRedis;
-  /** Prefix of hydrate's own keys (registry, meta, staging), default `wharf:hydrate:`. */
+  /** Prefix of hydrate's own keys (key lists, meta, staging), default `wharf:hydrate:`. */
   controlPrefix: string;
   /** Rows per cursor fetch and per Redis pipeline. */
   batchRows: number;
