@@ -23,7 +23,8 @@ import { createS3Client } from "../web/feed/s3.ts";
 import { PgQueue } from "../workers/imgproc/pg_queue.ts";
 import { runImgproc } from "../workers/imgproc/run.ts";
 import { DEFAULT_THUMBNAIL_OPTIONS } from "../workers/imgproc/thumbnail.ts";
-import { report, type Row } from "./_util.ts";
+import process from "node:process";
+import { cpuMsOf, report, type Row } from "./_util.ts";
 
 const PHOTOS = Number(Deno.env.get("BENCH_PHOTOS") ?? 500);
 const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 4);
@@ -139,8 +140,26 @@ try {
   }));
   const uploadMs = performance.now() - tu;
 
+  // CPU per photo of each process (stable on a busy machine, unlike wall time): this one (imgproc's
+  // JavaScript and sharp's threads, or the loop), the local S3 server, and Postgres with its backends.
+  const selfMs = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  const cpu = () => ({
+    self: selfMs(),
+    s3: cpuMsOf(services.s3.process.pid),
+    pg: cpuMsOf(services.postgres.process.pid, true),
+  });
+  const perPhoto = (a: ReturnType<typeof cpu>, b: ReturnType<typeof cpu>) => ({
+    cpu_ms_self: (b.self - a.self) / PHOTOS,
+    cpu_ms_s3: (b.s3 - a.s3) / PHOTOS,
+    cpu_ms_pg: (b.pg - a.pg) / PHOTOS,
+  });
+
   // imgproc starts with the 500 creation events waiting in the S3 server's event log.
   const controller = new AbortController();
+  const c0 = cpu();
   const t0 = performance.now();
   const worker = runImgproc({
     sql,
@@ -162,17 +181,32 @@ try {
     ready = r.n;
   }
   const imgprocMs = performance.now() - t0;
+  const imgprocCpu = perPhoto(c0, cpu());
   controller.abort();
   await worker;
   // The loop runs before and after imgproc and counts as the mean of both: outside load on this shared
   // machine then weighs on both sides alike.
+  const c1 = cpu();
   const loopMs = (loopBefore + await sharpLoop(inputs)) / 2;
+  const loopCpu = perPhoto(c1, cpu());
   const [failed] = await sql`select count(*)::int as n from app.feeds where thumbnail_status = 'failed'`;
   if (failed.n) throw new Error(`Cannot report: ${failed.n} thumbnails failed`);
 
   const rows: Row[] = [
-    { run: "imgproc end to end", photos: PHOTOS, "ms": imgprocMs, "photos/s": PHOTOS / (imgprocMs / 1000) },
-    { run: "plain sharp loop", photos: PHOTOS, "ms": loopMs, "photos/s": PHOTOS / (loopMs / 1000) },
+    {
+      run: "imgproc end to end",
+      photos: PHOTOS,
+      "ms": imgprocMs,
+      "photos/s": PHOTOS / (imgprocMs / 1000),
+      ...imgprocCpu,
+    },
+    {
+      run: "plain sharp loop",
+      photos: PHOTOS,
+      "ms": loopMs,
+      "photos/s": PHOTOS / (loopMs / 1000),
+      ...loopCpu,
+    },
     {
       run: "(upload to S3, not timed)",
       photos: PHOTOS,
@@ -183,6 +217,10 @@ try {
   report("thumbs", rows, {
     ratio: Number((loopMs / imgprocMs).toFixed(3)),
     imgproc_photos_per_s: Number((PHOTOS / (imgprocMs / 1000)).toFixed(1)),
+    imgproc_cpu_ms_per_photo: Math.round(
+      imgprocCpu.cpu_ms_self + imgprocCpu.cpu_ms_s3 + imgprocCpu.cpu_ms_pg,
+    ),
+    sharp_cpu_ms_per_photo: Math.round(loopCpu.cpu_ms_self),
     sharp_photos_per_s: Number((PHOTOS / (loopMs / 1000)).toFixed(1)),
     photos: PHOTOS,
     concurrency: CONC,
