@@ -109,6 +109,12 @@ export async function runHydrate(
   let lastStatsAt = 0;
   let renewedAt = 0;
   let mappingsAt = 0;
+  /** Loads of the mappings are numbered; an older load never replaces what a newer one read. */
+  let mappingsSeq = 0;
+  let mappingsShown = 0;
+  let mappingsLoading = false;
+  /** The stats write in flight, if any (it runs beside the loop, not in the way of changes). */
+  let statsWrite: Promise<void> | undefined;
   let all: Mapping[] = [];
   let bootstrapped = false;
   let defaultsSettled = !o.defaultMappings;
@@ -181,11 +187,26 @@ export async function runHydrate(
           generations.clear();
           for (const n of known) needsFull.add(n);
         }
-        // Mappings are read again when a NOTIFY says they changed ("mappings", "resync") and at least
-        // once a second, not on every round of changes.
-        if (Date.now() - mappingsAt >= 1_000) {
-          all = await loadMappings(o.sql);
+        // Mappings are read again when a NOTIFY says they changed ("mappings", "resync"), before this
+        // round goes on; and at least once a second in the background, so that a stream of changes
+        // does not wait for that read.
+        const loadAll = async () => {
+          const seq = ++mappingsSeq;
+          const ms = await loadMappings(o.sql);
+          if (seq > mappingsShown) {
+            mappingsShown = seq;
+            all = ms;
+          }
+        };
+        if (mappingsAt === 0) {
           mappingsAt = Date.now();
+          await loadAll();
+        } else if (Date.now() - mappingsAt >= 1_000 && !mappingsLoading) {
+          mappingsAt = Date.now();
+          mappingsLoading = true;
+          loadAll().catch((e) => log.debug("mappings refresh failed", { error: e })).finally(() => {
+            mappingsLoading = false;
+          });
         }
         const mappings = all.filter((m) => m.enabled);
         status.mappings = mappings.length;
@@ -302,12 +323,22 @@ export async function runHydrate(
           appliedIds = [];
         }
         // Stats rows are written at most once a second, so that a busy stream of changes costs Redis
-        // writes, not control-table writes.
-        if (Date.now() - lastStatsAt >= 1_000) {
-          await writeChangeStats(o.sql, unflushed);
-          unflushed.clear();
-          metrics.lags(mappings, await writeLagStats(o.sql));
+        // writes, not control-table writes; and beside the loop, so that changes do not wait for them.
+        if (Date.now() - lastStatsAt >= 1_000 && !statsWrite) {
           lastStatsAt = Date.now();
+          const counts = new Map(unflushed);
+          unflushed.clear();
+          const shown = mappings;
+          statsWrite = (async () => {
+            await writeChangeStats(o.sql, counts);
+            metrics.lags(shown, await writeLagStats(o.sql));
+          })().catch((e) => {
+            // Counted again with the next write.
+            for (const [name, n] of counts) unflushed.set(name, (unflushed.get(name) ?? 0) + n);
+            log.debug("stats write failed", { error: e });
+          }).finally(() => {
+            statsWrite = undefined;
+          });
         }
         attempt = 0;
         status.last_error = undefined;
@@ -330,6 +361,7 @@ export async function runHydrate(
         () => {},
       );
     }
+    await statsWrite;
     if (unflushed.size) await writeChangeStats(o.sql, unflushed).catch(() => {});
     await listener?.unlisten().catch(() => {});
     if (status.leader) {
