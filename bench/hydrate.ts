@@ -10,6 +10,8 @@
  * from its stats rows: first sync start to last sync end, process start-up excluded). Peak RSS is the
  * worker process's VmHWM.
  *
+ * `BENCH_CPU_PROF=<dir>` writes a V8 CPU profile of the worker there.
+ *
  * Incremental: `BENCH_UPDATES_PER_S` (default 1000) single-row UPDATEs per second for `BENCH_SECONDS`
  * (default 30), each on a distinct row; latency is from just before the UPDATE is sent to the moment a
  * Redis keyspace notification for the key arrives (so commit time is included).
@@ -143,7 +145,13 @@ try {
   }
   say("wharf: hydrate worker, first full sync");
   worker = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN],
+    args: [
+      "run",
+      "-A",
+      // BENCH_CPU_PROF=<dir>: a V8 CPU profile of the worker, written when it stops.
+      ...(Deno.env.get("BENCH_CPU_PROF") ? ["--cpu-prof", `--cpu-prof-dir=${Deno.env.get("BENCH_CPU_PROF")}`] : []),
+      MAIN,
+    ],
     env: {
       DATABASE_URL: url,
       REDIS_URL: redisSrv.url,
