@@ -112,9 +112,35 @@ export function resolveTls(
   return { url: parsed.toString(), mode, ssl };
 }
 
+/**
+ * True for the one error postgres.js 3.4 throws outside any caller's reach: when a connection dies in a
+ * transaction, `sql.begin()` sends its own ROLLBACK (or a reserved connection its next query) from a
+ * `setImmediate` callback after the socket was closed, and `nextWrite` reads `write` of null. The query
+ * has already been rejected with CONNECTION_CLOSED by then, so the error reports nothing new, but as an
+ * uncaught exception it would end the process (porsager/postgres#1208; the guard of #1168 is not
+ * released).
+ */
+export function isClosedSocketWrite(error: unknown): boolean {
+  if (!(error instanceof TypeError) || !/reading 'write'/.test(error.message)) return false;
+  const stack = error.stack ?? "";
+  return /nextWrite/.test(stack) && /postgres[\\/](?:[^\\/]+[\\/])?src[\\/]connection\.js/.test(stack);
+}
+
+let closedWritesGuarded = false;
+
+/** Keeps that error (and only it) from ending the process: installed once, by the first client. */
+function guardClosedSocketWrites(): void {
+  if (closedWritesGuarded || typeof globalThis.addEventListener !== "function") return;
+  closedWritesGuarded = true;
+  globalThis.addEventListener("error", (e) => {
+    if (isClosedSocketWrite((e as ErrorEvent).error)) e.preventDefault();
+  });
+}
+
 /** Opens a pooled Postgres client. Nothing connects until the first query. */
 export function connectPostgres(url: string, options: ConnectOptions = {}): Sql {
   const tls = resolveTls(url, options);
+  guardClosedSocketWrites();
   return postgres(tls.url, {
     ssl: tls.ssl as postgres.Options<Record<string, postgres.PostgresType>>["ssl"],
     max: options.max ?? 10,

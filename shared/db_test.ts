@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
 import { connectPostgres, quoteIdent, resolveTls } from "./db.ts";
 import { testEnv } from "./testing/mod.ts";
 
@@ -66,4 +67,42 @@ Deno.test("resolveTls() strips TLS parameters from the URL and rejects unknown m
 Deno.test("quoteIdent() doubles quotes and refuses NUL", () => {
   assert.equal(quoteIdent('we"ird'), '"we""ird"');
   assert.throws(() => quoteIdent("a\u0000b"));
+});
+
+Deno.test("a connection killed in the middle of a transaction fails the transaction and does not end the process", async () => {
+  // In a process of its own: without the guard, postgres.js's late write to the closed socket is an
+  // uncaught error that ends the process.
+  const script = join(testEnv.tmp, `tx-killed-${crypto.randomUUID()}.ts`);
+  await Deno.writeTextFile(
+    script,
+    `import { connectPostgres } from ${JSON.stringify(new URL("./db.ts", import.meta.url).href)};
+const sql = connectPostgres(Deno.env.get("URL"), { max: 2 });
+const killer = connectPostgres(Deno.env.get("URL"), { max: 1 });
+let pid;
+const tx = sql.begin(async (t) => {
+  [{ pid }] = await t\`select pg_backend_pid() as pid\`;
+  await t\`select pg_sleep(5)\`;
+});
+while (pid === undefined) await new Promise((r) => setTimeout(r, 20));
+await killer\`select pg_terminate_backend(\${pid})\`;
+const error = await tx.then(() => "none", (e) => e.code);
+await new Promise((r) => setTimeout(r, 500));
+const [{ ok }] = await sql\`select 1 as ok\`;
+console.log(JSON.stringify({ error, ok }));
+Deno.exit(0);
+`,
+  );
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--config", fromFileUrl(new URL("../deno.json", import.meta.url)), script],
+      env: { URL: testEnv.pgUrl },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.deepEqual(JSON.parse(stdout.trim().split("\n").at(-1)!), { error: "CONNECTION_CLOSED", ok: 1 });
+  } finally {
+    await Deno.remove(script).catch(() => {});
+  }
 });
