@@ -55,20 +55,26 @@ export function peakRssMiB(pid: number | "self" = "self"): number {
 }
 
 /**
- * CPU time (user + system, ms) used so far by process `pid` and, with `children`, by its direct child
- * processes (a Postgres server's backends, say), from /proc (Linux); 0 for a process that is gone.
+ * CPU time (user + system, ms) used so far by process `pid` and, with `children`, by its child processes,
+ * live or exited and reaped (a Postgres server's backends, say), from /proc (Linux); 0 for a process
+ * that is gone.
  */
 export function cpuMsOf(pid: number, children = false): number {
   const read = (p: string) => {
     try {
       const stat = Deno.readTextFileSync(`/proc/${p}/stat`);
       const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      return { ppid: Number(f[1]), ms: (Number(f[11]) + Number(f[12])) * 10 };
+      return {
+        ppid: Number(f[1]),
+        ms: (Number(f[11]) + Number(f[12])) * 10,
+        reaped: (Number(f[13]) + Number(f[14])) * 10,
+      };
     } catch {
-      return { ppid: -1, ms: 0 };
+      return { ppid: -1, ms: 0, reaped: 0 };
     }
   };
-  let ms = read(String(pid)).ms;
+  const own = read(String(pid));
+  let ms = own.ms + (children ? own.reaped : 0);
   if (children) {
     for (const e of Deno.readDirSync("/proc")) {
       if (/^\d+$/.test(e.name) && read(e.name).ppid === pid) ms += read(e.name).ms;

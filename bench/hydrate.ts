@@ -27,7 +27,7 @@ import { startRedis } from "../shared/stack/redis.ts";
 import { freePort } from "../shared/stack/process.ts";
 import { abortableSleep } from "../shared/worker.ts";
 import { saveMapping, validateMapping } from "../workers/hydrate/mapping.ts";
-import { peakRssMiB, percentile, report, type Row } from "./_util.ts";
+import { cpuMsOf, peakRssMiB, percentile, report, type Row } from "./_util.ts";
 
 const N = Number(Deno.env.get("BENCH_ROWS") ?? 1_000_000);
 const RATE = Number(Deno.env.get("BENCH_UPDATES_PER_S") ?? 1_000);
@@ -111,9 +111,13 @@ try {
     ` | ${gen} | redis-cli -h 127.0.0.1 -p ${redisSrv.port} --pipe`;
   await redis.flushall();
   say("baseline: psql \\copy | resp-gen | redis-cli --pipe");
+  // CPU of the servers (Postgres with its backends, Redis) and of the pipeline's own processes (bash's
+  // `times`): figures that other load on the machine moves far less than wall time.
+  const servers = () => ({ pg: cpuMsOf(pg.process.pid, true), redis: cpuMsOf(redisSrv.process.pid) });
+  const sb = servers();
   const tb = performance.now();
   const out = await new Deno.Command("bash", {
-    args: ["-o", "pipefail", "-c", pipeline],
+    args: ["-o", "pipefail", "-c", `${pipeline}; rc=$?; times; exit $rc`],
     env: {
       PGHOST: "127.0.0.1",
       PGPORT: String(pg.port),
@@ -125,7 +129,15 @@ try {
     stderr: "piped",
   }).output();
   const baselineS = (performance.now() - tb) / 1000;
+  const sb2 = servers();
   const pipeOut = new TextDecoder().decode(out.stdout);
+  // `times` prints the shell's user/system time, then its children's: "0m1.234s 0m0.567s".
+  const childTimes = pipeOut.trim().split("\n").at(-1)!.match(/(\d+)m([\d.]+)s (\d+)m([\d.]+)s/);
+  const pipelineCpuMs = childTimes
+    ? (Number(childTimes[1]) * 60 + Number(childTimes[2]) + Number(childTimes[3]) * 60 +
+      Number(childTimes[4])) *
+      1000
+    : NaN;
   if (!out.success || !/errors: 0, replies: \d+/.test(pipeOut)) {
     throw new Error(`The baseline failed: ${new TextDecoder().decode(out.stderr)} ${pipeOut}`);
   }
@@ -144,12 +156,15 @@ try {
     await sql.begin((tx) => saveMapping(tx, m, false));
   }
   say("wharf: hydrate worker, first full sync");
+  const sw = servers();
   worker = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "-A",
       // BENCH_CPU_PROF=<dir>: a V8 CPU profile of the worker, written when it stops.
-      ...(Deno.env.get("BENCH_CPU_PROF") ? ["--cpu-prof", `--cpu-prof-dir=${Deno.env.get("BENCH_CPU_PROF")}`] : []),
+      ...(Deno.env.get("BENCH_CPU_PROF")
+        ? ["--cpu-prof", `--cpu-prof-dir=${Deno.env.get("BENCH_CPU_PROF")}`]
+        : []),
       MAIN,
     ],
     env: {
@@ -182,6 +197,9 @@ try {
     }
   };
   const firstS = await syncWindow(new Date(Date.now() - 60_000));
+  const sw2 = servers();
+  // From the worker's start (its start-up included) to the end of its first load.
+  const workerCpuMs = cpuMsOf(worker.pid);
   const rssFirst = peakRssMiB(worker.pid);
   const keys1 = await redis.dbsize();
   if (keys1 !== 2 * N + 4) throw new Error(`wharf wrote ${keys1} keys, not ${2 * N} (+4 of its own)`);
@@ -246,8 +264,19 @@ try {
       run: "full (empty Redis)",
       rows_per_s: N / baselineS,
       secs: baselineS,
+      client_cpu_s: pipelineCpuMs / 1000,
+      redis_cpu_s: (sb2.redis - sb.redis) / 1000,
+      pg_cpu_s: (sb2.pg - sb.pg) / 1000,
     },
-    { system: "wharf hydrate", run: "full, first load", rows_per_s: N / firstS, secs: firstS },
+    {
+      system: "wharf hydrate",
+      run: "full, first load",
+      rows_per_s: N / firstS,
+      secs: firstS,
+      client_cpu_s: workerCpuMs / 1000,
+      redis_cpu_s: (sw2.redis - sw.redis) / 1000,
+      pg_cpu_s: (sw2.pg - sw.pg) / 1000,
+    },
     { system: "wharf hydrate", run: "full, staged + flip", rows_per_s: N / secondS, secs: secondS },
   ];
   console.log(
@@ -262,6 +291,13 @@ try {
     rows_per_s: Math.round(N / firstS),
     peer_rows_per_s: Math.round(N / baselineS),
     staged_rows_per_s: Math.round(N / secondS),
+    // CPU seconds of everything a full load took (client processes, Redis, Postgres): ours ÷ baseline's.
+    cpu_ratio: Number(
+      (
+        (pipelineCpuMs + sb2.redis - sb.redis + sb2.pg - sb.pg) /
+        (workerCpuMs + sw2.redis - sw.redis + sw2.pg - sw.pg)
+      ).toFixed(3),
+    ),
     rss_mb: Math.round(rss),
     rss_first_load_mb: Math.round(rssFirst),
     p50_ms: Number(percentile(lat, 50).toFixed(2)),
