@@ -15,8 +15,7 @@ import { abortableSleep, backoffMs } from "../../shared/worker.ts";
 import { ensureDefaultMappings, loadMappings, loadMappingsFile, type Mapping } from "./mapping.ts";
 import type { HydrateRedis } from "./redis.ts";
 import {
-  applyChanges,
-  type ChangeRef,
+  applyNextChanges,
   fullSyncGroup,
   publishedGeneration,
   purgeMapping,
@@ -286,25 +285,20 @@ export async function runHydrate(
         if (failure) throw failure;
 
         // Drain recorded changes, oldest first. The rows of the batch just applied are deleted by the same
-        // statement that reads the next batch (one round trip less per batch); at most one applied batch
-        // is ever left undeleted, always the oldest rows, so a crash replays it before everything newer
-        // and each change carries its whole row image: the final state is the same.
+        // statement that reads the next batch with every mapping's projection of it (one round trip to
+        // Postgres and one to Redis per batch); at most one applied batch is ever left undeleted, always
+        // the oldest rows, so a crash replays it before everything newer and each change carries its
+        // whole row image: the final state is the same.
         while (!signal.aborted) {
-          const done = appliedIds;
-          const refs = done.length
-            ? await o.sql<ChangeRef[]>`
-                with done as (delete from control.hydrate_changes where id = any(${done}::bigint[]))
-                select id::text, table_schema, table_name, op,
-                       extract(epoch from clock_timestamp() - created_at) * 1000 as lag_ms
-                  from control.hydrate_changes where id <> all(${done}::bigint[])
-                 order by id limit ${o.changeBatch}`
-            : await o.sql<ChangeRef[]>`
-                select id::text, table_schema, table_name, op,
-                       extract(epoch from clock_timestamp() - created_at) * 1000 as lag_ms
-                  from control.hydrate_changes order by id limit ${o.changeBatch}`;
+          const { refs, result: r } = await applyNextChanges(
+            deps,
+            mappings,
+            generations,
+            appliedIds,
+            o.changeBatch,
+          );
           appliedIds = [];
           if (!refs.length) break;
-          const r = await applyChanges(deps, mappings, generations, refs);
           appliedIds = refs.map((x) => x.id);
           redisOkAt = Date.now();
           for (const name of r.truncated) needsFull.add(name);

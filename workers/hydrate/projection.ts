@@ -79,24 +79,47 @@ export function fullSyncGroupQuery(ms: Mapping[], hashColumns: string[][]): Quer
 }
 
 /**
- * The incremental query for a table mapping: for each recorded change of `ids` on the mapping's table,
- * `[change id, op, old key, new key, ...new values]`, in change order.
+ * The incremental read, in one statement: deletes the changes of `done` (already applied), then returns
+ * the next `limit` recorded changes in change order, each with every mapping's projection of it side by
+ * side: `[change id, schema, table, op, lag ms, old key 1, new key 1, ...new values 1, old key 2, ...]`.
+ * A mapping's columns are null for a change of another table (its row images are not even read then).
+ * `ms` are table mappings; `hashColumns[i]` are mapping i's hash fields.
  */
-export function changesQuery(m: Mapping, ids: string[], hashColumns: string[] = []): Query {
-  if ("query" in m.source) throw new Error("Cannot build a change query for a query mapping");
+export function nextChangesQuery(
+  ms: Mapping[],
+  hashColumns: string[][],
+  done: string[],
+  limit: number,
+): Query {
   const p = new Params();
-  const table = `${quoteIdent(m.source.schema)}.${quoteIdent(m.source.table)}`;
-  const oldKey = keyExpr(m, "o", p);
-  const newKey = keyExpr(m, "n", p);
-  const values = valueExprs(m, "n", hashColumns);
-  const idsParam = p.add(ids, "bigint[]");
+  const doneParam = p.add(done, "bigint[]");
+  const limitParam = p.add(limit, "int");
+  const laterals = ms.map((m, i) => {
+    if ("query" in m.source) throw new Error("Cannot build a change query for a query mapping");
+    const table = `${quoteIdent(m.source.schema)}.${quoteIdent(m.source.table)}`;
+    const match = `c.table_schema = ${p.add(m.source.schema)} and c.table_name = ${p.add(m.source.table)}`;
+    const cols = [
+      keyExpr(m, "o", p),
+      `case when c.new_row is null then null else ${keyExpr(m, "n", p)} end`,
+      ...valueExprs(m, "n", hashColumns[i] ?? []),
+    ];
+    return {
+      select: cols.map((_, j) => `m${i}.c${j}`).join(", "),
+      join: `left join lateral (
+        select ${cols.map((e, j) => `${e} as c${j}`).join(", ")}
+          from jsonb_populate_record(null::${table}, case when ${match} then c.old_row end) as o,
+               jsonb_populate_record(null::${table}, case when ${match} then c.new_row end) as n
+         where ${match} and c.op <> 'truncate') as m${i} on true`,
+    };
+  });
   const text = `
-    select c.id::text, c.op, ${oldKey}, case when c.new_row is null then null else ${newKey} end,
-           ${values.join(", ")}
-      from control.hydrate_changes c
-      cross join lateral jsonb_populate_record(null::${table}, c.old_row) as o
-      cross join lateral jsonb_populate_record(null::${table}, c.new_row) as n
-     where c.id = any(${idsParam})
+    with done as (delete from control.hydrate_changes where id = any(${doneParam})),
+    c as (select * from control.hydrate_changes where id <> all(${doneParam}) order by id limit ${limitParam})
+    select c.id::text, c.table_schema, c.table_name, c.op,
+           (extract(epoch from clock_timestamp() - c.created_at) * 1000)::text
+           ${laterals.map((l) => ", " + l.select).join("")}
+      from c
+      ${laterals.map((l) => l.join).join("\n")}
      order by c.id`;
   return { text, params: p.values };
 }

@@ -23,7 +23,7 @@ import type { ChainableCommander } from "ioredis";
 import type { Sql } from "../../shared/db.ts";
 import { WharfError } from "../../shared/errors.ts";
 import { type Mapping, sourceColumns } from "./mapping.ts";
-import { changesQuery, fullSyncGroupQuery } from "./projection.ts";
+import { fullSyncGroupQuery, nextChangesQuery } from "./projection.ts";
 import { controlKeys, globEscape, type HydrateRedis } from "./redis.ts";
 
 /** What a sync needs. */
@@ -364,24 +364,56 @@ export interface ApplyResult {
   truncated: Set<string>;
 }
 
+/** Hash fields of mappings, kept as long as the mapping object (mappings are reloaded about once a second). */
+const hashFieldsCache = new WeakMap<Mapping, Promise<string[]>>();
+
+function cachedHashColumns(sql: Sql, m: Mapping): Promise<string[]> {
+  let f = hashFieldsCache.get(m);
+  if (!f) {
+    f = hashColumnsOf(sql, m);
+    f.catch(() => hashFieldsCache.delete(m));
+    hashFieldsCache.set(m, f);
+  }
+  return f;
+}
+
 /**
- * Applies the changes `refs` (in id order) to every table mapping of their tables, in one MULTI/EXEC,
- * then deletes the change rows. `generations` gives each mapping's published generation, whose set of
- * changed keys records the keys written here.
+ * Reads the next `limit` recorded changes and applies them to every loaded table mapping of their
+ * tables, in one MULTI/EXEC; one statement reads the changes with every mapping's projection of them
+ * and deletes the changes of `done` (the previous batch, already in Redis). `generations` gives each
+ * mapping's published generation, whose set of changed keys records the keys written here. The changes
+ * read are returned, in id order; the caller deletes them (passing them as the next `done`).
  */
-export async function applyChanges(
+export async function applyNextChanges(
   deps: SyncDeps,
   mappings: Mapping[],
   generations: Map<string, number>,
-  refs: ChangeRef[],
-): Promise<ApplyResult> {
+  done: string[],
+  limit: number,
+): Promise<{ refs: ChangeRef[]; result: ApplyResult }> {
   const result: ApplyResult = { applied: new Map(), keysWritten: 0, keysRemoved: 0, truncated: new Set() };
-  if (!refs.length) return result;
-  type Op = { id: bigint; run: (p: ChainableCommander) => void };
-  const ops: Op[] = [];
-  const byTable = new Map<string, string[]>();
-  for (const c of refs) {
-    const t = `${c.table_schema}.${c.table_name}`;
+  // Mappings not loaded yet are left out: their first full sync includes these rows.
+  const live = mappings.filter((m) => "table" in m.source && m.enabled && generations.get(m.name));
+  const fields = await Promise.all(live.map((m) => cachedHashColumns(deps.sql, m)));
+  const q = nextChangesQuery(live, fields, done, limit);
+  const rows = await deps.sql.unsafe(q.text, q.params as never[]).values() as unknown as (string | null)[][];
+  const refs: ChangeRef[] = rows.map((r) => ({
+    id: r[0]!,
+    table_schema: r[1]!,
+    table_name: r[2]!,
+    op: r[3]!,
+    lag_ms: Number(r[4]),
+  }));
+  const offsets: number[] = [];
+  let at = 5;
+  for (const [i, m] of live.entries()) {
+    offsets.push(at);
+    at += 2 + (m.value.shape === "hash" ? fields[i].length : 1);
+  }
+  const multi = deps.redis.client.multi();
+  let queued = 0;
+  for (const [r, c] of refs.entries()) {
+    const row = rows[r];
     if (c.op === "truncate") {
       for (const m of mappings) {
         if ("table" in m.source && m.source.schema === c.table_schema && m.source.table === c.table_name) {
@@ -390,59 +422,36 @@ export async function applyChanges(
       }
       continue;
     }
-    const ids = byTable.get(t);
-    if (ids) ids.push(c.id);
-    else byTable.set(t, [c.id]);
-  }
-  // The mappings' change queries run side by side (one round trip, not one per mapping).
-  const reads = mappings.map(async (m) => {
-    if ("query" in m.source || !m.enabled) return undefined;
-    const ids = byTable.get(`${m.source.schema}.${m.source.table}`);
-    if (!ids?.length) return undefined;
-    const gen = generations.get(m.name);
-    if (!gen) return undefined; // not loaded yet: its first full sync will include these rows
-    const fields = await hashColumnsOf(deps.sql, m);
-    const q = changesQuery(m, ids, fields);
-    const rows = await deps.sql.unsafe(q.text, q.params as never[])
-      .values() as unknown as (string | null)[][];
-    return { m, gen, fields, rows };
-  });
-  for (const read of await Promise.all(reads)) {
-    if (!read) continue;
-    const { m, gen, fields, rows } = read;
-    const changed = controlKeys(deps.controlPrefix, m.name).changed(String(gen));
-    result.applied.set(m.name, rows.length);
-    for (const row of rows) {
-      const [id, , oldKey, newKey, ...values] = row;
-      ops.push({
-        id: BigInt(id!),
-        run: (p) => {
-          if (oldKey !== null && oldKey !== newKey) {
-            p.del(oldKey);
-            p.srem(changed, oldKey);
-            result.keysRemoved++;
-          }
-          if (newKey === null) return;
-          if (queueValue(p, m, newKey, values, fields, true)) {
-            p.sadd(changed, newKey);
-            result.keysWritten++;
-          } else {
-            p.del(newKey);
-            p.srem(changed, newKey);
-            result.keysRemoved++;
-          }
-        },
-      });
+    // In change order across mappings and tables, so that the last image of a key wins.
+    for (const [i, m] of live.entries()) {
+      const src = m.source as { schema: string; table: string };
+      if (src.schema !== c.table_schema || src.table !== c.table_name) continue;
+      const o = offsets[i];
+      const width = m.value.shape === "hash" ? fields[i].length : 1;
+      const oldKey = row[o];
+      const newKey = row[o + 1];
+      const values = row.slice(o + 2, o + 2 + width);
+      const changed = controlKeys(deps.controlPrefix, m.name).changed(String(generations.get(m.name)));
+      result.applied.set(m.name, (result.applied.get(m.name) ?? 0) + 1);
+      queued++;
+      if (oldKey !== null && oldKey !== newKey) {
+        multi.del(oldKey);
+        multi.srem(changed, oldKey);
+        result.keysRemoved++;
+      }
+      if (newKey === null) continue;
+      if (queueValue(multi, m, newKey, values, fields[i], true)) {
+        multi.sadd(changed, newKey);
+        result.keysWritten++;
+      } else {
+        multi.del(newKey);
+        multi.srem(changed, newKey);
+        result.keysRemoved++;
+      }
     }
   }
-  if (ops.length) {
-    // Change order across mappings and tables, so that the last image of a key wins.
-    ops.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const multi = deps.redis.client.multi();
-    for (const o of ops) o.run(multi);
-    await execOrThrow(multi);
-  }
-  return result;
+  if (queued) await execOrThrow(multi);
+  return { refs, result };
 }
 
 /** Removes every key a mapping owns, the records of what it owns, and its meta (the mapping was deleted). */

@@ -4,14 +4,7 @@ import { createTestDatabase, testEnv, testRedisPrefix } from "../../shared/testi
 import { createPeople, testDeps, testRedis } from "./_testing.ts";
 import { type MappingInput, saveMapping, validateMapping } from "./mapping.ts";
 import { controlKeys } from "./redis.ts";
-import {
-  applyChanges,
-  type ChangeRef,
-  fullSync,
-  fullSyncGroup,
-  purgeMapping,
-  type SyncDeps,
-} from "./sync.ts";
+import { applyNextChanges, fullSync, fullSyncGroup, purgeMapping, type SyncDeps } from "./sync.ts";
 import type { Sql } from "../../shared/db.ts";
 
 async function store(sql: Sql, input: MappingInput) {
@@ -25,11 +18,9 @@ async function drain(
   mappings: Awaited<ReturnType<typeof store>>[],
   gens: Map<string, number>,
 ) {
-  const refs = await deps.sql<ChangeRef[]>`
-    select id::text, table_schema, table_name, op, 0 as lag_ms from control.hydrate_changes order by id`;
-  const r = await applyChanges(deps, mappings, gens, refs);
+  const { refs, result } = await applyNextChanges(deps, mappings, gens, [], 1_000);
   await deps.sql`delete from control.hydrate_changes where id = any(${refs.map((x) => x.id)}::bigint[])`;
-  return r;
+  return result;
 }
 
 Deno.test("a full sync writes string, hash and json values under the key template, with a TTL when set", async () => {
