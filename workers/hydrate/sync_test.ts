@@ -324,3 +324,27 @@ Deno.test("keys of loads that never finished stay owned: the next sync removes t
   assert.equal(await purgeMapping(deps, "email"), 16);
   assert.equal((await r.keys(`${p}*`)).length, 0);
 });
+
+Deno.test("rows that share a key flip without error: the key holds one of their values", async () => {
+  await using db = await createTestDatabase();
+  await using redis = await testRedis(testEnv.redisUrl);
+  const p = testRedisPrefix();
+  await createPeople(db.sql, 6);
+  await db.sql`update public.people set age = 40`;
+  const deps = testDeps(db.sql, redis, p);
+  const r = redis.client;
+  const m = await store(db.sql, {
+    name: "byage",
+    source: { table: "people", schema: "public" },
+    key_template: "age:{age}",
+    value: { shape: "string", column: "email" },
+    key_prefix: p,
+  });
+  await fullSync(deps, m);
+  const second = await fullSync(deps, m);
+  assert.equal(second.keysRemoved, 0);
+  assert.match((await r.get(`${p}age:40`))!, /^user\d@example\.com$/);
+  assert.deepEqual(await r.keys(`${p}age:*`), [`${p}age:40`]);
+  assert.equal((await r.keys(`${deps.controlPrefix}byage:stage:*`)).length, 0);
+  await purgeMapping(deps, "byage");
+});
