@@ -258,25 +258,18 @@ try {
   sub.disconnect();
   const rss = peakRssMiB(worker.pid);
 
+  const load = (system: string, run: string, secs: number, clientMs: number, a: typeof sb, b: typeof sb) => ({
+    system,
+    run,
+    rows_per_s: N / secs,
+    secs,
+    client_cpu_s: clientMs / 1000,
+    redis_cpu_s: (b.redis - a.redis) / 1000,
+    pg_cpu_s: (b.pg - a.pg) / 1000,
+  });
   const rows: Row[] = [
-    {
-      system: "baseline psql|resp|redis-cli --pipe",
-      run: "full (empty Redis)",
-      rows_per_s: N / baselineS,
-      secs: baselineS,
-      client_cpu_s: pipelineCpuMs / 1000,
-      redis_cpu_s: (sb2.redis - sb.redis) / 1000,
-      pg_cpu_s: (sb2.pg - sb.pg) / 1000,
-    },
-    {
-      system: "wharf hydrate",
-      run: "full, first load",
-      rows_per_s: N / firstS,
-      secs: firstS,
-      client_cpu_s: workerCpuMs / 1000,
-      redis_cpu_s: (sw2.redis - sw.redis) / 1000,
-      pg_cpu_s: (sw2.pg - sw.pg) / 1000,
-    },
+    load("baseline psql|resp|redis-cli --pipe", "full (empty Redis)", baselineS, pipelineCpuMs, sb, sb2),
+    load("wharf hydrate", "full, first load", firstS, workerCpuMs, sw, sw2),
     { system: "wharf hydrate", run: "full, staged + flip", rows_per_s: N / secondS, secs: secondS },
   ];
   console.log(

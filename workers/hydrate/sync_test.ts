@@ -13,6 +13,17 @@ async function store(sql: Sql, input: MappingInput) {
   return m;
 }
 
+/** The `email` mapping over `people`: key `<prefix><template>` → the email column. */
+function emailMapping(sql: Sql, prefix: string, keyTemplate: string) {
+  return store(sql, {
+    name: "email",
+    source: { table: "people", schema: "public" },
+    key_template: keyTemplate,
+    value: { shape: "string", column: "email" },
+    key_prefix: prefix,
+  });
+}
+
 async function drain(
   deps: SyncDeps,
   mappings: Awaited<ReturnType<typeof store>>[],
@@ -31,13 +42,7 @@ Deno.test("a full sync writes string, hash and json values under the key templat
   const deps = testDeps(db.sql, redis, p);
   const r = redis.client;
 
-  const s = await store(db.sql, {
-    name: "email",
-    source: { table: "people", schema: "public" },
-    key_template: "user:{id}:email",
-    value: { shape: "string", column: "email" },
-    key_prefix: p,
-  });
+  const s = await emailMapping(db.sql, p, "user:{id}:email");
   const res = await fullSync(deps, s);
   assert.equal(res.rows, 3);
   assert.equal(res.keysWritten, 3);
@@ -95,13 +100,7 @@ Deno.test("a second full sync removes the keys of deleted rows, rewrites changed
   await createPeople(db.sql, 50);
   const deps = testDeps(db.sql, redis, p, { batchRows: 7 });
   const r = redis.client;
-  const m = await store(db.sql, {
-    name: "email",
-    source: { table: "people", schema: "public" },
-    key_template: "e:{id}",
-    value: { shape: "string", column: "email" },
-    key_prefix: p,
-  });
+  const m = await emailMapping(db.sql, p, "e:{id}");
   const first = await fullSync(deps, m);
   assert.equal(first.keysWritten, 50);
   await db.sql`delete from public.people where id in (3, 4)`;
@@ -192,13 +191,7 @@ Deno.test("a reader polling during a full sync never sees a missing key or a mix
   const N = 3_000;
   await createPeople(db.sql, N);
   const deps = testDeps(db.sql, redis, p, { batchRows: 200 });
-  const m = await store(db.sql, {
-    name: "email",
-    source: { table: "people", schema: "public" },
-    key_template: "u:{id}",
-    value: { shape: "string", column: "email" },
-    key_prefix: p,
-  });
+  const m = await emailMapping(db.sql, p, "u:{id}");
   const keys = Array.from({ length: N }, (_, i) => `${p}u:${i + 1}`);
   try {
     await fullSync(deps, m);
@@ -286,13 +279,7 @@ Deno.test("keys of loads that never finished stay owned: the next sync removes t
   await createPeople(db.sql, 20);
   const deps = testDeps(db.sql, redis, p, { batchRows: 5 });
   const r = redis.client;
-  const m = await store(db.sql, {
-    name: "email",
-    source: { table: "people", schema: "public" },
-    key_template: "e:{id}",
-    value: { shape: "string", column: "email" },
-    key_prefix: p,
-  });
+  const m = await emailMapping(db.sql, p, "e:{id}");
   const ck = controlKeys(deps.controlPrefix, "email");
   // A first load (written in place) stopped after two batches: ten live keys, nothing published.
   await assert.rejects(fullSync({ ...deps, signal: abortsAfter(2) }, m), /stopping/);
