@@ -19,7 +19,17 @@ import type { Logger } from "../../shared/log.ts";
 import type { Registry } from "../../shared/metrics.ts";
 import { abortableSleep, backoffMs } from "../../shared/worker.ts";
 import { formatLsn, parseLsn } from "./lsn.ts";
-import { type Message, type MessageRelation, textPgoutputPlugin } from "./pgoutput.ts";
+import {
+  decodeChange,
+  type DecodedChange,
+  keyChanged,
+  type MessageRelation,
+  OP_DELETE,
+  OP_INSERT,
+  type StreamMessage,
+  textPgoutputPlugin,
+  Tuple,
+} from "./pgoutput.ts";
 import { uploadFile } from "./s3.ts";
 import { describeTable, publishedTables, tableId, type TableInfo } from "./schema.ts";
 import { progressBar, runSnapshot } from "./snapshot.ts";
@@ -37,6 +47,11 @@ interface LaneItem {
   eager: Promise<unknown>;
   settle(error?: unknown): void;
 }
+
+/** Queued stream bytes past which the socket is paused (see the message queue in `runSession`). */
+const QUEUE_PAUSE_BYTES = 16 * 1024 * 1024;
+/** Silence (ms) after a commit that makes the stream count as caught up, so the batch is cut at once. */
+const IDLE_CUT_MS = 20;
 
 /** A pipeline's settings. */
 export interface PipelineOptions {
@@ -274,7 +289,8 @@ async function runSession(
      * table does not hold the others back, and a batch's files upload while the lane is still loading
      * the previous batch. The slot is acknowledged in batch order, once every lane has committed the
      * batch. At most {@linkcode MAX_BATCHES_IN_FLIGHT} batches are spooled or loading at once, so memory
-     * and disk stay bounded.
+     * and disk stay bounded; the cap is not low, because reaching it stops reading the stream (and so
+     * the server's sending) until a batch is done.
      */
     const laneQueues = new Map<string, LaneItem[]>();
     const busyLanes = new Set<string>();
@@ -327,7 +343,7 @@ async function runSession(
       }
     };
     const inFlight = new Set<Promise<void>>();
-    const MAX_BATCHES_IN_FLIGHT = 3;
+    const MAX_BATCHES_IN_FLIGHT = 8;
 
     const loadTable = async (
       id: string,
@@ -454,12 +470,18 @@ async function runSession(
       return info;
     };
 
+    /** Table ids by the stream's relation oids. */
+    const relationIds = new Map<number, string>();
+    /** Merge key column indexes per table description. */
+    const keyIndexes = new WeakMap<TableInfo, number[]>();
+    /** The change being written (reused: a row allocates nothing). */
+    const change: DecodedChange = { oldKind: 0, old: new Tuple(), new: new Tuple() };
     /** Tables whose columns changed: the target adds the new columns before their next load. */
     const dirty = new Set<string>();
     const skip = (id: string) => tx !== undefined && (applied.get(id) ?? -1n) >= tx.commitLsn;
 
     /** Handles one message; returns a promise only when it has to wait (a file write, a batch cut). */
-    const handle = (msg: Message): Promise<void> | undefined => {
+    const handle = (msg: StreamMessage): Promise<void> | undefined => {
       if (flushError) throw flushError;
       const b = batch!;
       switch (msg.tag) {
@@ -470,46 +492,33 @@ async function runSession(
           };
           return;
         case "relation": {
+          relationIds.set(msg.relationOid, `${msg.schema}.${msg.name}`);
           const known = tables.get(`${msg.schema}.${msg.name}`);
           return relationTable(msg).then((info) => {
             if (info && info !== known) dirty.add(tableId(info));
           });
         }
-        case "insert":
-        case "update":
-        case "delete": {
-          const rel = msg.relation;
-          const id = `${rel.schema}.${rel.name}`;
-          const info = tables.get(id);
-          if (!info || skip(id)) return;
-          const spool = b.spool(id, info);
+        case "raw": {
+          const id = relationIds.get(msg.relationOid);
+          const info = id === undefined ? undefined : tables.get(id);
+          if (!info || skip(id!)) return;
+          const spool = b.spool(id!, info);
           if (spool.table !== info) spool.table = info;
-          const cols = info.columns;
           b.rows++;
-          if (msg.tag === "insert") {
-            return spool.write(
-              ++b.seq,
-              "I",
-              cols.map((c) => msg.new[c.name] ?? null),
-            );
+          decodeChange(msg, change);
+          if (msg.op === OP_INSERT) return spool.writeTuple(++b.seq, "I", msg.bytes, change.new);
+          if (msg.op === OP_DELETE) return spool.writeTuple(++b.seq, "D", msg.bytes, change.old);
+          // An update that moved its row to another key: a delete of the old key, then the new row.
+          let keyIdx = keyIndexes.get(info);
+          if (!keyIdx) {
+            keyIdx = info.key.map((k) => info.columns.findIndex((c) => c.name === k));
+            keyIndexes.set(info, keyIdx);
           }
-          if (msg.tag === "delete") {
-            const old = (msg.key ?? msg.old)!;
-            return spool.write(++b.seq, "D", cols.map((c) => old[c.name] ?? null));
+          if (keyChanged(msg, change, keyIdx)) {
+            const w = spool.writeTuple(++b.seq, "D", msg.bytes, change.old);
+            if (w) return w.then(() => spool.writeTuple(++b.seq, "U", msg.bytes, change.new));
           }
-          // `undefined` in the new tuple = unchanged TOAST value (NULL is `null`).
-          const upsert = () =>
-            spool.write(
-              ++b.seq,
-              "U",
-              cols.map((c) => msg.new[c.name] === undefined ? undefined : msg.new[c.name]),
-            );
-          const oldKey = msg.key ?? msg.old;
-          if (oldKey && info.key.some((k) => oldKey[k] !== undefined && oldKey[k] !== msg.new[k])) {
-            const w = spool.write(++b.seq, "D", cols.map((c) => oldKey[c.name] ?? null));
-            if (w) return w.then(upsert);
-          }
-          return upsert();
+          return spool.writeTuple(++b.seq, "U", msg.bytes, change.new);
         }
         case "truncate":
           return (async () => {
@@ -539,30 +548,37 @@ async function runSession(
       { connectionString: o.sourceUrl, connectionTimeoutMillis: 5_000 },
       { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
     );
-    // Messages are queued as they arrive and handled in runs of up to 1,000 under the lock (one await per
-    // run, not per message). Backpressure: past 5,000 queued messages the socket is paused until the
-    // queue drains, so a slow disk or loader never lets memory grow.
-    const queue: Message[] = [];
+    // Messages are queued as they arrive and handled in runs under the lock (one await per run, not per
+    // message). Backpressure: past QUEUE_PAUSE_BYTES queued the socket is paused until the queue is down
+    // to a quarter, so a slow disk or loader never lets memory grow. The threshold is large enough that a
+    // short stall (a batch being cut, a file write) does not stop the server from sending.
+    let queue: StreamMessage[] = [];
+    let queuedBytes = 0;
     let draining = false;
     let socketPaused = false;
+    let lastDataAt = 0;
     const socket = () =>
       (service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } })._connection
         ?.stream;
+    const sizeOf = (msg: StreamMessage) => (msg.tag === "raw" ? msg.bytes.length + 64 : 256);
     const drain = async () => {
       draining = true;
       try {
         while (queue.length) {
-          const run = queue.splice(0, 1_000);
+          const run = queue;
+          queue = [];
           await lock.run(async () => {
-            for (const msg of run) {
+            for (let i = 0; i < run.length; i++) {
+              const msg = run[i];
+              queuedBytes -= sizeOf(msg);
               const r = handle(msg);
               if (r) await r;
+              if (socketPaused && queuedBytes < QUEUE_PAUSE_BYTES / 4) {
+                socketPaused = false;
+                socket()?.resume();
+              }
             }
           });
-          if (socketPaused && queue.length < 1_000) {
-            socketPaused = false;
-            socket()?.resume();
-          }
         }
       } catch (e) {
         failure?.(e);
@@ -570,9 +586,11 @@ async function runSession(
         draining = false;
       }
     };
-    service.on("data", (_lsn: string, msg: Message) => {
+    service.on("data", (_lsn: string, msg: StreamMessage) => {
       queue.push(msg);
-      if (queue.length >= 5_000 && !socketPaused) {
+      queuedBytes += sizeOf(msg);
+      lastDataAt = performance.now();
+      if (queuedBytes >= QUEUE_PAUSE_BYTES && !socketPaused) {
         socketPaused = true;
         socket()?.pause();
       }
@@ -589,14 +607,20 @@ async function runSession(
       else if (reply) ack(acked);
     });
     // Cut a batch on time when the stream is quiet between transactions; an empty batch still moves the
-    // acknowledged position (transactions on unpublished tables advance it).
+    // acknowledged position (transactions on unpublished tables advance it). A batch is also cut as soon
+    // as the stream has been silent for IDLE_CUT_MS after a commit (caught up: nothing more is coming
+    // now, so waiting for batchMs would only add latency), unless the loaders are already busy.
     timers.push(setInterval(() => {
+      if (tx || draining || queue.length || !batch || batch.endLsn === 0n) return;
+      const due = Date.now() - batch.createdAt >= o.batchMs ||
+        (performance.now() - lastDataAt >= IDLE_CUT_MS && inFlight.size < MAX_BATCHES_IN_FLIGHT / 2);
+      if (!due) return;
       void lock.run(async () => {
         const b = batch!;
-        if (tx || sessionAbort.signal.aborted) return;
-        if (b.endLsn > 0n && Date.now() - b.createdAt >= o.batchMs) await cut();
+        if (tx || sessionAbort.signal.aborted || b.endLsn === 0n) return;
+        await cut();
       }).catch((e) => failure?.(e));
-    }, Math.max(20, Math.min(1_000, o.batchMs / 4))));
+    }, Math.max(IDLE_CUT_MS, Math.min(1_000, o.batchMs / 4))));
     timers.push(setInterval(() => ack(acked), 5_000));
     // Status: lag, retained WAL, pause flag.
     const refresh = async () => {

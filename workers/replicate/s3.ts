@@ -34,7 +34,8 @@ export function s3Client(s: S3Settings): S3Client {
 /** Uploads a local file (streamed, never read whole into memory). */
 export async function uploadFile(client: S3Client, bucket: string, key: string, path: string): Promise<void> {
   const size = (await Deno.stat(path)).size;
-  const body = createReadStream(path);
+  // Large reads: each chunk costs a turn of the worker's event loop, which the stream also needs.
+  const body = createReadStream(path, { highWaterMark: 1024 * 1024 });
   try {
     await client.send(
       new PutObjectCommand({

@@ -3,7 +3,7 @@
  * `COPY … FROM STDIN`, then merged, and the table's applied LSN is stored, all in one transaction.
  */
 import type { S3Client } from "@aws-sdk/client-s3";
-import { createReadStream } from "node:fs";
+import { once } from "node:events";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { ChangeColumnStripper } from "../csv.ts";
@@ -16,6 +16,50 @@ import { createStagingSql, ensureWarehouseTable, mergeSql, qualified } from "./m
 import { type Segment, STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
 
 const COPY_OPTIONS = `(format csv, null '\\N')`;
+
+/** Bytes read from a local batch file per COPY data message. */
+const COPY_CHUNK = 1024 * 1024;
+
+/**
+ * Streams a local batch file into `statement` (a `COPY … FROM STDIN`) in large chunks. The worker's one
+ * thread also reads the replication stream: each chunk costs a turn of the event loop, so few large
+ * chunks keep the load moving while the stream is busy.
+ */
+async function copyLocalFile(
+  tx: postgres.TransactionSql<Record<string, unknown>>,
+  statement: string,
+  path: string,
+  size: number,
+  stripChangeColumns: boolean,
+): Promise<void> {
+  using file = await Deno.open(path, { read: true });
+  const writable = await tx.unsafe(statement).writable();
+  const stripper = stripChangeColumns ? new ChangeColumnStripper() : undefined;
+  let failed: unknown;
+  const onError = (e: unknown) => (failed ??= e);
+  writable.on("error", onError);
+  try {
+    for (;;) {
+      // A fresh buffer per chunk: the writable may hold on to a chunk until the socket takes it.
+      const chunk = new Uint8Array(Math.min(COPY_CHUNK, size + 1));
+      const n = await file.read(chunk);
+      if (failed) throw failed;
+      if (n === null) break;
+      const data = stripper ? stripper.push(chunk.subarray(0, n)) : chunk.subarray(0, n);
+      if (data.length && !writable.write(data)) await once(writable, "drain");
+    }
+    await new Promise<void>((resolve, reject) => {
+      writable.once("finish", resolve);
+      writable.once("error", reject);
+      writable.end();
+    });
+  } catch (e) {
+    writable.destroy(e as Error);
+    throw e;
+  } finally {
+    writable.off("error", onError);
+  }
+}
 
 /** A Postgres target at `url`, reading batch files with `s3`. */
 export class PostgresTarget implements Target {
@@ -125,7 +169,8 @@ export class PostgresTarget implements Target {
     seg: Segment,
     stripChangeColumns = false,
   ): Promise<void> {
-    const body = seg.path ? createReadStream(seg.path) : await openObject(this.#s3, bucket, seg.key);
+    if (seg.path) return await copyLocalFile(tx, statement, seg.path, seg.bytes, stripChangeColumns);
+    const body = await openObject(this.#s3, bucket, seg.key);
     const writable = await tx.unsafe(statement).writable();
     if (!stripChangeColumns) return await pipeline(body, writable);
     const stripper = new ChangeColumnStripper();
