@@ -33,7 +33,7 @@ import {
 import { uploadFile } from "./s3.ts";
 import { describeTable, publishedTables, tableId, type TableInfo } from "./schema.ts";
 import { progressBar, runSnapshot } from "./snapshot.ts";
-import { BatchSpool, type TableSpool } from "./spool.ts";
+import { BatchSpool, TableSpool } from "./spool.ts";
 import type { Segment, Target } from "./targets/target.ts";
 
 /** A segment with its local file. */
@@ -49,7 +49,7 @@ interface LaneItem {
 }
 
 /** Queued stream bytes past which the socket is paused (see the message queue in `runSession`). */
-const QUEUE_PAUSE_BYTES = 16 * 1024 * 1024;
+const QUEUE_PAUSE_BYTES = 4 * 1024 * 1024;
 /** Silence (ms) after a commit that makes the stream count as caught up, so the batch is cut at once. */
 const IDLE_CUT_MS = 20;
 
@@ -324,7 +324,7 @@ async function runSession(
               {
                 table: last.spool.table,
                 truncate: used[0].spool.truncate,
-                distinctKeys: items.length === 1 && last.spool.distinctKeys,
+                distinctKeys: TableSpool.distinctAcross(used.map((it) => it.spool)),
                 insertsOnly: used.every((it) => it.spool.insertsOnly),
                 lsn: last.b.lastCommitLsn,
               },
@@ -343,7 +343,7 @@ async function runSession(
       }
     };
     const inFlight = new Set<Promise<void>>();
-    const MAX_BATCHES_IN_FLIGHT = 8;
+    const MAX_BATCHES_IN_FLIGHT = 6;
 
     const loadTable = async (
       id: string,
@@ -560,7 +560,8 @@ async function runSession(
     const socket = () =>
       (service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } })._connection
         ?.stream;
-    const sizeOf = (msg: StreamMessage) => (msg.tag === "raw" ? msg.bytes.length + 64 : 256);
+    // A queued row change costs its bytes plus a few small objects.
+    const sizeOf = (msg: StreamMessage) => (msg.tag === "raw" ? msg.bytes.length + 200 : 400);
     const drain = async () => {
       draining = true;
       try {

@@ -35,7 +35,7 @@ export function s3Client(s: S3Settings): S3Client {
 export async function uploadFile(client: S3Client, bucket: string, key: string, path: string): Promise<void> {
   const size = (await Deno.stat(path)).size;
   // Large reads: each chunk costs a turn of the worker's event loop, which the stream also needs.
-  const body = createReadStream(path, { highWaterMark: 1024 * 1024 });
+  const body = createReadStream(path, { highWaterMark: 512 * 1024 });
   try {
     await client.send(
       new PutObjectCommand({

@@ -247,6 +247,25 @@ export class TableSpool {
     return this.#keys !== undefined;
   }
 
+  /**
+   * True when every key occurs once over all of `spools` (the parts of several batches of one table
+   * loaded as one): each tracked its keys, and no two share one.
+   */
+  static distinctAcross(spools: TableSpool[]): boolean {
+    const sets: Set<string | number>[] = [];
+    for (const s of spools) {
+      if (!s.#keys) return false;
+      sets.push(s.#keys);
+    }
+    if (sets.reduce((a, k) => a + k.size, 0) > KEY_TRACK_LIMIT) return false;
+    for (let i = 1; i < sets.length; i++) {
+      for (const k of sets[i]) {
+        for (let j = 0; j < i; j++) if (sets[j].has(k)) return false;
+      }
+    }
+    return true;
+  }
+
   /** A TRUNCATE: what was spooled before it no longer matters. */
   async truncateAll(): Promise<void> {
     this.#len = 0;

@@ -11,7 +11,7 @@ import {
   Tuple,
 } from "./pgoutput.ts";
 import type { TableInfo } from "./schema.ts";
-import { BatchSpool, integerKey } from "./spool.ts";
+import { BatchSpool, integerKey, TableSpool } from "./spool.ts";
 
 const enc = new TextEncoder();
 
@@ -154,6 +154,29 @@ Deno.test("distinct keys are tracked exactly, integer keys as numbers and other 
     await spool.writeTuple(++seq, "D", again.bytes, d.old);
     assert.equal(spool.distinctKeys, false);
     await spool.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("several batches of a table count as distinct only when no key repeats across them", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const d = fresh();
+    const spools = [];
+    for (const keys of [["1", "2"], ["3"], ["2", "4"]]) {
+      const spool = new BatchSpool(await Deno.makeTempDir({ dir })).spool("public.t", TABLE);
+      for (const [i, k] of keys.entries()) {
+        const m = message(OP_UPDATE, { new: [k, "v", "w"] });
+        decodeChange(m, d);
+        await spool.writeTuple(i + 1, "U", m.bytes, d.new);
+      }
+      spools.push(spool);
+    }
+    assert.equal(TableSpool.distinctAcross(spools.slice(0, 2)), true);
+    assert.equal(TableSpool.distinctAcross(spools), false);
+    assert.equal(TableSpool.distinctAcross([spools[2]]), true);
+    for (const s of spools) await s.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

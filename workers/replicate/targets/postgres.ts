@@ -18,7 +18,7 @@ import { type Segment, STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target }
 const COPY_OPTIONS = `(format csv, null '\\N')`;
 
 /** Bytes read from a local batch file per COPY data message. */
-const COPY_CHUNK = 1024 * 1024;
+const COPY_CHUNK = 512 * 1024;
 
 /**
  * Streams a local batch file into `statement` (a `COPY … FROM STDIN`) in large chunks. The worker's one
