@@ -30,6 +30,9 @@ export interface RawChange {
   bytes: Uint8Array;
 }
 
+/** The plugin, with its parser callable on plain bytes. */
+export type StreamPlugin = PgoutputPlugin & { parseStream(buf: Uint8Array): StreamMessage };
+
 /** What the plugin hands out per message. */
 export type StreamMessage = Message | RawChange;
 
@@ -42,28 +45,42 @@ export const KIND_TEXT = 0x74; // 't'
 const KIND_BINARY = 0x62; // 'b'
 
 const raw = (s: string) => s;
+const SLAB = 256 * 1024;
 
 function int32(b: Uint8Array, o: number): number {
   return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3];
 }
 
 /** A pgoutput plugin for `publications`: row changes as {@linkcode RawChange}, the rest parsed (text values). */
-export function textPgoutputPlugin(publications: string[]): PgoutputPlugin {
+export function textPgoutputPlugin(publications: string[]): StreamPlugin {
   const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: publications });
   const parser = (plugin as unknown as { parser: Record<string, unknown> }).parser;
   const readColumn = (parser.readRelationColumn as (r: unknown) => Record<string, unknown>).bind(parser);
   parser.readRelationColumn = (reader: unknown) => ({ ...readColumn(reader), parser: raw });
   const parse = plugin.parse.bind(plugin);
-  (plugin as unknown as { parse(buf: Uint8Array): StreamMessage }).parse = (buf: Uint8Array) => {
+  // Messages are copied into shared slabs: one small allocation per row would cost more than the copy.
+  let slab = new Uint8Array(SLAB);
+  let used = 0;
+  const parseStream = (buf: Uint8Array): StreamMessage => {
     const tag = buf[0];
     if (tag === OP_INSERT || tag === OP_UPDATE || tag === OP_DELETE) {
-      const bytes = new Uint8Array(buf.length);
+      let bytes: Uint8Array;
+      if (buf.length > SLAB / 8) bytes = new Uint8Array(buf.length);
+      else {
+        if (used + buf.length > SLAB) {
+          slab = new Uint8Array(SLAB);
+          used = 0;
+        }
+        bytes = slab.subarray(used, used + buf.length);
+        used += buf.length;
+      }
       bytes.set(buf);
       return { tag: "raw", op: tag, relationOid: int32(bytes, 1), bytes };
     }
     return parse(buf as Parameters<typeof parse>[0]) as Message;
   };
-  return plugin;
+  (plugin as unknown as { parse: typeof parseStream }).parse = parseStream;
+  return Object.assign(plugin, { parseStream });
 }
 
 /**
