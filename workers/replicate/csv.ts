@@ -82,10 +82,13 @@ export class ChangeColumnStripper {
   #commas = 0;
   #inQuotes = false;
 
-  /** Returns the part of `chunk` that belongs to the data columns (in a new array). */
-  push(chunk: Uint8Array): Uint8Array {
+  /**
+   * Returns the part of `chunk` that belongs to the data columns: in a new array, or with `inPlace` in
+   * `chunk` itself (its start is overwritten; the output is never longer than the input).
+   */
+  push(chunk: Uint8Array, inPlace = false): Uint8Array {
     const n = chunk.length;
-    const out = new Uint8Array(n);
+    const out = inPlace ? chunk : new Uint8Array(n);
     let w = 0;
     let i = 0;
     let inQuotes = this.#inQuotes;

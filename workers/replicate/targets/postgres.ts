@@ -23,7 +23,8 @@ const COPY_CHUNK = 512 * 1024;
 /**
  * Streams a local batch file into `statement` (a `COPY … FROM STDIN`) in large chunks. The worker's one
  * thread also reads the replication stream: each chunk costs a turn of the event loop, so few large
- * chunks keep the load moving while the stream is busy.
+ * chunks keep the load moving while the stream is busy. Two buffers take turns (one is read into while
+ * the other is written), and the change columns are stripped in place: no garbage per chunk.
  */
 async function copyLocalFile(
   tx: postgres.TransactionSql<Record<string, unknown>>,
@@ -35,19 +36,30 @@ async function copyLocalFile(
   using file = await Deno.open(path, { read: true });
   const writable = await tx.unsafe(statement).writable();
   const stripper = stripChangeColumns ? new ChangeColumnStripper() : undefined;
+  const length = Math.min(COPY_CHUNK, size + 1);
+  const buffers = [new Uint8Array(length), new Uint8Array(length)];
+  // The write of each buffer's last chunk: the buffer is reused only once the socket has taken it.
+  const written: (Promise<void> | undefined)[] = [undefined, undefined];
   let failed: unknown;
   const onError = (e: unknown) => (failed ??= e);
   writable.on("error", onError);
   try {
-    for (;;) {
-      // A fresh buffer per chunk: the writable may hold on to a chunk until the socket takes it.
-      const chunk = new Uint8Array(Math.min(COPY_CHUNK, size + 1));
+    for (let k = 0;; k ^= 1) {
+      await written[k];
+      const chunk = buffers[k];
       const n = await file.read(chunk);
       if (failed) throw failed;
       if (n === null) break;
-      const data = stripper ? stripper.push(chunk.subarray(0, n)) : chunk.subarray(0, n);
-      if (data.length && !writable.write(data)) await once(writable, "drain");
+      const data = stripper ? stripper.push(chunk.subarray(0, n), true) : chunk.subarray(0, n);
+      if (!data.length) continue;
+      const w = new Promise<void>((resolve, reject) =>
+        writable.write(data, (e) => (e ? reject(e) : resolve()))
+      );
+      w.catch(() => {});
+      written[k] = w;
+      if (writable.writableNeedDrain) await once(writable, "drain");
     }
+    await Promise.all(written);
     await new Promise<void>((resolve, reject) => {
       writable.once("finish", resolve);
       writable.once("error", reject);
