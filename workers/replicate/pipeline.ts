@@ -614,19 +614,15 @@ async function runSession(
     service.on("error", (e: Error) => failure?.(e));
     // Once the stream has started, its messages are read here rather than by the library's handler,
     // which formats an LSN string and emits an event for every message: at a million rows that is
-    // real CPU. (Its listener is the one added last; the client's own stays.)
+    // real CPU. The client's own listener goes too (a no-op for this query, but each extra listener
+    // costs a copy of the listener list per message).
     service.once("start", () => {
       type Listener = (m: { chunk: Uint8Array }) => void;
       const conn = (service as unknown as {
-        _connection?: {
-          listeners(e: string): Listener[];
-          removeListener(e: string, f: Listener): void;
-          on(e: string, f: Listener): void;
-        };
+        _connection?: { removeAllListeners(e: string): void; on(e: string, f: Listener): void };
       })._connection;
-      const listeners = conn?.listeners("copyData") ?? [];
-      if (!conn || !listeners.length) return;
-      conn.removeListener("copyData", listeners[listeners.length - 1]);
+      if (!conn) return;
+      conn.removeAllListeners("copyData");
       conn.on("copyData", ({ chunk }) => {
         const tag = chunk[0];
         if (tag === 0x77 /* w: XLogData */) onData(plugin.parseStream(chunk.subarray(25)));
