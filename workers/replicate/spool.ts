@@ -140,15 +140,16 @@ export class TableSpool {
   ): Promise<void> | undefined {
     const ncols = seg.columns.length;
     const n = Math.min(t.n, ncols);
-    // Worst case: every value byte doubled, plus quotes and commas; the change columns; the marks.
-    let size = 64 + ncols * 4;
-    for (let i = 0; i < n; i++) size += t.len[i] * 2 + 8;
-    const buf = this.#reserve(size);
+    // Worst case: every byte of the message doubled (the values are in it), quotes, commas and NULL
+    // markers per column, the change columns and the unchanged marks.
+    const buf = this.#reserve(64 + ncols * 16 + msg.length * 2);
     let p = this.#len;
     // "seq","op",
     buf[p++] = QUOTE;
-    const digits = String(seq);
-    for (let i = 0; i < digits.length; i++) buf[p++] = digits.charCodeAt(i);
+    let digits = 1;
+    for (let x = seq; x >= 10; x = Math.floor(x / 10)) digits++;
+    for (let j = digits - 1, x = seq; j >= 0; j--, x = Math.floor(x / 10)) buf[p + j] = 0x30 + (x % 10);
+    p += digits;
     buf[p++] = QUOTE;
     buf[p++] = COMMA;
     buf[p++] = QUOTE;
