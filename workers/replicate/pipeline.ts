@@ -553,7 +553,9 @@ async function runSession(
     // to a quarter, so a slow disk or loader never lets memory grow. The threshold is large enough that a
     // short stall (a batch being cut, a file write) does not stop the server from sending.
     let queue: StreamMessage[] = [];
-    let queuedBytes = 0;
+    /** Bytes in `queue`, and in the part of the run being handled that is not handled yet. */
+    let queueBytes = 0;
+    let runBytesLeft = 0;
     let draining = false;
     let socketPaused = false;
     /** Messages received, and as of the previous timer tick (the same number: the stream was silent). */
@@ -562,26 +564,27 @@ async function runSession(
     const socket = () =>
       (service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } })._connection
         ?.stream;
-    // A queued row change costs its bytes plus a few small objects.
-    const sizeOf = (msg: StreamMessage) => (msg.tag === "raw" ? msg.bytes.length + 200 : 400);
     const drain = async () => {
       draining = true;
       try {
         while (queue.length) {
           const run = queue;
+          runBytesLeft = queueBytes;
+          const perMessage = queueBytes / run.length;
           queue = [];
+          queueBytes = 0;
           await lock.run(async () => {
             for (let i = 0; i < run.length; i++) {
-              const msg = run[i];
-              queuedBytes -= sizeOf(msg);
-              const r = handle(msg);
+              const r = handle(run[i]);
               if (r) await r;
-              if (socketPaused && queuedBytes < QUEUE_PAUSE_BYTES / 4) {
+              runBytesLeft -= perMessage;
+              if (socketPaused && runBytesLeft + queueBytes < QUEUE_PAUSE_BYTES / 4) {
                 socketPaused = false;
                 socket()?.resume();
               }
             }
           });
+          runBytesLeft = 0;
         }
       } catch (e) {
         failure?.(e);
@@ -589,11 +592,12 @@ async function runSession(
         draining = false;
       }
     };
-    const onData = (msg: StreamMessage) => {
+    /** Queues a message; `size` is its length on the wire (a queued row costs that plus a few objects). */
+    const onData = (msg: StreamMessage, size: number) => {
       queue.push(msg);
-      queuedBytes += sizeOf(msg);
+      queueBytes += size + 200;
       received++;
-      if (queuedBytes >= QUEUE_PAUSE_BYTES && !socketPaused) {
+      if (runBytesLeft + queueBytes >= QUEUE_PAUSE_BYTES && !socketPaused) {
         socketPaused = true;
         socket()?.pause();
       }
@@ -609,7 +613,7 @@ async function runSession(
       else if (reply) ack(acked);
     };
     const plugin = textPgoutputPlugin([o.publication]);
-    service.on("data", (_lsn: string, msg: StreamMessage) => onData(msg));
+    service.on("data", (_lsn: string, msg: StreamMessage) => onData(msg, 200));
     service.on("heartbeat", (lsn: string, _ts: number, reply: boolean) => onHeartbeat(parseLsn(lsn), reply));
     service.on("error", (e: Error) => failure?.(e));
     // Once the stream has started, its messages are read here rather than by the library's handler,
@@ -625,8 +629,11 @@ async function runSession(
       conn.removeAllListeners("copyData");
       conn.on("copyData", ({ chunk }) => {
         const tag = chunk[0];
-        if (tag === 0x77 /* w: XLogData */) onData(plugin.parseStream(chunk.subarray(25)));
-        else if (tag === 0x6b /* k: keepalive */) {
+        if (tag === 0x77 /* w: XLogData */) {
+          // A plain view: a Buffer's subarray goes through its species constructor, which costs.
+          const body = new Uint8Array(chunk.buffer, chunk.byteOffset + 25, chunk.byteLength - 25);
+          onData(plugin.parseStream(body), chunk.byteLength);
+        } else if (tag === 0x6b /* k: keepalive */) {
           const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
           onHeartbeat(view.getBigUint64(1), chunk[17] !== 0);
         }

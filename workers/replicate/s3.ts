@@ -31,9 +31,25 @@ export function s3Client(s: S3Settings): S3Client {
   });
 }
 
-/** Uploads a local file (streamed, never read whole into memory). */
+/** Files up to this size are uploaded from memory (one read, no stream); larger ones are streamed. */
+const IN_MEMORY_UPLOAD = 4 * 1024 * 1024;
+
+/** Uploads a local file (a large one streamed, never read whole into memory). */
 export async function uploadFile(client: S3Client, bucket: string, key: string, path: string): Promise<void> {
   const size = (await Deno.stat(path)).size;
+  if (size <= IN_MEMORY_UPLOAD) {
+    const body = await Deno.readFile(path);
+    await client.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        Body: body,
+        ContentLength: size,
+        ContentType: "text/csv",
+      }),
+    );
+    return;
+  }
   // Large reads: each chunk costs a turn of the worker's event loop, which the stream also needs.
   const body = createReadStream(path, { highWaterMark: 512 * 1024 });
   try {
