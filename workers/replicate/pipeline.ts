@@ -641,8 +641,9 @@ async function runSession(
     });
     // Cut a batch on time when the stream is quiet between transactions; an empty batch still moves the
     // acknowledged position (transactions on unpublished tables advance it). A batch is also cut as soon
-    // as the stream has been silent for a tick (IDLE_CUT_MS) after a commit (caught up: nothing more is coming
-    // now, so waiting for batchMs would only add latency), unless the loaders are already busy.
+    // as the stream has been silent for a tick (IDLE_CUT_MS) after a commit: caught up, nothing more is
+    // coming now, so waiting for batchMs would only add latency (unless half the batches allowed in
+    // flight are already there: then the loaders are the bottleneck, and larger batches cost less).
     timers.push(setInterval(() => {
       const silent = received === receivedAtTick;
       receivedAtTick = received;
@@ -655,7 +656,7 @@ async function runSession(
         if (tx || sessionAbort.signal.aborted || b.endLsn === 0n) return;
         await cut();
       }).catch((e) => failure?.(e));
-    }, Math.max(IDLE_CUT_MS, Math.min(1_000, o.batchMs / 4))));
+    }, IDLE_CUT_MS));
     timers.push(setInterval(() => ack(acked), 5_000));
     // Status: lag, retained WAL, pause flag.
     const refresh = async () => {
