@@ -30,6 +30,10 @@ const ROWS = Number(Deno.env.get("BENCH_ROWS") ?? 1_000_000);
 const CHANGES = Number(Deno.env.get("BENCH_CHANGES") ?? 200_000);
 const TABLES = ["t1", "t2", "t3"];
 const MAIN = fromFileUrl(new URL("../workers/replicate/main.ts", import.meta.url));
+/** Extra `deno run` flags for the worker (e.g. `--cpu-prof --cpu-prof-dir=…` to profile it). */
+const WORKER_FLAGS = (Deno.env.get("BENCH_WORKER_FLAGS") ?? "").split(/\s+/).filter(Boolean);
+/** `BENCH_ONLY=wharf` skips the peer (for quick iterations; the ratio is then 0). */
+const ONLY = Deno.env.get("BENCH_ONLY");
 const log = createLogger("bench-replicate", { level: "error" });
 const say = (s: string) => console.error(`[bench] ${s}`);
 
@@ -90,6 +94,42 @@ async function workload(sql: Sql): Promise<string> {
   return r.lsn;
 }
 
+/** User + system CPU seconds of a process so far, from /proc (Linux), or NaN. */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/** CPU seconds per process of the servers (children of `parents`), keyed by pid and process title. */
+function serverCpu(parents: number[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const pid = Number(e.name);
+      if (!parents.includes(Number(f[1])) && !parents.includes(pid)) continue;
+      const title = Deno.readTextFileSync(`/proc/${e.name}/cmdline`).replaceAll("\0", " ").trim();
+      out.set(`${pid} ${title.replace(/\(\d+\)/, "").slice(0, 60)}`, (Number(f[11]) + Number(f[12])) / 100);
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+/** Prints where the servers' CPU went between two {@linkcode serverCpu} readings. */
+function sayCpu(label: string, before: Map<string, number>, after: Map<string, number>): void {
+  const used = [...after].map(([k, v]) => [k.replace(/^\d+ /, ""), v - (before.get(k) ?? 0)] as const)
+    .filter(([, v]) => v >= 0.05).sort((a, b) => b[1] - a[1]);
+  say(`${label} server CPU s: ${used.map(([k, v]) => `${v.toFixed(2)} ${k}`).join("; ")}`);
+}
+
 async function checksums(sql: Sql): Promise<string[]> {
   const out: string[] = [];
   for (const t of TABLES) {
@@ -125,7 +165,7 @@ async function followSlot(
   return { peakLagMiB: peakLag / 1024 / 1024, peakRss };
 }
 
-async function runNative(pgUrl: (db: string) => string, admin: Sql): Promise<Row> {
+async function runNative(pgUrl: (db: string) => string, admin: Sql, servers: number[]): Promise<Row> {
   await admin.unsafe(`create database src_native`);
   await admin.unsafe(`create database dst_native`);
   const src = connectPostgres(pgUrl("src_native"), { max: 2 });
@@ -151,6 +191,7 @@ async function runNative(pgUrl: (db: string) => string, admin: Sql): Promise<Row
     );
     await abortableSleep(1_000);
     let endLsn: string | undefined;
+    const cpuBefore = serverCpu(servers);
     const t0 = performance.now();
     let wlSecs = 0;
     const wl = workload(src).then((l) => {
@@ -166,6 +207,7 @@ async function runNative(pgUrl: (db: string) => string, admin: Sql): Promise<Row
     const follow = await followSlot(admin, "bench_sub", () => endLsn, () => (pid ? peakRssMiB(pid) : NaN));
     await wl;
     const secs = (performance.now() - t0) / 1000;
+    sayCpu("peer", cpuBefore, serverCpu(servers));
     pid ??= await applyPid();
     const same = JSON.stringify(await checksums(src)) === JSON.stringify(await checksums(dst));
     await dst`alter subscription bench_sub disable`;
@@ -176,6 +218,8 @@ async function runNative(pgUrl: (db: string) => string, admin: Sql): Promise<Row
       system: "postgres logical replication",
       seconds: secs,
       workload_s: wlSecs,
+      tail_s: secs - wlSecs,
+      worker_cpu_s: NaN,
       rows_per_s: (ROWS + CHANGES) / secs,
       peak_lag_mib: follow.peakLagMiB,
       peak_rss_mib: follow.peakRss,
@@ -189,6 +233,7 @@ async function runNative(pgUrl: (db: string) => string, admin: Sql): Promise<Row
 async function runWharf(
   pgUrl: (db: string) => string,
   admin: Sql,
+  servers: number[],
   s3Endpoint: string,
   tmp: string,
 ): Promise<Row> {
@@ -211,7 +256,7 @@ async function runWharf(
     await createSource(src);
     await src`create publication bench_pub for table public.t1, public.t2, public.t3`;
     worker = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN],
+      args: ["run", "-A", ...WORKER_FLAGS, MAIN],
       env: {
         ...Deno.env.toObject(),
         DATABASE_URL: pgUrl("ctl_wharf"),
@@ -241,6 +286,7 @@ async function runWharf(
       await abortableSleep(200);
     }
     let endLsn: string | undefined;
+    const cpuBefore = serverCpu(servers);
     const t0 = performance.now();
     let wlSecs = 0;
     const wl = workload(src).then((l) => {
@@ -248,9 +294,12 @@ async function runWharf(
       endLsn = l;
     });
     const pid = worker.pid;
+    const cpu0 = cpuSeconds(pid);
     const follow = await followSlot(admin, "bench_wharf", () => endLsn, () => peakRssMiB(pid));
     await wl;
     const secs = (performance.now() - t0) / 1000;
+    const cpu = cpuSeconds(pid) - cpu0;
+    sayCpu("wharf", cpuBefore, serverCpu(servers));
     const rss = Math.max(follow.peakRss, peakRssMiB(pid));
     const same = JSON.stringify(await checksums(src)) === JSON.stringify(await checksums(dst));
     const [b] =
@@ -261,6 +310,8 @@ async function runWharf(
       system: "wharf replicate (S3 + COPY + merge)",
       seconds: secs,
       workload_s: wlSecs,
+      tail_s: secs - wlSecs,
+      worker_cpu_s: cpu,
       rows_per_s: (ROWS + CHANGES) / secs,
       peak_lag_mib: follow.peakLagMiB,
       peak_rss_mib: rss,
@@ -289,6 +340,7 @@ const pg = await startPostgres({
 });
 const s3 = await startS3({ dir: join(dir, "s3"), port: freePort() });
 const admin = connectPostgres(pg.url, { max: 2 });
+const servers = [pg.process.pid, s3.process.pid];
 // An interrupted bench still stops the servers it started.
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(sig, async () => {
@@ -302,16 +354,23 @@ try {
       CHANGES.toLocaleString("en-US")
     } updates/deletes`,
   );
-  say("peer: PostgreSQL logical replication…");
-  const peer = await runNative(pg.urlFor, admin);
-  say(`peer done in ${Number(peer.seconds).toFixed(1)} s; wharf replicate…`);
-  const ours = await runWharf(pg.urlFor, admin, s3.endpoint, dir);
-  const rows = [ours, peer];
+  let peer: Row = { seconds: NaN, rows_per_s: NaN, peak_lag_mib: NaN, target_equals_source: "yes" };
+  if (ONLY !== "wharf") {
+    say("peer: PostgreSQL logical replication…");
+    peer = await runNative(pg.urlFor, admin, servers);
+    say(`peer done in ${Number(peer.seconds).toFixed(1)} s; wharf replicate…`);
+  }
+  const ours = await runWharf(pg.urlFor, admin, servers, s3.endpoint, dir);
+  const rows = ONLY === "wharf" ? [ours] : [ours, peer];
   report("replicate", rows, {
-    ratio: Number((Number(peer.seconds) / Number(ours.seconds)).toFixed(3)),
+    ratio: ONLY === "wharf" ? 0 : Number((Number(peer.seconds) / Number(ours.seconds)).toFixed(3)),
     rows: ROWS + CHANGES,
     seconds: Number(Number(ours.seconds).toFixed(2)),
+    workload_s: Number(Number(ours.workload_s).toFixed(2)),
+    tail_s: Number(Number(ours.tail_s).toFixed(2)),
+    worker_cpu_s: Number(Number(ours.worker_cpu_s).toFixed(2)),
     peer_seconds: Number(Number(peer.seconds).toFixed(2)),
+    peer_workload_s: Number(Number(peer.workload_s).toFixed(2)),
     rows_per_s: Math.round(Number(ours.rows_per_s)),
     peer_rows_per_s: Math.round(Number(peer.rows_per_s)),
     peak_lag_mib: Number(Number(ours.peak_lag_mib).toFixed(1)),

@@ -82,35 +82,46 @@ export class ChangeColumnStripper {
   #commas = 0;
   #inQuotes = false;
 
-  /** Returns the part of `chunk` that belongs to the data columns. */
-  push(chunk: Uint8Array): Uint8Array {
-    const out: Uint8Array[] = [];
-    let start = -1;
-    for (let i = 0; i < chunk.length; i++) {
-      const c = chunk[i];
-      if (c === 34) this.#inQuotes = !this.#inQuotes;
-      if (this.#skipping) {
-        if (c === 44 && !this.#inQuotes && ++this.#commas === 3) {
-          this.#skipping = false;
-          start = i + 1;
+  /**
+   * Returns the part of `chunk` that belongs to the data columns: in a new array, or with `inPlace` in
+   * `chunk` itself (its start is overwritten; the output is never longer than the input).
+   */
+  push(chunk: Uint8Array, inPlace = false): Uint8Array {
+    const n = chunk.length;
+    const out = inPlace ? chunk : new Uint8Array(n);
+    let w = 0;
+    let i = 0;
+    let inQuotes = this.#inQuotes;
+    let commas = this.#commas;
+    let skipping = this.#skipping;
+    while (i < n) {
+      if (skipping) {
+        for (; i < n; i++) {
+          const c = chunk[i];
+          if (c === 34) inQuotes = !inQuotes;
+          else if (c === 44 && !inQuotes && ++commas === 3) {
+            i++;
+            skipping = false;
+            break;
+          }
         }
-      } else if (c === 10 && !this.#inQuotes) {
-        if (start < 0) start = 0;
-        out.push(chunk.subarray(start, i + 1));
-        start = -1;
-        this.#skipping = true;
-        this.#commas = 0;
-      } else if (start < 0) start = i;
+      } else {
+        for (; i < n; i++) {
+          const c = chunk[i];
+          out[w++] = c;
+          if (c === 34) inQuotes = !inQuotes;
+          else if (c === 10 && !inQuotes) {
+            i++;
+            skipping = true;
+            commas = 0;
+            break;
+          }
+        }
+      }
     }
-    if (!this.#skipping && start >= 0 && start < chunk.length) out.push(chunk.subarray(start));
-    if (out.length === 1) return out[0];
-    const total = out.reduce((a, b) => a + b.length, 0);
-    const joined = new Uint8Array(total);
-    let off = 0;
-    for (const o of out) {
-      joined.set(o, off);
-      off += o.length;
-    }
-    return joined;
+    this.#inQuotes = inQuotes;
+    this.#commas = commas;
+    this.#skipping = skipping;
+    return out.subarray(0, w);
   }
 }

@@ -28,3 +28,11 @@ Deno.test("ChangeColumnStripper drops the change columns of every record, howeve
     assert.equal(out, want, `chunks of ${size}`);
   }
 });
+
+Deno.test("ChangeColumnStripper can strip in place, in the chunk it was given", () => {
+  const text = csvLine(["1", "I", "-", "a", "x,\ny", null]) + csvLine(["2", "I", ",1,", "", '"q"', "z"]);
+  const bytes = new TextEncoder().encode(text);
+  const out = new ChangeColumnStripper().push(bytes, true);
+  assert.equal(out.buffer, bytes.buffer);
+  assert.equal(new TextDecoder().decode(out), csvLine(["a", "x,\ny", null]) + csvLine(["", '"q"', "z"]));
+});

@@ -1,8 +1,10 @@
 /**
- * The stream's decoder: pg-logical-replication's pgoutput parser, kept on Postgres's text output for
- * every value. The library would otherwise turn values into JavaScript types (a timestamp into a `Date`,
- * losing microseconds); text goes into the batch files as Postgres printed it, so it loads back
- * exactly. A value whose TOAST did not change is `undefined` in a tuple (NULL is `null`).
+ * The stream's decoder. Row changes (insert, update, delete: nearly every message) are not decoded into
+ * JavaScript values at all: they stay the bytes Postgres sent, and the spool copies each value's text
+ * straight into the batch file ({@linkcode Tuple}, `TableSpool.writeTuple`). Values thus arrive exactly
+ * as Postgres printed them (a timestamp keeps its microseconds), and a row costs no strings, objects or
+ * UTF-8 round trips. Every other message (begin, commit, relation, truncate…) goes through
+ * pg-logical-replication's pgoutput parser, kept on text output.
  */
 import { type Pgoutput, PgoutputPlugin } from "pg-logical-replication";
 
@@ -11,13 +13,179 @@ export type Message = Pgoutput.Message;
 /** A relation (table) description from the stream. */
 export type MessageRelation = Pgoutput.MessageRelation;
 
-const raw = (s: string) => s;
+/** `I`, `U`, `D`: the tags of the row change messages. */
+export const OP_INSERT = 0x49;
+/** See {@linkcode OP_INSERT}. */
+export const OP_UPDATE = 0x55;
+/** See {@linkcode OP_INSERT}. */
+export const OP_DELETE = 0x44;
 
-/** A pgoutput plugin for `publications` whose tuples hold text values. */
-export function textPgoutputPlugin(publications: string[]): PgoutputPlugin {
+/** A row change as it came off the wire, copied out of the socket's buffer (which the client reuses). */
+export interface RawChange {
+  tag: "raw";
+  /** {@linkcode OP_INSERT}, {@linkcode OP_UPDATE} or {@linkcode OP_DELETE}. */
+  op: number;
+  relationOid: number;
+  /** The whole pgoutput message, its tag byte first. */
+  bytes: Uint8Array;
+}
+
+/** The plugin, with its parser callable on plain bytes. */
+export type StreamPlugin = PgoutputPlugin & { parseStream(buf: Uint8Array): StreamMessage };
+
+/** What the plugin hands out per message. */
+export type StreamMessage = Message | RawChange;
+
+/** Column kinds in a pgoutput tuple. */
+export const KIND_NULL = 0x6e; // 'n'
+/** An unchanged TOAST value: not in the WAL, so not in the message. */
+export const KIND_UNCHANGED = 0x75; // 'u'
+/** A value in text form. */
+export const KIND_TEXT = 0x74; // 't'
+const KIND_BINARY = 0x62; // 'b'
+
+const raw = (s: string) => s;
+const SLAB = 256 * 1024;
+
+function int32(b: Uint8Array, o: number): number {
+  return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3];
+}
+
+/** A pgoutput plugin for `publications`: row changes as {@linkcode RawChange}, the rest parsed (text values). */
+export function textPgoutputPlugin(publications: string[]): StreamPlugin {
   const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: publications });
   const parser = (plugin as unknown as { parser: Record<string, unknown> }).parser;
   const readColumn = (parser.readRelationColumn as (r: unknown) => Record<string, unknown>).bind(parser);
   parser.readRelationColumn = (reader: unknown) => ({ ...readColumn(reader), parser: raw });
-  return plugin;
+  const parse = plugin.parse.bind(plugin);
+  // Messages are copied into shared slabs: one small allocation per row would cost more than the copy.
+  let slab = new Uint8Array(SLAB);
+  let used = 0;
+  const parseStream = (buf: Uint8Array): StreamMessage => {
+    const tag = buf[0];
+    if (tag === OP_INSERT || tag === OP_UPDATE || tag === OP_DELETE) {
+      let bytes: Uint8Array;
+      if (buf.length > SLAB / 8) bytes = new Uint8Array(buf.length);
+      else {
+        if (used + buf.length > SLAB) {
+          slab = new Uint8Array(SLAB);
+          used = 0;
+        }
+        bytes = slab.subarray(used, used + buf.length);
+        used += buf.length;
+      }
+      bytes.set(buf);
+      return { tag: "raw", op: tag, relationOid: int32(bytes, 1), bytes };
+    }
+    return parse(buf as Parameters<typeof parse>[0]) as Message;
+  };
+  (plugin as unknown as { parse: typeof parseStream }).parse = parseStream;
+  return Object.assign(plugin, { parseStream });
+}
+
+/**
+ * A view of one tuple (`TupleData`) of a pgoutput message: per column its kind ({@linkcode KIND_NULL},
+ * {@linkcode KIND_UNCHANGED}, {@linkcode KIND_TEXT}) and where its text lies in the message. Reused from
+ * message to message: nothing is allocated per row.
+ */
+export class Tuple {
+  /** Number of columns. */
+  n = 0;
+  kind = new Uint8Array(16);
+  start = new Int32Array(16);
+  len = new Int32Array(16);
+
+  /** Reads the tuple at `off` in `b`; returns the offset after it. */
+  read(b: Uint8Array, off: number): number {
+    const n = (b[off] << 8) | b[off + 1];
+    off += 2;
+    if (n > this.kind.length) {
+      const size = Math.max(n, this.kind.length * 2);
+      this.kind = new Uint8Array(size);
+      this.start = new Int32Array(size);
+      this.len = new Int32Array(size);
+    }
+    for (let i = 0; i < n; i++) {
+      const k = b[off++];
+      this.kind[i] = k;
+      if (k === KIND_TEXT || k === KIND_BINARY) {
+        const len = int32(b, off);
+        off += 4;
+        this.start[i] = off;
+        this.len[i] = len;
+        off += len;
+      } else if (k === KIND_NULL || k === KIND_UNCHANGED) {
+        this.start[i] = off;
+        this.len[i] = 0;
+      } else {
+        throw new Error(`Cannot decode a pgoutput tuple: unknown column kind ${k}`);
+      }
+    }
+    this.n = n;
+    return off;
+  }
+
+  /** Column `i` of this tuple takes column `i` of `from` (both views of the same message). */
+  take(i: number, from: Tuple): void {
+    this.kind[i] = from.kind[i];
+    this.start[i] = from.start[i];
+    this.len[i] = from.len[i];
+  }
+
+  /** True when column `i` holds the same value (kind and bytes) in both tuples of message `b`. */
+  same(b: Uint8Array, i: number, other: Tuple): boolean {
+    if (this.kind[i] !== other.kind[i] || this.len[i] !== other.len[i]) return false;
+    const a = this.start[i];
+    const c = other.start[i];
+    for (let j = 0; j < this.len[i]; j++) if (b[a + j] !== b[c + j]) return false;
+    return true;
+  }
+}
+
+/** A row change message taken apart: its old tuple (`K` key or `O` full old row) and new tuple. */
+export interface DecodedChange {
+  /** `K`, `O`, or 0 when the message has no old tuple. */
+  oldKind: number;
+  old: Tuple;
+  new: Tuple;
+}
+
+/**
+ * Splits `msg` into `into.old` / `into.new`. For an update with a full old row (`REPLICA IDENTITY
+ * FULL`), an unchanged TOAST value in the new row takes the old row's value, which the WAL holds.
+ */
+export function decodeChange(msg: RawChange, into: DecodedChange): void {
+  const b = msg.bytes;
+  let off = 5;
+  into.oldKind = 0;
+  const sub = b[off];
+  if (sub === 0x4b /* K */ || sub === 0x4f /* O */) {
+    into.oldKind = sub;
+    off = into.old.read(b, off + 1);
+    if (msg.op === OP_DELETE) return;
+  } else if (msg.op === OP_DELETE) {
+    throw new Error(`Cannot decode a pgoutput delete: unknown part ${sub}`);
+  }
+  if (b[off] !== 0x4e /* N */) throw new Error(`Cannot decode a pgoutput change: unknown part ${b[off]}`);
+  into.new.read(b, off + 1);
+  if (into.oldKind === 0x4f) {
+    const nw = into.new;
+    for (let i = 0; i < nw.n && i < into.old.n; i++) if (nw.kind[i] === KIND_UNCHANGED) nw.take(i, into.old);
+  }
+}
+
+/**
+ * True when an update moved its row to another key: some key column (`keyIdx`) of the old tuple differs
+ * from the new one. A key-only old tuple (`K`) holds NULL for columns it does not carry; a value missing
+ * from the old tuple is never a difference.
+ */
+export function keyChanged(msg: RawChange, d: DecodedChange, keyIdx: number[]): boolean {
+  if (!d.oldKind) return false;
+  for (const i of keyIdx) {
+    if (i < 0 || i >= d.old.n) continue;
+    const k = d.old.kind[i];
+    if (k === KIND_UNCHANGED || (k === KIND_NULL && d.oldKind === 0x4b)) continue;
+    if (!d.old.same(msg.bytes, i, d.new)) return true;
+  }
+  return false;
 }

@@ -19,11 +19,21 @@ import type { Logger } from "../../shared/log.ts";
 import type { Registry } from "../../shared/metrics.ts";
 import { abortableSleep, backoffMs } from "../../shared/worker.ts";
 import { formatLsn, parseLsn } from "./lsn.ts";
-import { type Message, type MessageRelation, textPgoutputPlugin } from "./pgoutput.ts";
+import {
+  decodeChange,
+  type DecodedChange,
+  keyChanged,
+  type MessageRelation,
+  OP_DELETE,
+  OP_INSERT,
+  type StreamMessage,
+  textPgoutputPlugin,
+  Tuple,
+} from "./pgoutput.ts";
 import { uploadFile } from "./s3.ts";
 import { describeTable, publishedTables, tableId, type TableInfo } from "./schema.ts";
 import { progressBar, runSnapshot } from "./snapshot.ts";
-import { BatchSpool, type TableSpool } from "./spool.ts";
+import { BatchSpool, TableSpool } from "./spool.ts";
 import type { Segment, Target } from "./targets/target.ts";
 
 /** A segment with its local file. */
@@ -37,6 +47,11 @@ interface LaneItem {
   eager: Promise<unknown>;
   settle(error?: unknown): void;
 }
+
+/** Queued stream bytes past which the socket is paused (see the message queue in `runSession`). */
+const QUEUE_PAUSE_BYTES = 4 * 1024 * 1024;
+/** Silence (ms) after a commit that makes the stream count as caught up, so the batch is cut at once. */
+const IDLE_CUT_MS = 20;
 
 /** A pipeline's settings. */
 export interface PipelineOptions {
@@ -274,7 +289,8 @@ async function runSession(
      * table does not hold the others back, and a batch's files upload while the lane is still loading
      * the previous batch. The slot is acknowledged in batch order, once every lane has committed the
      * batch. At most {@linkcode MAX_BATCHES_IN_FLIGHT} batches are spooled or loading at once, so memory
-     * and disk stay bounded.
+     * and disk stay bounded; the cap is not low, because reaching it stops reading the stream (and so
+     * the server's sending) until a batch is done.
      */
     const laneQueues = new Map<string, LaneItem[]>();
     const busyLanes = new Set<string>();
@@ -308,7 +324,7 @@ async function runSession(
               {
                 table: last.spool.table,
                 truncate: used[0].spool.truncate,
-                distinctKeys: items.length === 1 && last.spool.distinctKeys,
+                distinctKeys: TableSpool.distinctAcross(used.map((it) => it.spool)),
                 insertsOnly: used.every((it) => it.spool.insertsOnly),
                 lsn: last.b.lastCommitLsn,
               },
@@ -327,7 +343,7 @@ async function runSession(
       }
     };
     const inFlight = new Set<Promise<void>>();
-    const MAX_BATCHES_IN_FLIGHT = 3;
+    const MAX_BATCHES_IN_FLIGHT = 6;
 
     const loadTable = async (
       id: string,
@@ -454,12 +470,18 @@ async function runSession(
       return info;
     };
 
+    /** Table ids by the stream's relation oids. */
+    const relationIds = new Map<number, string>();
+    /** Merge key column indexes per table description. */
+    const keyIndexes = new WeakMap<TableInfo, number[]>();
+    /** The change being written (reused: a row allocates nothing). */
+    const change: DecodedChange = { oldKind: 0, old: new Tuple(), new: new Tuple() };
     /** Tables whose columns changed: the target adds the new columns before their next load. */
     const dirty = new Set<string>();
     const skip = (id: string) => tx !== undefined && (applied.get(id) ?? -1n) >= tx.commitLsn;
 
     /** Handles one message; returns a promise only when it has to wait (a file write, a batch cut). */
-    const handle = (msg: Message): Promise<void> | undefined => {
+    const handle = (msg: StreamMessage): Promise<void> | undefined => {
       if (flushError) throw flushError;
       const b = batch!;
       switch (msg.tag) {
@@ -470,46 +492,33 @@ async function runSession(
           };
           return;
         case "relation": {
+          relationIds.set(msg.relationOid, `${msg.schema}.${msg.name}`);
           const known = tables.get(`${msg.schema}.${msg.name}`);
           return relationTable(msg).then((info) => {
             if (info && info !== known) dirty.add(tableId(info));
           });
         }
-        case "insert":
-        case "update":
-        case "delete": {
-          const rel = msg.relation;
-          const id = `${rel.schema}.${rel.name}`;
-          const info = tables.get(id);
-          if (!info || skip(id)) return;
-          const spool = b.spool(id, info);
+        case "raw": {
+          const id = relationIds.get(msg.relationOid);
+          const info = id === undefined ? undefined : tables.get(id);
+          if (!info || skip(id!)) return;
+          const spool = b.spool(id!, info);
           if (spool.table !== info) spool.table = info;
-          const cols = info.columns;
           b.rows++;
-          if (msg.tag === "insert") {
-            return spool.write(
-              ++b.seq,
-              "I",
-              cols.map((c) => msg.new[c.name] ?? null),
-            );
+          decodeChange(msg, change);
+          if (msg.op === OP_INSERT) return spool.writeTuple(++b.seq, "I", msg.bytes, change.new);
+          if (msg.op === OP_DELETE) return spool.writeTuple(++b.seq, "D", msg.bytes, change.old);
+          // An update that moved its row to another key: a delete of the old key, then the new row.
+          let keyIdx = keyIndexes.get(info);
+          if (!keyIdx) {
+            keyIdx = info.key.map((k) => info.columns.findIndex((c) => c.name === k));
+            keyIndexes.set(info, keyIdx);
           }
-          if (msg.tag === "delete") {
-            const old = (msg.key ?? msg.old)!;
-            return spool.write(++b.seq, "D", cols.map((c) => old[c.name] ?? null));
+          if (keyChanged(msg, change, keyIdx)) {
+            const w = spool.writeTuple(++b.seq, "D", msg.bytes, change.old);
+            if (w) return w.then(() => spool.writeTuple(++b.seq, "U", msg.bytes, change.new));
           }
-          // `undefined` in the new tuple = unchanged TOAST value (NULL is `null`).
-          const upsert = () =>
-            spool.write(
-              ++b.seq,
-              "U",
-              cols.map((c) => msg.new[c.name] === undefined ? undefined : msg.new[c.name]),
-            );
-          const oldKey = msg.key ?? msg.old;
-          if (oldKey && info.key.some((k) => oldKey[k] !== undefined && oldKey[k] !== msg.new[k])) {
-            const w = spool.write(++b.seq, "D", cols.map((c) => oldKey[c.name] ?? null));
-            if (w) return w.then(upsert);
-          }
-          return upsert();
+          return spool.writeTuple(++b.seq, "U", msg.bytes, change.new);
         }
         case "truncate":
           return (async () => {
@@ -539,12 +548,19 @@ async function runSession(
       { connectionString: o.sourceUrl, connectionTimeoutMillis: 5_000 },
       { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
     );
-    // Messages are queued as they arrive and handled in runs of up to 1,000 under the lock (one await per
-    // run, not per message). Backpressure: past 5,000 queued messages the socket is paused until the
-    // queue drains, so a slow disk or loader never lets memory grow.
-    const queue: Message[] = [];
+    // Messages are queued as they arrive and handled in runs under the lock (one await per run, not per
+    // message). Backpressure: past QUEUE_PAUSE_BYTES queued the socket is paused until the queue is down
+    // to a quarter, so a slow disk or loader never lets memory grow. The threshold is large enough that a
+    // short stall (a batch being cut, a file write) does not stop the server from sending.
+    let queue: StreamMessage[] = [];
+    /** Bytes in `queue`, and in the part of the run being handled that is not handled yet. */
+    let queueBytes = 0;
+    let runBytesLeft = 0;
     let draining = false;
     let socketPaused = false;
+    /** Messages received, and as of the previous timer tick (the same number: the stream was silent). */
+    let received = 0;
+    let receivedAtTick = 0;
     const socket = () =>
       (service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } })._connection
         ?.stream;
@@ -552,17 +568,23 @@ async function runSession(
       draining = true;
       try {
         while (queue.length) {
-          const run = queue.splice(0, 1_000);
+          const run = queue;
+          runBytesLeft = queueBytes;
+          const perMessage = queueBytes / run.length;
+          queue = [];
+          queueBytes = 0;
           await lock.run(async () => {
-            for (const msg of run) {
-              const r = handle(msg);
+            for (let i = 0; i < run.length; i++) {
+              const r = handle(run[i]);
               if (r) await r;
+              runBytesLeft -= perMessage;
+              if (socketPaused && runBytesLeft + queueBytes < QUEUE_PAUSE_BYTES / 4) {
+                socketPaused = false;
+                socket()?.resume();
+              }
             }
           });
-          if (socketPaused && queue.length < 1_000) {
-            socketPaused = false;
-            socket()?.resume();
-          }
+          runBytesLeft = 0;
         }
       } catch (e) {
         failure?.(e);
@@ -570,33 +592,71 @@ async function runSession(
         draining = false;
       }
     };
-    service.on("data", (_lsn: string, msg: Message) => {
+    /** Queues a message; `size` is its length on the wire (a queued row costs that plus a few objects). */
+    const onData = (msg: StreamMessage, size: number) => {
       queue.push(msg);
-      if (queue.length >= 5_000 && !socketPaused) {
+      queueBytes += size + 200;
+      received++;
+      if (runBytesLeft + queueBytes >= QUEUE_PAUSE_BYTES && !socketPaused) {
         socketPaused = true;
         socket()?.pause();
       }
       if (!draining) void drain();
-    });
-    service.on("error", (e: Error) => failure?.(e));
-    service.on("heartbeat", (lsn: string, _ts: number, reply: boolean) => {
+    };
+    const onHeartbeat = (lsn: bigint, reply: boolean) => {
       // Idle and caught up (nothing queued, spooled or loading, no transaction open): the server's WAL
       // position can be acknowledged, so that writes to unpublished tables do not show up as lag.
       const idle = !tx && !loading && batch?.rows === 0 && batch.endLsn === 0n && !queue.length &&
         !draining &&
         ![...batch.tables.values()].some((t) => t.truncate);
-      if (idle) ack(parseLsn(lsn));
+      if (idle) ack(lsn);
       else if (reply) ack(acked);
+    };
+    const plugin = textPgoutputPlugin([o.publication]);
+    service.on("data", (_lsn: string, msg: StreamMessage) => onData(msg, 200));
+    service.on("heartbeat", (lsn: string, _ts: number, reply: boolean) => onHeartbeat(parseLsn(lsn), reply));
+    service.on("error", (e: Error) => failure?.(e));
+    // Once the stream has started, its messages are read here rather than by the library's handler,
+    // which formats an LSN string and emits an event for every message: at a million rows that is
+    // real CPU. The client's own listener goes too (a no-op for this query, but each extra listener
+    // costs a copy of the listener list per message).
+    service.once("start", () => {
+      type Listener = (m: { chunk: Uint8Array }) => void;
+      const conn = (service as unknown as {
+        _connection?: { removeAllListeners(e: string): void; on(e: string, f: Listener): void };
+      })._connection;
+      if (!conn) return;
+      conn.removeAllListeners("copyData");
+      conn.on("copyData", ({ chunk }) => {
+        const tag = chunk[0];
+        if (tag === 0x77 /* w: XLogData */) {
+          // A plain view: a Buffer's subarray goes through its species constructor, which costs.
+          const body = new Uint8Array(chunk.buffer, chunk.byteOffset + 25, chunk.byteLength - 25);
+          onData(plugin.parseStream(body), chunk.byteLength);
+        } else if (tag === 0x6b /* k: keepalive */) {
+          const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+          onHeartbeat(view.getBigUint64(1), chunk[17] !== 0);
+        }
+      });
     });
     // Cut a batch on time when the stream is quiet between transactions; an empty batch still moves the
-    // acknowledged position (transactions on unpublished tables advance it).
+    // acknowledged position (transactions on unpublished tables advance it). A batch is also cut as soon
+    // as the stream has been silent for a tick (IDLE_CUT_MS) after a commit: caught up, nothing more is
+    // coming now, so waiting for batchMs would only add latency (unless half the batches allowed in
+    // flight are already there: then the loaders are the bottleneck, and larger batches cost less).
     timers.push(setInterval(() => {
+      const silent = received === receivedAtTick;
+      receivedAtTick = received;
+      if (tx || draining || queue.length || !batch || batch.endLsn === 0n) return;
+      const due = Date.now() - batch.createdAt >= o.batchMs ||
+        (silent && inFlight.size < MAX_BATCHES_IN_FLIGHT / 2);
+      if (!due) return;
       void lock.run(async () => {
         const b = batch!;
-        if (tx || sessionAbort.signal.aborted) return;
-        if (b.endLsn > 0n && Date.now() - b.createdAt >= o.batchMs) await cut();
+        if (tx || sessionAbort.signal.aborted || b.endLsn === 0n) return;
+        await cut();
       }).catch((e) => failure?.(e));
-    }, Math.max(20, Math.min(1_000, o.batchMs / 4))));
+    }, IDLE_CUT_MS));
     timers.push(setInterval(() => ack(acked), 5_000));
     // Status: lag, retained WAL, pause flag.
     const refresh = async () => {
@@ -648,7 +708,7 @@ async function runSession(
     }, o.statusIntervalMs ?? 2_000));
     void refresh().catch(() => {});
 
-    service.subscribe(textPgoutputPlugin([o.publication]), o.slot).then(
+    service.subscribe(plugin, o.slot).then(
       () => failure?.(new Error("The replication stream ended")),
       (e) => failure?.(e),
     );

@@ -31,10 +31,38 @@ export function s3Client(s: S3Settings): S3Client {
   });
 }
 
-/** Uploads a local file (streamed, never read whole into memory). */
+/**
+ * Files up to this size are uploaded from memory (one read, no stream) while all such uploads together
+ * hold less than {@linkcode IN_MEMORY_BUDGET}; others are streamed, so memory stays bounded however many
+ * tables a batch touches.
+ */
+const IN_MEMORY_UPLOAD = 4 * 1024 * 1024;
+const IN_MEMORY_BUDGET = 32 * 1024 * 1024;
+let inMemory = 0;
+
+/** Uploads a local file (a large one streamed, never read whole into memory). */
 export async function uploadFile(client: S3Client, bucket: string, key: string, path: string): Promise<void> {
   const size = (await Deno.stat(path)).size;
-  const body = createReadStream(path);
+  if (size <= IN_MEMORY_UPLOAD && inMemory + size <= IN_MEMORY_BUDGET) {
+    inMemory += size;
+    try {
+      const body = await Deno.readFile(path);
+      await client.send(
+        new PutObjectCommand({
+          Bucket: bucket,
+          Key: key,
+          Body: body,
+          ContentLength: size,
+          ContentType: "text/csv",
+        }),
+      );
+    } finally {
+      inMemory -= size;
+    }
+    return;
+  }
+  // Large reads: each chunk costs a turn of the worker's event loop, which the stream also needs.
+  const body = createReadStream(path, { highWaterMark: 512 * 1024 });
   try {
     await client.send(
       new PutObjectCommand({

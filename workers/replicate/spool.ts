@@ -3,15 +3,20 @@
  * written through a small buffer. Memory stays bounded whatever the size of a transaction or a batch:
  * only the write buffer and the counters live in memory; the net effect per key is computed by the
  * target's merge, not here.
+ *
+ * Rows are written as bytes straight from the replication message ({@linkcode TableSpool.writeTuple}):
+ * the format is the one `csvLine()` writes (every value quoted, NULL the bare `\N`).
  */
 import { join } from "node:path";
-import { csvLine } from "./csv.ts";
+import { KIND_TEXT, KIND_UNCHANGED, type Tuple } from "./pgoutput.ts";
 import type { Segment } from "./targets/target.ts";
 import type { Column, TableInfo } from "./schema.ts";
 
-const FLUSH_AT = 256 * 1024;
+const FLUSH_AT = 512 * 1024;
 const KEY_TRACK_LIMIT = 200_000;
-const encoder = new TextEncoder();
+const QUOTE = 0x22;
+const COMMA = 0x2c;
+const NULL_FIELD = [0x5c, 0x4e]; // \N
 
 interface OpenSegment {
   unchanged: Set<number>;
@@ -22,6 +27,27 @@ interface OpenSegment {
   bytes: number;
 }
 
+/**
+ * The value of the ASCII integer at `msg[start..start+len)` when it is written the one way Postgres
+ * prints an integer (`0`, or an optional `-` then digits without a leading zero) and fits a double
+ * exactly; else undefined.
+ */
+export function integerKey(msg: Uint8Array, start: number, len: number): number | undefined {
+  if (len === 0 || len > 15) return undefined;
+  let i = start;
+  const end = start + len;
+  const negative = msg[i] === 0x2d;
+  if (negative) i++;
+  if (i === end || (msg[i] === 0x30 && (end - i > 1 || negative))) return undefined;
+  let v = 0;
+  for (; i < end; i++) {
+    const d = msg[i] - 0x30;
+    if (d < 0 || d > 9) return undefined;
+    v = v * 10 + d;
+  }
+  return negative ? -v : v;
+}
+
 /** The spooled changes of one table in one batch. */
 export class TableSpool {
   table: TableInfo;
@@ -30,12 +56,13 @@ export class TableSpool {
    * Keys written so far, to know whether every key occurs once in the batch (then the target can skip
    * its keep-the-last-row-per-key step). Tracking stops, answering "maybe not", past `KEY_TRACK_LIMIT`.
    */
-  #keys: Set<string> | undefined = new Set();
+  #keys: Set<string | number> | undefined = new Set();
   /** Every row since the last truncate is an insert (see `insertsOnly`). */
   #insertsOnly = true;
   #keyIdx: number[];
   readonly segments: OpenSegment[] = [];
-  #buf = "";
+  #buf = new Uint8Array(0);
+  #len = 0;
   #n = 0;
   readonly #dir: string;
   readonly #slug: string;
@@ -71,48 +98,140 @@ export class TableSpool {
 
   async #flush(): Promise<void> {
     const last = this.segments.at(-1);
-    if (!last || !this.#buf) return;
-    const bytes = encoder.encode(this.#buf);
-    this.#buf = "";
+    if (!last || !this.#len) return;
+    const bytes = this.#buf.subarray(0, this.#len);
     let off = 0;
     while (off < bytes.length) off += await last.file.write(bytes.subarray(off));
     last.bytes += bytes.length;
+    this.#len = 0;
+    // A huge row grew the buffer: do not keep it.
+    if (this.#buf.length > 4 * FLUSH_AT) this.#buf = new Uint8Array(0);
+  }
+
+  /** Room for `more` bytes after what is buffered. */
+  #reserve(more: number): Uint8Array {
+    const need = this.#len + more;
+    if (need > this.#buf.length) {
+      const grown = new Uint8Array(Math.max(need, FLUSH_AT + 64 * 1024, this.#buf.length * 2));
+      grown.set(this.#buf.subarray(0, this.#len));
+      this.#buf = grown;
+    }
+    return this.#buf;
   }
 
   /**
-   * Appends one change row. `values` follow `table.columns`; `undefined` marks an unchanged TOAST value.
-   * Returns a promise only when it has to wait for the disk (a new file, or a full buffer).
+   * Appends one change row: op `I`/`U` write `tuple` (an unchanged TOAST value is marked in `_unchanged`),
+   * `D` writes it with unchanged values as NULL. `tuple` is a view of `msg` whose columns follow
+   * `table.columns`. Returns a promise only when it has to wait for the disk (a new file, or a full
+   * buffer); `tuple` must not change until then.
    */
-  write(seq: number, op: "I" | "U" | "D", values: (string | null | undefined)[]): Promise<void> | undefined {
+  writeTuple(seq: number, op: "I" | "U" | "D", msg: Uint8Array, tuple: Tuple): Promise<void> | undefined {
     const last = this.segments.at(-1);
-    if (last && last.columns === this.table.columns) return this.#append(last, seq, op, values);
-    return this.#current().then((seg) => this.#append(seg, seq, op, values));
+    if (last && last.columns === this.table.columns) return this.#append(last, seq, op, msg, tuple);
+    return this.#current().then((seg) => this.#append(seg, seq, op, msg, tuple));
   }
 
   #append(
     seg: OpenSegment,
     seq: number,
     op: "I" | "U" | "D",
-    values: (string | null | undefined)[],
+    msg: Uint8Array,
+    t: Tuple,
   ): Promise<void> | undefined {
-    let unchanged = "";
-    for (let i = 0; i < values.length; i++) {
-      if (values[i] === undefined) {
-        unchanged += `${i},`;
+    const ncols = seg.columns.length;
+    const n = Math.min(t.n, ncols);
+    // Worst case: every byte of the message doubled (the values are in it), quotes, commas and NULL
+    // markers per column, the change columns and the unchanged marks.
+    const buf = this.#reserve(64 + ncols * 16 + msg.length * 2);
+    let p = this.#len;
+    // "seq","op",
+    buf[p++] = QUOTE;
+    let digits = 1;
+    for (let x = seq; x >= 10; x = Math.floor(x / 10)) digits++;
+    for (let j = digits - 1, x = seq; j >= 0; j--, x = Math.floor(x / 10)) buf[p + j] = 0x30 + (x % 10);
+    p += digits;
+    buf[p++] = QUOTE;
+    buf[p++] = COMMA;
+    buf[p++] = QUOTE;
+    buf[p++] = op.charCodeAt(0);
+    buf[p++] = QUOTE;
+    buf[p++] = COMMA;
+    // "_unchanged": ",3,7," or "-"
+    buf[p++] = QUOTE;
+    let marked = false;
+    if (op !== "D") {
+      for (let i = 0; i < n; i++) {
+        if (t.kind[i] !== KIND_UNCHANGED) continue;
+        if (!marked) buf[p++] = COMMA;
+        marked = true;
         seg.unchanged.add(i);
+        const d = String(i);
+        for (let j = 0; j < d.length; j++) buf[p++] = d.charCodeAt(j);
+        buf[p++] = COMMA;
       }
     }
-    if (op !== "I") this.#insertsOnly = false;
-    if (this.#keys) {
-      let k = "";
-      for (const i of this.#keyIdx) k += (values[i] ?? "\u0000") + "\u0001";
-      if (this.#keys.has(k) || this.#keys.size >= KEY_TRACK_LIMIT || this.#keyIdx.includes(-1)) {
-        this.#keys = undefined;
-      } else this.#keys.add(k);
+    if (!marked) buf[p++] = 0x2d; // -
+    buf[p++] = QUOTE;
+    for (let i = 0; i < ncols; i++) {
+      buf[p++] = COMMA;
+      if (i < n && t.kind[i] === KIND_TEXT) {
+        buf[p++] = QUOTE;
+        const end = t.start[i] + t.len[i];
+        for (let j = t.start[i]; j < end; j++) {
+          const c = msg[j];
+          buf[p++] = c;
+          if (c === QUOTE) buf[p++] = QUOTE;
+        }
+        buf[p++] = QUOTE;
+      } else {
+        buf[p++] = NULL_FIELD[0];
+        buf[p++] = NULL_FIELD[1];
+      }
     }
-    this.#buf += csvLine([String(seq), op, unchanged ? "," + unchanged : "-", ...values]);
+    buf[p++] = 0x0a;
+    this.#len = p;
+    if (op !== "I") this.#insertsOnly = false;
+    if (this.#keys) this.#trackKey(msg, t);
     seg.rows++;
-    return this.#buf.length >= FLUSH_AT ? this.#flush() : undefined;
+    return this.#len >= FLUSH_AT ? this.#flush() : undefined;
+  }
+
+  /**
+   * Adds the row's key to the keys seen, or stops tracking (a repeat, too many, a key column missing).
+   * A one-column key printed as a plain integer (no sign or leading zero issues: Postgres prints
+   * integers one way only) is kept as a number; any other key as a string of its bytes, one char per
+   * byte. Equal keys always get equal entries, different keys different ones.
+   */
+  #trackKey(msg: Uint8Array, t: Tuple): void {
+    const keys = this.#keys!;
+    const idx = this.#keyIdx;
+    let entry: string | number | undefined;
+    if (idx.length === 1 && idx[0] >= 0 && idx[0] < t.n && t.kind[idx[0]] === KIND_TEXT) {
+      entry = integerKey(msg, t.start[idx[0]], t.len[idx[0]]);
+    }
+    if (entry === undefined) {
+      let k = "";
+      for (const i of idx) {
+        if (i < 0) {
+          this.#keys = undefined;
+          return;
+        }
+        if (i < t.n && t.kind[i] === KIND_TEXT) {
+          const s = t.start[i];
+          const end = s + t.len[i];
+          for (let j = s; j < end; j += 4096) {
+            k += String.fromCharCode.apply(
+              null,
+              msg.subarray(j, Math.min(end, j + 4096)) as unknown as number[],
+            );
+          }
+        } else k += "\u0000";
+        k += "\u0001";
+      }
+      entry = k;
+    }
+    if (keys.has(entry) || keys.size >= KEY_TRACK_LIMIT) this.#keys = undefined;
+    else keys.add(entry);
   }
 
   /**
@@ -129,9 +248,28 @@ export class TableSpool {
     return this.#keys !== undefined;
   }
 
+  /**
+   * True when every key occurs once over all of `spools` (the parts of several batches of one table
+   * loaded as one): each tracked its keys, and no two share one.
+   */
+  static distinctAcross(spools: TableSpool[]): boolean {
+    const sets: Set<string | number>[] = [];
+    for (const s of spools) {
+      if (!s.#keys) return false;
+      sets.push(s.#keys);
+    }
+    if (sets.reduce((a, k) => a + k.size, 0) > KEY_TRACK_LIMIT) return false;
+    for (let i = 1; i < sets.length; i++) {
+      for (const k of sets[i]) {
+        for (let j = 0; j < i; j++) if (sets[j].has(k)) return false;
+      }
+    }
+    return true;
+  }
+
   /** A TRUNCATE: what was spooled before it no longer matters. */
   async truncateAll(): Promise<void> {
-    this.#buf = "";
+    this.#len = 0;
     this.#keys = new Set();
     this.#insertsOnly = true;
     for (const s of this.segments.splice(0)) {
@@ -144,6 +282,7 @@ export class TableSpool {
   /** Flushes and closes the files; returns them as segments (key left empty for the uploader). */
   async close(): Promise<(Segment & { path: string })[]> {
     await this.#flush();
+    this.#buf = new Uint8Array(0);
     for (const s of this.segments) s.file.close();
     return this.segments.filter((s) => s.rows > 0).map((s) => ({
       key: "",

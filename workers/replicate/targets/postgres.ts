@@ -3,7 +3,7 @@
  * `COPY … FROM STDIN`, then merged, and the table's applied LSN is stored, all in one transaction.
  */
 import type { S3Client } from "@aws-sdk/client-s3";
-import { createReadStream } from "node:fs";
+import { once } from "node:events";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { ChangeColumnStripper } from "../csv.ts";
@@ -16,6 +16,62 @@ import { createStagingSql, ensureWarehouseTable, mergeSql, qualified } from "./m
 import { type Segment, STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
 
 const COPY_OPTIONS = `(format csv, null '\\N')`;
+
+/** Bytes read from a local batch file per COPY data message. */
+const COPY_CHUNK = 512 * 1024;
+
+/**
+ * Streams a local batch file into `statement` (a `COPY … FROM STDIN`) in large chunks. The worker's one
+ * thread also reads the replication stream: each chunk costs a turn of the event loop, so few large
+ * chunks keep the load moving while the stream is busy. Two buffers take turns (one is read into while
+ * the other is written), and the change columns are stripped in place: no garbage per chunk.
+ */
+async function copyLocalFile(
+  tx: postgres.TransactionSql<Record<string, unknown>>,
+  statement: string,
+  path: string,
+  size: number,
+  stripChangeColumns: boolean,
+): Promise<void> {
+  using file = await Deno.open(path, { read: true });
+  const writable = await tx.unsafe(statement).writable();
+  const stripper = stripChangeColumns ? new ChangeColumnStripper() : undefined;
+  const length = Math.min(COPY_CHUNK, size + 1);
+  const buffers = [new Uint8Array(length), new Uint8Array(length)];
+  // The write of each buffer's last chunk: the buffer is reused only once the socket has taken it.
+  const written: (Promise<void> | undefined)[] = [undefined, undefined];
+  let failed: unknown;
+  const onError = (e: unknown) => (failed ??= e);
+  writable.on("error", onError);
+  try {
+    for (let k = 0;; k ^= 1) {
+      await written[k];
+      const chunk = buffers[k];
+      const n = await file.read(chunk);
+      if (failed) throw failed;
+      if (n === null) break;
+      const data = stripper ? stripper.push(chunk.subarray(0, n), true) : chunk.subarray(0, n);
+      if (!data.length) continue;
+      const w = new Promise<void>((resolve, reject) =>
+        writable.write(data, (e) => (e ? reject(e) : resolve()))
+      );
+      w.catch(() => {});
+      written[k] = w;
+      if (writable.writableNeedDrain) await once(writable, "drain");
+    }
+    await Promise.all(written);
+    await new Promise<void>((resolve, reject) => {
+      writable.once("finish", resolve);
+      writable.once("error", reject);
+      writable.end();
+    });
+  } catch (e) {
+    writable.destroy(e as Error);
+    throw e;
+  } finally {
+    writable.off("error", onError);
+  }
+}
 
 /** A Postgres target at `url`, reading batch files with `s3`. */
 export class PostgresTarget implements Target {
@@ -125,7 +181,8 @@ export class PostgresTarget implements Target {
     seg: Segment,
     stripChangeColumns = false,
   ): Promise<void> {
-    const body = seg.path ? createReadStream(seg.path) : await openObject(this.#s3, bucket, seg.key);
+    if (seg.path) return await copyLocalFile(tx, statement, seg.path, seg.bytes, stripChangeColumns);
+    const body = await openObject(this.#s3, bucket, seg.key);
     const writable = await tx.unsafe(statement).writable();
     if (!stripChangeColumns) return await pipeline(body, writable);
     const stripper = new ChangeColumnStripper();

@@ -1,0 +1,28 @@
+import assert from "node:assert/strict";
+import { converged, eventually, fixture } from "./_helpers.ts";
+
+Deno.test("once the stream is caught up a batch is loaded at once, without waiting for the batch timer or size", async () => {
+  await using f = await fixture(async (sql) => {
+    await sql`create table public.quick (id int primary key, v text)`;
+  }, ["public.quick"]);
+  // Neither rule would cut a batch within this test: a minute, a million rows.
+  const p = f.start({ batchMs: 60_000, batchRows: 1_000_000 });
+  await eventually("the stream to start", () => Promise.resolve(p.status.state === "streaming"));
+  for (let round = 0; round < 3; round++) {
+    await f.source.sql.begin(async (tx) => {
+      await tx`insert into public.quick select g, 'r' || ${round} from generate_series(${
+        round * 100 + 1
+      }::int,
+                                                                                   ${
+        round * 100 + 100
+      }::int) g`;
+      await tx`update public.quick set v = 'u' where id = ${round * 100 + 1}`;
+    });
+    // Without the caught-up cut this would wait for the 60 s timer.
+    await converged(f.source.sql, f.target.sql, ["public.quick"], 15_000);
+  }
+  const [b] = await f.source.sql`select count(*)::int as n from control.replicate_batches
+                                  where pipeline = ${f.pipeline} and table_name = 'public.quick'`;
+  assert.equal(b.n, 3, "one batch per transaction");
+  await p.stop();
+});

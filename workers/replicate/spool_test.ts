@@ -1,0 +1,184 @@
+import assert from "node:assert/strict";
+import { csvLine, parseCsv } from "./csv.ts";
+import {
+  decodeChange,
+  type DecodedChange,
+  keyChanged,
+  OP_DELETE,
+  OP_INSERT,
+  OP_UPDATE,
+  type RawChange,
+  Tuple,
+} from "./pgoutput.ts";
+import type { TableInfo } from "./schema.ts";
+import { BatchSpool, integerKey, TableSpool } from "./spool.ts";
+
+const enc = new TextEncoder();
+
+/** A pgoutput tuple: a string is a text value, null is NULL, undefined an unchanged TOAST value. */
+function tuple(values: (string | null | undefined)[]): number[] {
+  const out = [values.length >> 8, values.length & 255];
+  for (const v of values) {
+    if (v === null) out.push(0x6e);
+    else if (v === undefined) out.push(0x75);
+    else {
+      const b = enc.encode(v);
+      out.push(
+        0x74,
+        (b.length >>> 24) & 255,
+        (b.length >>> 16) & 255,
+        (b.length >>> 8) & 255,
+        b.length & 255,
+      );
+      out.push(...b);
+    }
+  }
+  return out;
+}
+
+function message(
+  op: number,
+  parts: { old?: ["K" | "O", (string | null | undefined)[]]; new?: (string | null | undefined)[] },
+): RawChange {
+  const bytes = [op, 0, 0, 0, 42];
+  if (parts.old) bytes.push(parts.old[0].charCodeAt(0), ...tuple(parts.old[1]));
+  if (parts.new) bytes.push(0x4e, ...tuple(parts.new));
+  return { tag: "raw", op, relationOid: 42, bytes: new Uint8Array(bytes) };
+}
+
+const TABLE: TableInfo = {
+  schema: "public",
+  name: "t",
+  columns: [{ name: "id", type: "bigint" }, { name: "v", type: "text" }, { name: "big", type: "text" }],
+  key: ["id"],
+  keyIsAllColumns: false,
+};
+
+const TRICKY = [
+  "",
+  "a,b",
+  'say "hi"',
+  '""',
+  "line\nbreak\r\n",
+  "back\\slash \\N",
+  "ünï 😀 中文",
+  "NULL",
+  "\\x00ff",
+];
+
+function fresh(): DecodedChange {
+  return { oldKind: 0, old: new Tuple(), new: new Tuple() };
+}
+
+Deno.test("rows written from pgoutput bytes are the same CSV csvLine() writes, tricky values included", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const batch = new BatchSpool(dir);
+    const spool = batch.spool("public.t", TABLE);
+    const d = fresh();
+    const want: string[] = [];
+    // Sequence numbers cross a power of ten on the way.
+    let seq = 999_995;
+    for (const [i, v] of TRICKY.entries()) {
+      const m = message(OP_INSERT, { new: [String(i), v, i % 2 ? null : v] });
+      decodeChange(m, d);
+      await spool.writeTuple(++seq, "I", m.bytes, d.new);
+      want.push(csvLine([String(seq), "I", "-", String(i), v, i % 2 ? null : v]));
+    }
+    const upd = message(OP_UPDATE, { new: ["1", "x", undefined] });
+    decodeChange(upd, d);
+    await spool.writeTuple(++seq, "U", upd.bytes, d.new);
+    want.push(csvLine([String(seq), "U", ",2,", "1", "x", null]));
+    const del = message(OP_DELETE, { old: ["K", ["2", null, null]] });
+    decodeChange(del, d);
+    await spool.writeTuple(++seq, "D", del.bytes, d.old);
+    want.push(csvLine([String(seq), "D", "-", "2", null, null]));
+    const [seg] = await spool.close();
+    const text = await Deno.readTextFile(seg.path);
+    assert.equal(text, want.join(""));
+    assert.equal(seg.rows, TRICKY.length + 2);
+    assert.deepEqual(seg.unchanged, [2]);
+    assert.equal(parseCsv(text)[2][4], 'say "hi"');
+    assert.equal(spool.insertsOnly, false);
+    assert.equal(spool.distinctKeys, false, "key 1 and key 2 were written twice");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a full old row fills the new row's unchanged TOAST values, and key changes are seen", () => {
+  const d = fresh();
+  const full = message(OP_UPDATE, { old: ["O", ["1", "a", "big"]], new: ["1", "b", undefined] });
+  decodeChange(full, d);
+  assert.equal(d.new.kind[2], 0x74);
+  assert.equal(
+    new TextDecoder().decode(full.bytes.subarray(d.new.start[2], d.new.start[2] + d.new.len[2])),
+    "big",
+  );
+  assert.equal(keyChanged(full, d, [0]), false);
+  const moved = message(OP_UPDATE, { old: ["K", ["1", null, null]], new: ["2", "b", undefined] });
+  decodeChange(moved, d);
+  assert.equal(d.new.kind[2], 0x75, "a key-only old row holds no values to fill in");
+  assert.equal(keyChanged(moved, d, [0]), true);
+  const same = message(OP_UPDATE, { new: ["2", "c", "x"] });
+  decodeChange(same, d);
+  assert.equal(keyChanged(same, d, [0]), false);
+  // Every column as the key (no primary key): NULL to NULL is no change, NULL to a value is one.
+  const nulls = message(OP_UPDATE, { old: ["O", ["3", null, "z"]], new: ["3", null, "y"] });
+  decodeChange(nulls, d);
+  assert.equal(keyChanged(nulls, d, [0, 1]), false);
+  assert.equal(keyChanged(nulls, d, [0, 1, 2]), true);
+});
+
+Deno.test("distinct keys are tracked exactly, integer keys as numbers and other keys as bytes", async () => {
+  assert.equal(integerKey(enc.encode("12345"), 0, 5), 12345);
+  assert.equal(integerKey(enc.encode("-7"), 0, 2), -7);
+  assert.equal(integerKey(enc.encode("0"), 0, 1), 0);
+  for (const s of ["007", "-0", "1.5", "", "1e3", "1234567890123456", "-"]) {
+    assert.equal(integerKey(enc.encode(s), 0, s.length), undefined, s);
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    const text: TableInfo = { ...TABLE, columns: [{ name: "id", type: "text" }, ...TABLE.columns.slice(1)] };
+    const spool = new BatchSpool(dir).spool("public.t", text);
+    const d = fresh();
+    let seq = 0;
+    // "7" and "07" are different keys of a text column.
+    for (const k of ["7", "07", "-7", "x"]) {
+      const m = message(OP_UPDATE, { new: [k, "v", "w"] });
+      decodeChange(m, d);
+      await spool.writeTuple(++seq, "U", m.bytes, d.new);
+    }
+    assert.equal(spool.distinctKeys, true);
+    const again = message(OP_DELETE, { old: ["K", ["07", null, null]] });
+    decodeChange(again, d);
+    await spool.writeTuple(++seq, "D", again.bytes, d.old);
+    assert.equal(spool.distinctKeys, false);
+    await spool.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("several batches of a table count as distinct only when no key repeats across them", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const d = fresh();
+    const spools = [];
+    for (const keys of [["1", "2"], ["3"], ["2", "4"]]) {
+      const spool = new BatchSpool(await Deno.makeTempDir({ dir })).spool("public.t", TABLE);
+      for (const [i, k] of keys.entries()) {
+        const m = message(OP_UPDATE, { new: [k, "v", "w"] });
+        decodeChange(m, d);
+        await spool.writeTuple(i + 1, "U", m.bytes, d.new);
+      }
+      spools.push(spool);
+    }
+    assert.equal(TableSpool.distinctAcross(spools.slice(0, 2)), true);
+    assert.equal(TableSpool.distinctAcross(spools), false);
+    assert.equal(TableSpool.distinctAcross([spools[2]]), true);
+    for (const s of spools) await s.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
