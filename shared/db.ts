@@ -7,6 +7,7 @@
  * certificate (libpq's meaning); `verify-full` checks the chain against the CA file (or the system roots)
  * and the host name.
  */
+import type { Writable } from "node:stream";
 import postgres from "postgres";
 import { WharfError } from "./errors.ts";
 
@@ -165,4 +166,41 @@ export function databaseUrlFromEnv(
 export function quoteIdent(name: string): string {
   if (name.includes("\u0000")) throw new WharfError(400, "Cannot use an identifier that contains a NUL byte");
   return '"' + name.replace(/"/g, '""') + '"';
+}
+
+/** A running `COPY … FROM STDIN`: write the data to `stream`, end it, then await `done`. */
+export interface CopyIn {
+  stream: Writable;
+  /** Settles when the server has taken the data (resolves) or refused it (rejects with its error). */
+  done: Promise<void>;
+}
+
+/**
+ * Starts `COPY … FROM STDIN` (`statement`) on `sql` (a transaction or a plain client).
+ *
+ * postgres.js 3.4 reports nowhere an error that the server sends after the end of the data (a bad last
+ * row, a constraint checked once the rows are in): the stream's `finish` never comes, and the query has
+ * already resolved to the stream, so a caller waiting for `finish` waits forever. `done` also listens to
+ * the query's own rejection, which such an error still goes through, so it settles either way.
+ */
+export async function copyIn(sql: Pick<Sql, "unsafe">, statement: string): Promise<CopyIn> {
+  const query = sql.unsafe(statement) as unknown as Promise<unknown> & {
+    reject(e: unknown): void;
+    writable(): Promise<Writable>;
+  };
+  let refused!: (e: unknown) => void;
+  const failed = new Promise<never>((_, reject) => (refused = reject));
+  failed.catch(() => {});
+  const reject = query.reject;
+  query.reject = (e: unknown) => {
+    refused(e);
+    reject(e);
+  };
+  const stream = await query.writable();
+  const finished = new Promise<void>((resolve, reject) => {
+    stream.once("finish", resolve);
+    stream.once("error", reject);
+  });
+  finished.catch(() => {});
+  return { stream, done: Promise.race([finished, failed]) };
 }

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import { connectPostgres, quoteIdent, resolveTls } from "./db.ts";
-import { testEnv } from "./testing/mod.ts";
+import { connectPostgres, copyIn, quoteIdent, resolveTls } from "./db.ts";
+import { createTestDatabase, testEnv } from "./testing/mod.ts";
 
 async function sslInUse(url: string, opts: Parameters<typeof connectPostgres>[1] = {}): Promise<boolean> {
   const sql = connectPostgres(url, { max: 1, ...opts });
@@ -105,4 +105,25 @@ Deno.exit(0);
   } finally {
     await Deno.remove(script).catch(() => {});
   }
+});
+
+Deno.test("copyIn() settles when the server refuses the last rows after the end of the data", async () => {
+  await using db = await createTestDatabase({ migrated: false });
+  await db.sql`create table public.nums (n int primary key)`;
+  const data = (last: string) =>
+    new TextEncoder().encode(Array.from({ length: 50_000 }, (_, i) => `${i}\n`).join("") + last);
+  const load = (last: string) =>
+    db.sql.begin(async (tx) => {
+      const { stream, done } = await copyIn(tx, "copy public.nums from stdin");
+      stream.end(data(last));
+      await done;
+    });
+  const refused = await Promise.race([
+    load("oops\n").then(() => "loaded", (e: Error) => e.message),
+    new Promise((r) => setTimeout(() => r("still waiting after 10 s"), 10_000)),
+  ]);
+  assert.match(String(refused), /invalid input syntax for type integer/);
+  await load("50000\n");
+  const [{ n }] = await db.sql<{ n: number }[]>`select count(*)::int as n from public.nums`;
+  assert.equal(n, 50_001);
 });

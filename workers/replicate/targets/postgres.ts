@@ -8,7 +8,7 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { ChangeColumnStripper } from "../csv.ts";
 import type postgres from "postgres";
-import { connectPostgres, quoteIdent, type Sql } from "../../../shared/db.ts";
+import { connectPostgres, copyIn, quoteIdent, type Sql } from "../../../shared/db.ts";
 import { formatLsn, parseLsn } from "../lsn.ts";
 import { openObject } from "../s3.ts";
 import { tableId, type TableInfo } from "../schema.ts";
@@ -26,6 +26,16 @@ const COPY_CHUNK = 512 * 1024;
  * chunks keep the load moving while the stream is busy. Two buffers take turns (one is read into while
  * the other is written), and the change columns are stripped in place: no garbage per chunk.
  */
+/** A stream that drops the change columns of batch file rows (see {@linkcode ChangeColumnStripper}). */
+function stripTransform(): Transform {
+  const stripper = new ChangeColumnStripper();
+  return new Transform({
+    transform(chunk: Uint8Array, _enc, cb) {
+      cb(null, stripper.push(chunk));
+    },
+  });
+}
+
 async function copyLocalFile(
   tx: postgres.TransactionSql<Record<string, unknown>>,
   statement: string,
@@ -34,7 +44,7 @@ async function copyLocalFile(
   stripChangeColumns: boolean,
 ): Promise<void> {
   using file = await Deno.open(path, { read: true });
-  const writable = await tx.unsafe(statement).writable();
+  const { stream: writable, done } = await copyIn(tx, statement);
   const stripper = stripChangeColumns ? new ChangeColumnStripper() : undefined;
   const length = Math.min(COPY_CHUNK, size + 1);
   const buffers = [new Uint8Array(length), new Uint8Array(length)];
@@ -60,11 +70,8 @@ async function copyLocalFile(
       if (writable.writableNeedDrain) await once(writable, "drain");
     }
     await Promise.all(written);
-    await new Promise<void>((resolve, reject) => {
-      writable.once("finish", resolve);
-      writable.once("error", reject);
-      writable.end();
-    });
+    writable.end();
+    await done;
   } catch (e) {
     writable.destroy(e as Error);
     throw e;
@@ -183,15 +190,12 @@ export class PostgresTarget implements Target {
   ): Promise<void> {
     if (seg.path) return await copyLocalFile(tx, statement, seg.path, seg.bytes, stripChangeColumns);
     const body = await openObject(this.#s3, bucket, seg.key);
-    const writable = await tx.unsafe(statement).writable();
-    if (!stripChangeColumns) return await pipeline(body, writable);
-    const stripper = new ChangeColumnStripper();
-    const strip = new Transform({
-      transform(chunk: Uint8Array, _enc, cb) {
-        cb(null, stripper.push(chunk));
-      },
-    });
-    await pipeline(body, strip, writable);
+    const { stream: writable, done } = await copyIn(tx, statement);
+    // The pipeline ends with the stream's `finish`, which a refusal of the last rows never brings: the
+    // load waits for whichever of the two comes.
+    const stages = stripChangeColumns ? [body, stripTransform(), writable] : [body, writable];
+    await Promise.race([(pipeline as (...s: unknown[]) => Promise<void>)(...stages), done]);
+    await done;
   }
 
   async close(): Promise<void> {
