@@ -99,7 +99,8 @@ interface Claimed {
   new_row: unknown;
   old_row: unknown;
   attempts: number;
-  code: string;
+  /** Null when the function was deleted after the event was recorded. */
+  code: string | null;
   signature: string | null;
   timeout_ms: number;
   max_attempts: number;
@@ -118,7 +119,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     values (${nodeId}, ${Deno.hostname()}, ${Deno.pid}, ${o.bind},
             clock_timestamp() + ${o.leaseMs} * interval '1 millisecond')
     on conflict (node_id) do update set heartbeat_at = now(), lease_until = excluded.lease_until,
-      stopped_at = null`;
+      stopped_at = null, released = false`;
 
   let wake: (() => void) | undefined;
   // A nudge that arrives while the loop is not waiting (a claim in flight) must not be lost: it may be
@@ -136,7 +137,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
       try {
         await sql`
           update ${s}.dispatch_nodes set heartbeat_at = clock_timestamp(),
-            lease_until = clock_timestamp() + ${o.leaseMs} * interval '1 millisecond'
+            lease_until = clock_timestamp() + ${o.leaseMs} * interval '1 millisecond', released = false
           where node_id = ${nodeId}`;
         const was = status.master;
         status.master = await tryAcquireMaster(sql, schema, nodeId, o.leaseMs);
@@ -172,7 +173,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     while (running < o.concurrency && queue.length && !signal.aborted) {
       const quick = (perEventMs.get(queue[0].function_name) ?? Infinity) < QUICK_MS;
       const size = quick
-        ? MAX_BATCH
+        ? QUICK_BATCH
         : Math.min(MAX_BATCH, Math.ceil(queue.length / (o.concurrency - running)));
       const first = queue.shift()!;
       const batch = [first];
@@ -259,7 +260,7 @@ async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
   const ids = events.map((e) => e.id);
   try {
     await sql`
-      update ${sql(o.schema)}.dispatch_events
+      update ${sql(o.schema)}.dispatch_queue
          set state = 'pending', claimed_by = null, claimed_at = null, started_at = null,
              attempts = attempts - 1
        where id = any(${ids}::bigint[]) and claimed_by = ${o.nodeId} and state = 'running'`;
@@ -269,32 +270,45 @@ async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
   }
 }
 
+/**
+ * Claims up to `n` due events. The claim is a HOT update of the queue rows (no indexed column changes).
+ * It holds a share lock on the node's own row and claims nothing once the master released this node
+ * (its lease had expired), so a release never misses a claim that commits after it.
+ */
 async function claim(o: NodeOptions, n: number): Promise<Claimed[]> {
   const { sql } = o;
   const s = sql(o.schema);
   return await sql<Claimed[]>`
-    with c as (
-      select id from ${s}.dispatch_events
-       where state = 'pending' and run_at <= clock_timestamp()
+    with me as (
+      select 1 from ${s}.dispatch_nodes where node_id = ${o.nodeId} and not released for share
+    ), c as (
+      select id from ${s}.dispatch_queue
+       where state = 'pending' and run_at <= clock_timestamp() and exists (select from me)
        order by run_at, id
        limit ${n}
        for update skip locked
     ), u as (
-      update ${s}.dispatch_events e
+      update ${s}.dispatch_queue e
          set state = 'running', claimed_by = ${o.nodeId}, claimed_at = clock_timestamp(),
              started_at = clock_timestamp(),
              attempts = e.attempts + 1
         from c where e.id = c.id
-      returning e.*
+      returning e.id, e.function_name, e.source, e.table_schema, e.table_name, e.op, e.row_id, e.new_row,
+                e.old_row, e.attempts
     )
     select u.id::text as id, u.function_name, u.source, u.table_schema, u.table_name, u.op, u.row_id,
            u.new_row, u.old_row, u.attempts, f.code, f.signature, f.timeout_ms, f.max_attempts, f.backoff_ms
-      from u join ${s}.dispatch_functions f on f.name = u.function_name
+      from u left join ${s}.dispatch_functions f on f.name = u.function_name
      order by u.id`;
 }
 
-/** The most events one sandbox message carries. */
+/** The most events one sandbox message carries when they are shared out among free slots. */
 const MAX_BATCH = 16;
+/**
+ * The most events one message carries for a quick function: they run one after another in well under
+ * 32 ms, and a message pair costs more than several such calls.
+ */
+const QUICK_BATCH = 64;
 /** Below this time per event (ms) a function's events are batched fully rather than shared out. */
 const QUICK_MS = 0.5;
 
@@ -316,7 +330,9 @@ async function executeBatch(
   const first = batch[0];
   status.running += batch.length;
   try {
-    const refused = await signatureProblem(o.trustedKeys, first.code, first.signature);
+    const refused = first.code === null
+      ? "Function no longer exists"
+      : await signatureProblem(o.trustedKeys, first.code, first.signature);
     if (refused) {
       for (const ev of batch) {
         status.failed++;
@@ -330,7 +346,7 @@ async function executeBatch(
       return { notStarted };
     }
     const results = await pool.runBatch({
-      code: first.code,
+      code: first.code!,
       items: batch.map((ev) => ({ event: toEvent(ev), timeoutMs: ev.timeout_ms })),
       sql: o.functionSql,
       readonlySql: o.readonlySql,
@@ -389,11 +405,24 @@ function toEvent(ev: Claimed): DispatchEvent {
 async function masterDuties(o: NodeOptions): Promise<void> {
   const { sql } = o;
   const s = sql(o.schema);
-  const released = await sql`
-    update ${s}.dispatch_events e set state = 'pending', claimed_by = null, run_at = clock_timestamp()
-      from ${s}.dispatch_nodes n
-     where e.state = 'running' and e.claimed_by = n.node_id and n.lease_until < clock_timestamp()
-    returning e.id`;
+  // Events of nodes whose lease expired go back to the queue, once per expiry: their node rows stay
+  // locked until the release commits, and claims take a share lock on their own node row, so a claim
+  // either committed before the release's scan (which then sees it) or finds its node released.
+  const released = await sql.begin(async (tx) => {
+    const dead = await tx<{ node_id: string }[]>`
+      select node_id from ${s}.dispatch_nodes
+       where not released and lease_until < clock_timestamp()
+       for update`;
+    if (!dead.length) return [];
+    const ids = dead.map((d) => d.node_id);
+    const rows = await tx`
+      update ${s}.dispatch_queue
+         set state = 'pending', claimed_by = null, claimed_at = null, run_at = clock_timestamp()
+       where state = 'running' and claimed_by = any(${ids}::text[])
+      returning id`;
+    await tx`update ${s}.dispatch_nodes set released = true where node_id = any(${ids}::text[])`;
+    return rows;
+  });
   if (released.length) {
     o.log.warn("released events of dead nodes", { count: released.length });
     await sql`select pg_notify(${channelFor(o.schema)}, '')`;
@@ -412,7 +441,7 @@ async function masterDuties(o: NodeOptions): Promise<void> {
         next = undefined;
       }
       if (d.next_run_at) {
-        await tx`insert into ${s}.dispatch_events (function_name, source) values (${d.function_name}, 'schedule')`;
+        await tx`insert into ${s}.dispatch_queue (function_name, source) values (${d.function_name}, 'schedule')`;
       }
       await tx`
         update ${s}.dispatch_schedules set next_run_at = ${next ?? null},

@@ -1,6 +1,6 @@
 /**
- * Records event outcomes in batches: one UPDATE per flush instead of one per event, which is most of a
- * node's database round trips under load.
+ * Records event outcomes in batches: one statement per flush instead of one per event, which is most of a
+ * node's database round trips under load. Done and dead events move from the queue to the history in it.
  *
  * Group commit: an outcome is written as soon as no flush is in flight; outcomes that arrive while one is
  * in flight wait for it and go out together in the next. So an idle node records each outcome at once,
@@ -87,7 +87,7 @@ export class OutcomeWriter {
     this.#flushing = undefined;
   }
 
-  /** One statement for a batch: done, dead, or back to pending after a delay. */
+  /** One statement for a batch: done or dead (moved to the history), or back to pending after a delay. */
   async write(batch: Outcome[]): Promise<void> {
     const { sql } = this;
     const rows = batch.map((o) => ({
@@ -98,19 +98,36 @@ export class OutcomeWriter {
       stack: o.stack ?? null,
       start_ms: o.startMs ?? null,
     }));
+    const s = sql(this.schema);
+    // Finished events move to the history in the same statement (the queue keeps only pending and
+    // running ones); retries stay queued, due after their delay.
     await sql`
-      update ${sql(this.schema)}.dispatch_events e
-         set state = v.state,
-             finished_at = case when v.state = 'pending' then e.finished_at else clock_timestamp() end,
-             claimed_by = case when v.state = 'pending' then null else e.claimed_by end,
-             run_at = case when v.state = 'pending'
-                           then clock_timestamp() + v.delay_ms * interval '1 millisecond' else e.run_at end,
+      with v as (
+        select * from jsonb_to_recordset(${sql.json(rows)})
+               as v(id bigint, state text, delay_ms double precision, error text, stack text,
+                    start_ms double precision)
+      ), finished as (
+        delete from ${s}.dispatch_queue e using v
+         where e.id = v.id and v.state <> 'pending' and e.claimed_by = ${this.nodeId} and e.state = 'running'
+        returning e.id, e.function_name, e.source, e.table_schema, e.table_name, e.op, e.row_id, e.new_row,
+                  e.old_row, v.state, e.attempts, e.run_at, e.created_at, e.claimed_by, e.claimed_at,
+                  coalesce(e.claimed_at + v.start_ms * interval '1 millisecond', e.started_at) as started_at,
+                  v.error, v.stack
+      ), moved as (
+        insert into ${s}.dispatch_history (id, function_name, source, table_schema, table_name, op, row_id,
+                                           new_row, old_row, state, attempts, run_at, created_at, claimed_by,
+                                           claimed_at, started_at, finished_at, last_error, last_stack)
+        select id, function_name, source, table_schema, table_name, op, row_id, new_row, old_row, state,
+               attempts, run_at, created_at, claimed_by, claimed_at, started_at, clock_timestamp(), error, stack
+          from finished
+      )
+      update ${s}.dispatch_queue e
+         set state = 'pending', claimed_by = null,
+             run_at = clock_timestamp() + v.delay_ms * interval '1 millisecond',
              started_at = coalesce(e.claimed_at + v.start_ms * interval '1 millisecond', e.started_at),
              last_error = v.error,
              last_stack = v.stack
-        from jsonb_to_recordset(${sql.json(rows)})
-             as v(id bigint, state text, delay_ms double precision, error text, stack text,
-                  start_ms double precision)
-       where e.id = v.id and e.claimed_by = ${this.nodeId} and e.state = 'running'`;
+        from v
+       where e.id = v.id and v.state = 'pending' and e.claimed_by = ${this.nodeId} and e.state = 'running'`;
   }
 }
