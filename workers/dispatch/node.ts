@@ -15,7 +15,7 @@ import type { Logger } from "../../shared/log.ts";
 import { abortableSleep } from "../../shared/worker.ts";
 import { nextRun, parseCron } from "./cron.ts";
 import { type DispatchEvent, SandboxPool } from "./sandbox.ts";
-import { OutcomeWriter } from "./outcomes.ts";
+import { outcomeCtes, OutcomeWriter } from "./outcomes.ts";
 import { signatureProblem } from "./sign.ts";
 
 /** How a node is set up. */
@@ -211,7 +211,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     // Claim when the queue is at most half full, so claims stay batches rather than one event each.
     if (queue.length <= prefetch / 2 && want > 0) {
       try {
-        const rows = await claim(o, want);
+        const rows = await claim(o, want, writer);
         claimFails = 0;
         for (const ev of rows) queue.push(Object.assign(ev, { claimedAt: performance.now() }));
         pump();
@@ -275,11 +275,15 @@ async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
  * It holds a share lock on the node's own row and claims nothing once the master released this node
  * (its lease had expired), so a release never misses a claim that commits after it.
  */
-async function claim(o: NodeOptions, n: number): Promise<Claimed[]> {
+async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<Claimed[]> {
   const { sql } = o;
   const s = sql(o.schema);
-  return await sql<Claimed[]>`
-    with me as (
+  // Outcomes waiting to be written go in the same statement: one round trip for both.
+  const outcomes = writer.take();
+  const record = outcomes.length ? sql`${outcomeCtes(sql, o.schema, o.nodeId, outcomes)},` : sql``;
+  try {
+    return await sql<Claimed[]>`
+    with ${record} me as (
       select 1 from ${s}.dispatch_nodes where node_id = ${o.nodeId} and not released for share
     ), c as (
       select id from ${s}.dispatch_queue
@@ -300,6 +304,10 @@ async function claim(o: NodeOptions, n: number): Promise<Claimed[]> {
            u.new_row, u.old_row, u.attempts, f.code, f.signature, f.timeout_ms, f.max_attempts, f.backoff_ms
       from u left join ${s}.dispatch_functions f on f.name = u.function_name
      order by u.id`;
+  } catch (e) {
+    writer.putBack(outcomes);
+    throw e;
+  }
 }
 
 /** The most events one sandbox message carries when they are shared out among free slots. */
