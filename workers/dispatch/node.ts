@@ -14,7 +14,7 @@ import type { Sql } from "../../shared/db.ts";
 import type { Logger } from "../../shared/log.ts";
 import { abortableSleep } from "../../shared/worker.ts";
 import { nextRun, parseCron } from "./cron.ts";
-import { type DispatchEvent, SandboxPool } from "./sandbox.ts";
+import { SandboxPool, type WireEvent } from "./sandbox.ts";
 import { outcomeCtes, OutcomeWriter } from "./outcomes.ts";
 import { signatureProblem } from "./sign.ts";
 
@@ -96,8 +96,9 @@ interface Claimed {
   table_name: string | null;
   op: string | null;
   row_id: string | null;
-  new_row: unknown;
-  old_row: unknown;
+  /** The rows as JSON text: parsed in the sandbox, and only if the function reads them. */
+  new_row: string | null;
+  old_row: string | null;
   attempts: number;
   /** Null when the function was deleted after the event was recorded. */
   code: string | null;
@@ -301,7 +302,7 @@ async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<
                 e.old_row, e.attempts
     )
     select u.id::text as id, u.function_name, u.source, u.table_schema, u.table_name, u.op, u.row_id,
-           u.new_row, u.old_row, u.attempts, f.code, f.signature, f.timeout_ms, f.max_attempts, f.backoff_ms
+           u.new_row::text as new_row, u.old_row::text as old_row, u.attempts, f.code, f.signature, f.timeout_ms, f.max_attempts, f.backoff_ms
       from u left join ${s}.dispatch_functions f on f.name = u.function_name
      order by u.id`;
   } catch (e) {
@@ -395,7 +396,7 @@ async function executeBatch(
   return { notStarted, msPerEvent };
 }
 
-function toEvent(ev: Claimed): DispatchEvent {
+function toEvent(ev: Claimed): WireEvent {
   return {
     id: ev.id,
     function: ev.function_name,
@@ -403,8 +404,8 @@ function toEvent(ev: Claimed): DispatchEvent {
     table: ev.table_name ? `${ev.table_schema}.${ev.table_name}` : null,
     op: ev.op,
     row_id: ev.row_id,
-    new: ev.new_row,
-    old: ev.old_row,
+    new_json: ev.new_row,
+    old_json: ev.old_row,
     attempt: ev.attempts,
   };
 }

@@ -23,6 +23,27 @@ export interface DispatchEvent {
   attempt: number;
 }
 
+/**
+ * An event as it is posted into the sandbox for a batch: its rows as the JSON text the database sent,
+ * parsed inside the sandbox only when the function reads `event.new` or `event.old`. A function that
+ * never looks at the rows costs no parsing, and a string crosses the thread boundary as one copy where an
+ * object is walked twice (serialised and rebuilt).
+ */
+export type WireEvent = Omit<DispatchEvent, "new" | "old"> & {
+  new_json: string | null;
+  old_json: string | null;
+};
+
+function toWire(e: DispatchEvent | WireEvent): WireEvent {
+  if ("new_json" in e) return e;
+  const { new: n, old, ...rest } = e;
+  return {
+    ...rest,
+    new_json: n === undefined ? null : JSON.stringify(n),
+    old_json: old === undefined ? null : JSON.stringify(old),
+  };
+}
+
 /** The outcome of one call. */
 export type SandboxResult =
   | { ok: true; ms: number }
@@ -129,7 +150,7 @@ function execIn(
 /** Several events of one function, run one after another on one worker. */
 export interface BatchOptions {
   code: string;
-  items: { event: DispatchEvent; timeoutMs: number }[];
+  items: { event: DispatchEvent | WireEvent; timeoutMs: number }[];
   sql?: Sql;
   readonlySql?: Sql;
   /** When it aborts, events not started yet are left unstarted (the running one finishes). */
@@ -248,7 +269,7 @@ function execBatch(
     worker.postMessage({
       type: "batch",
       code: o.code,
-      events: o.items.map((i) => i.event),
+      events: o.items.map((i) => toWire(i.event)),
       progress: progress.buffer,
     });
   });

@@ -59,6 +59,30 @@ function describe(err: unknown) {
   return { message: e.message || e.name, stack: e.stack ?? "" };
 }
 
+/** Defines `key` on `target` as `text` parsed as JSON on first read (null stays null). */
+function lazyJson(target: Record<string, unknown>, key: string, text: string | null) {
+  const settle = (value: unknown) =>
+    Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+  Object.defineProperty(target, key, {
+    enumerable: true,
+    configurable: true,
+    get() {
+      const value = text === null ? null : JSON.parse(text);
+      settle(value);
+      return value;
+    },
+    set: settle,
+  });
+}
+
+/** The event a function receives, from the one posted (rows as JSON text, parsed when read). */
+function fromWire(w: Record<string, unknown>): Record<string, unknown> {
+  const { new_json, old_json, ...event } = w;
+  lazyJson(event, "new", new_json as string | null);
+  lazyJson(event, "old", old_json as string | null);
+  return event;
+}
+
 /**
  * Runs a batch of events one after another and answers once. Progress goes to a shared buffer the node
  * reads to enforce each event's timeout without a message per event: `[0]` the index of the event
@@ -83,7 +107,7 @@ async function runBatch(code: string, events: unknown[], progress: Float64Array)
     progress[0] = i;
     try {
       if (loadError) throw Object.assign(new Error(loadError.message), { stack: loadError.stack });
-      await fn!(events[i], db);
+      await fn!(fromWire(events[i] as Record<string, unknown>), db);
       progress[1 + n + i] = 1;
       errors.push(null);
     } catch (err) {
