@@ -162,6 +162,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
   const cap = o.concurrency + prefetch;
   let running = 0; // batches (slots) in flight
   let busy = 0; // events in those batches
+  let slow = 0; // batches in flight of functions not known to be quick
   const inflight = new Set<Promise<void>>();
   // Events of one function go to a sandbox worker in batches (one message each way per batch); a slot
   // runs one batch, its events one after another, so at most `concurrency` events run at once. Batches
@@ -184,6 +185,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
       ) batch.push(queue.shift()!);
       running++;
       busy += batch.length;
+      if (!quick) slow++;
       const p = executeBatch(o, pool, writer, batch, status, signal).then(({ notStarted, msPerEvent }) => {
         // A batch cut short by a timeout hands back the events it never started, to run next.
         queue.unshift(...notStarted);
@@ -197,6 +199,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
       }).finally(() => {
         running--;
         busy -= batch.length;
+        if (!quick) slow--;
         inflight.delete(p);
         pump();
         // Wake the loop only when it would claim: not once per event.
@@ -209,8 +212,11 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
   while (!signal.aborted) {
     nudged = false;
     const want = cap - busy - queue.length;
-    // Claim when the queue is at most half full, so claims stay batches rather than one event each.
-    if (queue.length <= prefetch / 2 && want > 0) {
+    // Claim when the queue is at most half full, so claims stay batches rather than one event each. While
+    // only quick functions run, also wait until half the prefetch is free: a claim costs a round trip and
+    // a statement whatever its size, and quick batches free their slots long before that matters.
+    const least = slow > 0 || busy === 0 ? 1 : Math.ceil(prefetch / 2);
+    if (queue.length <= prefetch / 2 && want >= least) {
       try {
         const rows = await claim(o, want, writer);
         claimFails = 0;
