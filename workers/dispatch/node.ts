@@ -330,7 +330,7 @@ const QUICK_MS = 0.5;
 /**
  * Runs a batch of claimed events of one function and queues their outcomes; returns the events that
  * never started (the batch was cut short by a timeout), which are still claimed by this node, and the
- * time per event between the starts of consecutive events (when at least two ran).
+ * mean time per event that ran.
  */
 async function executeBatch(
   o: NodeOptions,
@@ -367,8 +367,9 @@ async function executeBatch(
       readonlySql: o.readonlySql,
       signal,
     });
-    const starts = results.flatMap((r) => r.started ? [r.startedAt] : []);
-    if (starts.length >= 2) msPerEvent = (starts[starts.length - 1] - starts[0]) / (starts.length - 1);
+    // Learnt from a lone event too, so an idle node already knows a function is quick when a burst comes.
+    const ran = results.flatMap((r) => r.started ? [r.ms] : []);
+    if (ran.length) msPerEvent = ran.reduce((a, b) => a + b, 0) / ran.length;
     results.forEach((r, i) => {
       const ev = batch[i];
       if (!r.started) {

@@ -174,7 +174,7 @@ function execBatch(
   release: (w: Worker, reusable: boolean) => void,
 ): Promise<BatchItemResult[]> {
   const n = o.items.length;
-  const progress = new Float64Array(new SharedArrayBuffer(8 * (2 + 2 * n)));
+  const progress = new Float64Array(new SharedArrayBuffer(8 * (3 + 2 * n)));
   const stop = () => progress[1 + 2 * n] = 1;
   if (o.signal?.aborted) stop();
   o.signal?.addEventListener("abort", stop, { once: true });
@@ -195,15 +195,19 @@ function execBatch(
       resolve(results);
     };
     const startedAt = (i: number) => progress[1 + i] || sentAt;
+    // How long event i ran: until the next one started or the batch ended (now, if neither happened).
+    const msOf = (i: number) =>
+      (progress[2 + i] && i + 1 < n ? progress[2 + i] : progress[2 + 2 * n] ||
+        performance.timeOrigin + performance.now()) - startedAt(i);
     const resultOf = (i: number, fallback?: { error: string; timedOut: boolean }): BatchItemResult => {
       const state = progress[1 + n + i];
       const at = startedAt(i);
-      if (state === 1) return { ok: true, ms: 0, started: true, startedAt: toLocal(at) };
+      if (state === 1) return { ok: true, ms: msOf(i), started: true, startedAt: toLocal(at) };
       const e = errors.get(i);
       if (state === 2 || !fallback) {
         return {
           ok: false,
-          ms: 0,
+          ms: msOf(i),
           error: e?.message ?? "Function failed",
           stack: e?.stack ?? "",
           timedOut: false,
@@ -213,7 +217,7 @@ function execBatch(
       }
       return {
         ok: false,
-        ms: 0,
+        ms: msOf(i),
         error: fallback.error,
         stack: "",
         timedOut: fallback.timedOut,

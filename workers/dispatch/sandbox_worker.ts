@@ -87,8 +87,9 @@ function fromWire(w: Record<string, unknown>): Record<string, unknown> {
  * Runs a batch of events one after another and answers once. Progress goes to a shared buffer the node
  * reads to enforce each event's timeout without a message per event: `[0]` the index of the event
  * running (the batch length when all finished), `[1 + i]` when event i started (epoch ms), `[1 + n + i]`
- * its state (1 returned, 2 threw), `[1 + 2n]` set to 1 by the node to stop before the next event. A throw is also posted at once, so its message survives a later
- * timeout of the same batch.
+ * its state (1 returned, 2 threw), `[1 + 2n]` set to 1 by the node to stop before the next event, `[2 + 2n]`
+ * when the batch ended (epoch ms; with the start times it gives each event's duration, a lone one's too). A
+ * throw is also posted at once, so its message survives a later timeout of the same batch.
  */
 async function runBatch(code: string, events: unknown[], progress: Float64Array) {
   const n = events.length;
@@ -117,6 +118,7 @@ async function runBatch(code: string, events: unknown[], progress: Float64Array)
       self.postMessage({ type: "batch-error", index: i, ...d });
     }
   }
+  progress[2 + 2 * n] = performance.timeOrigin + performance.now();
   progress[0] = n;
   self.postMessage({ type: "batch-done", errors });
 }
