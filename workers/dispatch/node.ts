@@ -289,7 +289,7 @@ async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<
   const outcomes = writer.take();
   const record = outcomes.length ? sql`${outcomeCtes(sql, o.schema, o.nodeId, outcomes)},` : sql``;
   try {
-    return await sql<Claimed[]>`
+    const rows = await sql<Claimed[]>`
     with ${record} me as (
       select 1 from ${s}.dispatch_nodes where node_id = ${o.nodeId} and not released for share
     ), c as (
@@ -308,9 +308,24 @@ async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<
                 e.old_row, e.attempts
     )
     select u.id::text as id, u.function_name, u.source, u.table_schema, u.table_name, u.op, u.row_id,
-           u.new_row::text as new_row, u.old_row::text as old_row, u.attempts, f.code, f.signature, f.timeout_ms, f.max_attempts, f.backoff_ms
+           u.new_row::text as new_row, u.old_row::text as old_row, u.attempts,
+           -- The code once per function (on its first event), not once per event.
+           case when row_number() over (partition by u.function_name order by u.id) = 1 then f.code end as code,
+           case when row_number() over (partition by u.function_name order by u.id) = 1 then f.signature end
+             as signature,
+           f.timeout_ms, f.max_attempts, f.backoff_ms
       from u left join ${s}.dispatch_functions f on f.name = u.function_name
      order by u.id`;
+    // Every event of a function gets the code its first event carried.
+    const first = new Map<string, Claimed>();
+    for (const ev of rows) {
+      const f = first.get(ev.function_name);
+      if (f) {
+        ev.code = f.code;
+        ev.signature = f.signature;
+      } else first.set(ev.function_name, ev);
+    }
+    return rows;
   } catch (e) {
     writer.putBack(outcomes);
     throw e;
