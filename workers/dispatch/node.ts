@@ -285,14 +285,15 @@ async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
 async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<Claimed[]> {
   const { sql } = o;
   const s = sql(o.schema);
-  // Outcomes waiting to be written go in the same statement: one round trip for both.
+  // Outcomes waiting to be written go in the same statement: one round trip for both. If the node was
+  // released meanwhile they are not written: its events went back to the queue and run again.
   const outcomes = writer.take();
-  const record = outcomes.length ? sql`${outcomeCtes(sql, o.schema, o.nodeId, outcomes)},` : sql``;
+  const record = outcomes.length ? sql`${outcomeCtes(sql, o.schema, o.nodeId, outcomes, true)},` : sql``;
   try {
     const rows = await sql<Claimed[]>`
-    with ${record} me as (
+    with me as (
       select 1 from ${s}.dispatch_nodes where node_id = ${o.nodeId} and not released for share
-    ), c as (
+    ), ${record} c as (
       select id from ${s}.dispatch_queue
        where state = 'pending' and run_at <= clock_timestamp() and exists (select from me)
        order by run_at, id

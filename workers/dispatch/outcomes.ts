@@ -112,9 +112,11 @@ export class OutcomeWriter {
 /**
  * The common table expressions that record `batch` (to start a `WITH`; they end without a comma). Done
  * and dead events move from the queue to the history; retries stay queued, due after their delay. Only
- * events still running under `nodeId` are touched.
+ * events still running under `nodeId` are touched. `guarded`: the statement defines a CTE `me` first (the
+ * node's own row, share-locked by a claim), and nothing is written unless it has a row; so the node row is
+ * locked before any event row, in the order the master's release locks them, and the two cannot deadlock.
  */
-export function outcomeCtes(sql: Sql, schema: string, nodeId: string, batch: Outcome[]) {
+export function outcomeCtes(sql: Sql, schema: string, nodeId: string, batch: Outcome[], guarded = false) {
   const rows = batch.map((o) => ({
     id: o.id,
     state: o.state,
@@ -124,6 +126,7 @@ export function outcomeCtes(sql: Sql, schema: string, nodeId: string, batch: Out
     start_ms: o.startMs ?? null,
   }));
   const s = sql(schema);
+  const guard = guarded ? sql`and exists (select from me)` : sql``;
   return sql`
     v as (
       select * from jsonb_to_recordset(${sql.json(rows)})
@@ -131,7 +134,7 @@ export function outcomeCtes(sql: Sql, schema: string, nodeId: string, batch: Out
                   start_ms double precision)
     ), finished as (
       delete from ${s}.dispatch_queue e using v
-       where e.id = v.id and v.state <> 'pending' and e.claimed_by = ${nodeId} and e.state = 'running'
+       where e.id = v.id and v.state <> 'pending' and e.claimed_by = ${nodeId} and e.state = 'running' ${guard}
       returning e.id, e.function_name, e.source, e.table_schema, e.table_name, e.op, e.row_id, e.new_row,
                 e.old_row, v.state, e.attempts, e.run_at, e.created_at, e.claimed_by, e.claimed_at,
                 coalesce(e.claimed_at + v.start_ms * interval '1 millisecond', e.started_at) as started_at,
@@ -151,6 +154,6 @@ export function outcomeCtes(sql: Sql, schema: string, nodeId: string, batch: Out
              last_error = v.error,
              last_stack = v.stack
         from v
-       where e.id = v.id and v.state = 'pending' and e.claimed_by = ${nodeId} and e.state = 'running'
+       where e.id = v.id and v.state = 'pending' and e.claimed_by = ${nodeId} and e.state = 'running' ${guard}
     )`;
 }
