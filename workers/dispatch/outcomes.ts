@@ -114,7 +114,8 @@ export class OutcomeWriter {
  * and dead events move from the queue to the history; retries stay queued, due after their delay. Only
  * events still running under `nodeId` are touched. `guarded`: the statement defines a CTE `me` first (the
  * node's own row, share-locked by a claim), and nothing is written unless it has a row; so the node row is
- * locked before any event row, in the order the master's release locks them, and the two cannot deadlock.
+ * locked before any event row, in the order the master's release locks them, and a claim never waits for
+ * its node row while holding event rows the release waits for.
  */
 export function outcomeCtes(sql: Sql, schema: string, nodeId: string, batch: Outcome[], guarded = false) {
   const rows = batch.map((o) => ({
