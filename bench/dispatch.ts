@@ -72,7 +72,7 @@ async function waitUntil(f: () => Promise<boolean>, what: string): Promise<void>
 }
 
 async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
-  await sql`truncate control.dispatch_events, control.dispatch_nodes`;
+  await sql`truncate control.dispatch_queue, control.dispatch_history, control.dispatch_nodes`;
   await sql`update control.dispatch_leases set holder = null, lease_until = '-infinity'`;
   const { done, stop } = startNodes(sql, nodes);
   try {
@@ -83,8 +83,8 @@ async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
       await waitUntil(() => Promise.resolve(done() === i + 1), "dispatch idle event");
     }
     const idle = await sql<{ ms: number }[]>`
-      select extract(epoch from started_at - created_at) * 1000 as ms from control.dispatch_events`;
-    await sql`truncate control.dispatch_events`;
+      select extract(epoch from started_at - created_at) * 1000 as ms from control.dispatch_history`;
+    await sql`truncate control.dispatch_queue, control.dispatch_history`;
     // Counted before the insert: nodes may finish events before this code resumes after the commit.
     const before = done();
     const cpu0 = cpuMs();
@@ -94,7 +94,7 @@ async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
     await waitUntil(() => Promise.resolve(done() - before >= N), "dispatch batch");
     const secs = (performance.now() - t0) / 1000;
     const bulk = await sql<{ ms: number }[]>`
-      select extract(epoch from started_at - created_at) * 1000 as ms from control.dispatch_events`;
+      select extract(epoch from started_at - created_at) * 1000 as ms from control.dispatch_history`;
     return row(
       "dispatch",
       nodes,

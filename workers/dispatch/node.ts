@@ -14,8 +14,8 @@ import type { Sql } from "../../shared/db.ts";
 import type { Logger } from "../../shared/log.ts";
 import { abortableSleep } from "../../shared/worker.ts";
 import { nextRun, parseCron } from "./cron.ts";
-import { type DispatchEvent, SandboxPool } from "./sandbox.ts";
-import { OutcomeWriter } from "./outcomes.ts";
+import { SandboxPool, type WireEvent } from "./sandbox.ts";
+import { outcomeCtes, OutcomeWriter } from "./outcomes.ts";
 import { signatureProblem } from "./sign.ts";
 
 /** How a node is set up. */
@@ -96,10 +96,12 @@ interface Claimed {
   table_name: string | null;
   op: string | null;
   row_id: string | null;
-  new_row: unknown;
-  old_row: unknown;
+  /** The rows as JSON text: parsed in the sandbox, and only if the function reads them. */
+  new_row: string | null;
+  old_row: string | null;
   attempts: number;
-  code: string;
+  /** Null when the function was deleted after the event was recorded. */
+  code: string | null;
   signature: string | null;
   timeout_ms: number;
   max_attempts: number;
@@ -118,7 +120,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     values (${nodeId}, ${Deno.hostname()}, ${Deno.pid}, ${o.bind},
             clock_timestamp() + ${o.leaseMs} * interval '1 millisecond')
     on conflict (node_id) do update set heartbeat_at = now(), lease_until = excluded.lease_until,
-      stopped_at = null`;
+      stopped_at = null, released = false`;
 
   let wake: (() => void) | undefined;
   // A nudge that arrives while the loop is not waiting (a claim in flight) must not be lost: it may be
@@ -136,7 +138,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
       try {
         await sql`
           update ${s}.dispatch_nodes set heartbeat_at = clock_timestamp(),
-            lease_until = clock_timestamp() + ${o.leaseMs} * interval '1 millisecond'
+            lease_until = clock_timestamp() + ${o.leaseMs} * interval '1 millisecond', released = false
           where node_id = ${nodeId}`;
         const was = status.master;
         status.master = await tryAcquireMaster(sql, schema, nodeId, o.leaseMs);
@@ -160,6 +162,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
   const cap = o.concurrency + prefetch;
   let running = 0; // batches (slots) in flight
   let busy = 0; // events in those batches
+  let slow = 0; // batches in flight of functions not known to be quick
   const inflight = new Set<Promise<void>>();
   // Events of one function go to a sandbox worker in batches (one message each way per batch); a slot
   // runs one batch, its events one after another, so at most `concurrency` events run at once. Batches
@@ -172,7 +175,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     while (running < o.concurrency && queue.length && !signal.aborted) {
       const quick = (perEventMs.get(queue[0].function_name) ?? Infinity) < QUICK_MS;
       const size = quick
-        ? MAX_BATCH
+        ? QUICK_BATCH
         : Math.min(MAX_BATCH, Math.ceil(queue.length / (o.concurrency - running)));
       const first = queue.shift()!;
       const batch = [first];
@@ -182,6 +185,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
       ) batch.push(queue.shift()!);
       running++;
       busy += batch.length;
+      if (!quick) slow++;
       const p = executeBatch(o, pool, writer, batch, status, signal).then(({ notStarted, msPerEvent }) => {
         // A batch cut short by a timeout hands back the events it never started, to run next.
         queue.unshift(...notStarted);
@@ -195,6 +199,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
       }).finally(() => {
         running--;
         busy -= batch.length;
+        if (!quick) slow--;
         inflight.delete(p);
         pump();
         // Wake the loop only when it would claim: not once per event.
@@ -207,10 +212,13 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
   while (!signal.aborted) {
     nudged = false;
     const want = cap - busy - queue.length;
-    // Claim when the queue is at most half full, so claims stay batches rather than one event each.
-    if (queue.length <= prefetch / 2 && want > 0) {
+    // Claim when the queue is at most half full, so claims stay batches rather than one event each. While
+    // only quick functions run, also wait until half the prefetch is free: a claim costs a round trip and
+    // a statement whatever its size, and quick batches free their slots long before that matters.
+    const least = slow > 0 || busy === 0 ? 1 : Math.ceil(prefetch / 2);
+    if (queue.length <= prefetch / 2 && want >= least) {
       try {
-        const rows = await claim(o, want);
+        const rows = await claim(o, want, writer);
         claimFails = 0;
         for (const ev of rows) queue.push(Object.assign(ev, { claimedAt: performance.now() }));
         pump();
@@ -259,7 +267,7 @@ async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
   const ids = events.map((e) => e.id);
   try {
     await sql`
-      update ${sql(o.schema)}.dispatch_events
+      update ${sql(o.schema)}.dispatch_queue
          set state = 'pending', claimed_by = null, claimed_at = null, started_at = null,
              attempts = attempts - 1
        where id = any(${ids}::bigint[]) and claimed_by = ${o.nodeId} and state = 'running'`;
@@ -269,39 +277,76 @@ async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
   }
 }
 
-async function claim(o: NodeOptions, n: number): Promise<Claimed[]> {
+/**
+ * Claims up to `n` due events. The claim is a HOT update of the queue rows (no indexed column changes).
+ * It holds a share lock on the node's own row and claims nothing once the master released this node
+ * (its lease had expired), so a release never misses a claim that commits after it.
+ */
+async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<Claimed[]> {
   const { sql } = o;
   const s = sql(o.schema);
-  return await sql<Claimed[]>`
-    with c as (
-      select id from ${s}.dispatch_events
-       where state = 'pending' and run_at <= clock_timestamp()
+  // Outcomes waiting to be written go in the same statement: one round trip for both. If the node was
+  // released meanwhile they are not written: its events went back to the queue and run again.
+  const outcomes = writer.take();
+  const record = outcomes.length ? sql`${outcomeCtes(sql, o.schema, o.nodeId, outcomes, true)},` : sql``;
+  try {
+    const rows = await sql<Claimed[]>`
+    with me as (
+      select 1 from ${s}.dispatch_nodes where node_id = ${o.nodeId} and not released for share
+    ), ${record} c as (
+      select id from ${s}.dispatch_queue
+       where state = 'pending' and run_at <= clock_timestamp() and exists (select from me)
        order by run_at, id
        limit ${n}
        for update skip locked
     ), u as (
-      update ${s}.dispatch_events e
+      update ${s}.dispatch_queue e
          set state = 'running', claimed_by = ${o.nodeId}, claimed_at = clock_timestamp(),
              started_at = clock_timestamp(),
              attempts = e.attempts + 1
         from c where e.id = c.id
-      returning e.*
+      returning e.id, e.function_name, e.source, e.table_schema, e.table_name, e.op, e.row_id, e.new_row,
+                e.old_row, e.attempts
     )
     select u.id::text as id, u.function_name, u.source, u.table_schema, u.table_name, u.op, u.row_id,
-           u.new_row, u.old_row, u.attempts, f.code, f.signature, f.timeout_ms, f.max_attempts, f.backoff_ms
-      from u join ${s}.dispatch_functions f on f.name = u.function_name
+           u.new_row::text as new_row, u.old_row::text as old_row, u.attempts,
+           -- The code once per function (on its first event), not once per event.
+           case when row_number() over (partition by u.function_name order by u.id) = 1 then f.code end as code,
+           case when row_number() over (partition by u.function_name order by u.id) = 1 then f.signature end
+             as signature,
+           f.timeout_ms, f.max_attempts, f.backoff_ms
+      from u left join ${s}.dispatch_functions f on f.name = u.function_name
      order by u.id`;
+    // Every event of a function gets the code its first event carried.
+    const first = new Map<string, Claimed>();
+    for (const ev of rows) {
+      const f = first.get(ev.function_name);
+      if (f) {
+        ev.code = f.code;
+        ev.signature = f.signature;
+      } else first.set(ev.function_name, ev);
+    }
+    return rows;
+  } catch (e) {
+    writer.putBack(outcomes);
+    throw e;
+  }
 }
 
-/** The most events one sandbox message carries. */
+/** The most events one sandbox message carries when they are shared out among free slots. */
 const MAX_BATCH = 16;
+/**
+ * The most events one message carries for a quick function: they run one after another in well under
+ * 32 ms, and a message pair costs more than several such calls.
+ */
+const QUICK_BATCH = 64;
 /** Below this time per event (ms) a function's events are batched fully rather than shared out. */
 const QUICK_MS = 0.5;
 
 /**
  * Runs a batch of claimed events of one function and queues their outcomes; returns the events that
  * never started (the batch was cut short by a timeout), which are still claimed by this node, and the
- * time per event between the starts of consecutive events (when at least two ran).
+ * mean time per event that ran.
  */
 async function executeBatch(
   o: NodeOptions,
@@ -316,7 +361,9 @@ async function executeBatch(
   const first = batch[0];
   status.running += batch.length;
   try {
-    const refused = await signatureProblem(o.trustedKeys, first.code, first.signature);
+    const refused = first.code === null
+      ? "Function no longer exists"
+      : await signatureProblem(o.trustedKeys, first.code, first.signature);
     if (refused) {
       for (const ev of batch) {
         status.failed++;
@@ -330,14 +377,15 @@ async function executeBatch(
       return { notStarted };
     }
     const results = await pool.runBatch({
-      code: first.code,
+      code: first.code!,
       items: batch.map((ev) => ({ event: toEvent(ev), timeoutMs: ev.timeout_ms })),
       sql: o.functionSql,
       readonlySql: o.readonlySql,
       signal,
     });
-    const starts = results.flatMap((r) => r.started ? [r.startedAt] : []);
-    if (starts.length >= 2) msPerEvent = (starts[starts.length - 1] - starts[0]) / (starts.length - 1);
+    // Learnt from a lone event too, so an idle node already knows a function is quick when a burst comes.
+    const ran = results.flatMap((r) => r.started ? [r.ms] : []);
+    if (ran.length) msPerEvent = ran.reduce((a, b) => a + b, 0) / ran.length;
     results.forEach((r, i) => {
       const ev = batch[i];
       if (!r.started) {
@@ -371,7 +419,7 @@ async function executeBatch(
   return { notStarted, msPerEvent };
 }
 
-function toEvent(ev: Claimed): DispatchEvent {
+function toEvent(ev: Claimed): WireEvent {
   return {
     id: ev.id,
     function: ev.function_name,
@@ -379,8 +427,8 @@ function toEvent(ev: Claimed): DispatchEvent {
     table: ev.table_name ? `${ev.table_schema}.${ev.table_name}` : null,
     op: ev.op,
     row_id: ev.row_id,
-    new: ev.new_row,
-    old: ev.old_row,
+    new_json: ev.new_row,
+    old_json: ev.old_row,
     attempt: ev.attempts,
   };
 }
@@ -389,11 +437,24 @@ function toEvent(ev: Claimed): DispatchEvent {
 async function masterDuties(o: NodeOptions): Promise<void> {
   const { sql } = o;
   const s = sql(o.schema);
-  const released = await sql`
-    update ${s}.dispatch_events e set state = 'pending', claimed_by = null, run_at = clock_timestamp()
-      from ${s}.dispatch_nodes n
-     where e.state = 'running' and e.claimed_by = n.node_id and n.lease_until < clock_timestamp()
-    returning e.id`;
+  // Events of nodes whose lease expired go back to the queue, once per expiry: their node rows stay
+  // locked until the release commits, and claims take a share lock on their own node row, so a claim
+  // either committed before the release's scan (which then sees it) or finds its node released.
+  const released = await sql.begin(async (tx) => {
+    const dead = await tx<{ node_id: string }[]>`
+      select node_id from ${s}.dispatch_nodes
+       where not released and lease_until < clock_timestamp()
+       for update`;
+    if (!dead.length) return [];
+    const ids = dead.map((d) => d.node_id);
+    const rows = await tx`
+      update ${s}.dispatch_queue
+         set state = 'pending', claimed_by = null, claimed_at = null, run_at = clock_timestamp()
+       where state = 'running' and claimed_by = any(${ids}::text[])
+      returning id`;
+    await tx`update ${s}.dispatch_nodes set released = true where node_id = any(${ids}::text[])`;
+    return rows;
+  });
   if (released.length) {
     o.log.warn("released events of dead nodes", { count: released.length });
     await sql`select pg_notify(${channelFor(o.schema)}, '')`;
@@ -412,7 +473,7 @@ async function masterDuties(o: NodeOptions): Promise<void> {
         next = undefined;
       }
       if (d.next_run_at) {
-        await tx`insert into ${s}.dispatch_events (function_name, source) values (${d.function_name}, 'schedule')`;
+        await tx`insert into ${s}.dispatch_queue (function_name, source) values (${d.function_name}, 'schedule')`;
       }
       await tx`
         update ${s}.dispatch_schedules set next_run_at = ${next ?? null},

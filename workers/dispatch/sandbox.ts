@@ -23,6 +23,27 @@ export interface DispatchEvent {
   attempt: number;
 }
 
+/**
+ * An event as it is posted into the sandbox for a batch: its rows as the JSON text the database sent,
+ * parsed inside the sandbox only when the function reads `event.new` or `event.old`. A function that
+ * never looks at the rows costs no parsing, and a string crosses the thread boundary as one copy where an
+ * object is walked twice (serialised and rebuilt).
+ */
+export type WireEvent = Omit<DispatchEvent, "new" | "old"> & {
+  new_json: string | null;
+  old_json: string | null;
+};
+
+function toWire(e: DispatchEvent | WireEvent): WireEvent {
+  if ("new_json" in e) return e;
+  const { new: n, old, ...rest } = e;
+  return {
+    ...rest,
+    new_json: n === undefined ? null : JSON.stringify(n),
+    old_json: old === undefined ? null : JSON.stringify(old),
+  };
+}
+
 /** The outcome of one call. */
 export type SandboxResult =
   | { ok: true; ms: number }
@@ -129,7 +150,7 @@ function execIn(
 /** Several events of one function, run one after another on one worker. */
 export interface BatchOptions {
   code: string;
-  items: { event: DispatchEvent; timeoutMs: number }[];
+  items: { event: DispatchEvent | WireEvent; timeoutMs: number }[];
   sql?: Sql;
   readonlySql?: Sql;
   /** When it aborts, events not started yet are left unstarted (the running one finishes). */
@@ -153,7 +174,7 @@ function execBatch(
   release: (w: Worker, reusable: boolean) => void,
 ): Promise<BatchItemResult[]> {
   const n = o.items.length;
-  const progress = new Float64Array(new SharedArrayBuffer(8 * (2 + 2 * n)));
+  const progress = new Float64Array(new SharedArrayBuffer(8 * (3 + 2 * n)));
   const stop = () => progress[1 + 2 * n] = 1;
   if (o.signal?.aborted) stop();
   o.signal?.addEventListener("abort", stop, { once: true });
@@ -174,15 +195,19 @@ function execBatch(
       resolve(results);
     };
     const startedAt = (i: number) => progress[1 + i] || sentAt;
+    // How long event i ran: until the next one started or the batch ended (now, if neither happened).
+    const msOf = (i: number) =>
+      (progress[2 + i] && i + 1 < n ? progress[2 + i] : progress[2 + 2 * n] ||
+        performance.timeOrigin + performance.now()) - startedAt(i);
     const resultOf = (i: number, fallback?: { error: string; timedOut: boolean }): BatchItemResult => {
       const state = progress[1 + n + i];
       const at = startedAt(i);
-      if (state === 1) return { ok: true, ms: 0, started: true, startedAt: toLocal(at) };
+      if (state === 1) return { ok: true, ms: msOf(i), started: true, startedAt: toLocal(at) };
       const e = errors.get(i);
       if (state === 2 || !fallback) {
         return {
           ok: false,
-          ms: 0,
+          ms: msOf(i),
           error: e?.message ?? "Function failed",
           stack: e?.stack ?? "",
           timedOut: false,
@@ -192,7 +217,7 @@ function execBatch(
       }
       return {
         ok: false,
-        ms: 0,
+        ms: msOf(i),
         error: fallback.error,
         stack: "",
         timedOut: fallback.timedOut,
@@ -248,7 +273,7 @@ function execBatch(
     worker.postMessage({
       type: "batch",
       code: o.code,
-      events: o.items.map((i) => i.event),
+      events: o.items.map((i) => toWire(i.event)),
       progress: progress.buffer,
     });
   });

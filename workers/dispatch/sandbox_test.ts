@@ -143,6 +143,9 @@ Deno.test("a batch runs its events in order; a throw fails only its event; a tim
     setTimeout(() => controller.abort(), 100);
     assert.deepEqual((await pending).map((x) => x.started && x.ok), [true, false, false]);
     assert.deepEqual((await pending).map((x) => x.started), [true, false, false]);
+    // Each event's duration is known, a lone one's included.
+    const [ran] = await pending;
+    assert.ok(ran.started && ran.ms >= 250 && ran.ms < 5_000, `ms: ${ran.started && ran.ms}`);
   } finally {
     pool.close();
   }

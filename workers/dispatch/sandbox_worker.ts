@@ -59,12 +59,37 @@ function describe(err: unknown) {
   return { message: e.message || e.name, stack: e.stack ?? "" };
 }
 
+/** Defines `key` on `target` as `text` parsed as JSON on first read (null stays null). */
+function lazyJson(target: Record<string, unknown>, key: string, text: string | null) {
+  const settle = (value: unknown) =>
+    Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+  Object.defineProperty(target, key, {
+    enumerable: true,
+    configurable: true,
+    get() {
+      const value = text === null ? null : JSON.parse(text);
+      settle(value);
+      return value;
+    },
+    set: settle,
+  });
+}
+
+/** The event a function receives, from the one posted (rows as JSON text, parsed when read). */
+function fromWire(w: Record<string, unknown>): Record<string, unknown> {
+  const { new_json, old_json, ...event } = w;
+  lazyJson(event, "new", new_json as string | null);
+  lazyJson(event, "old", old_json as string | null);
+  return event;
+}
+
 /**
  * Runs a batch of events one after another and answers once. Progress goes to a shared buffer the node
  * reads to enforce each event's timeout without a message per event: `[0]` the index of the event
  * running (the batch length when all finished), `[1 + i]` when event i started (epoch ms), `[1 + n + i]`
- * its state (1 returned, 2 threw), `[1 + 2n]` set to 1 by the node to stop before the next event. A throw is also posted at once, so its message survives a later
- * timeout of the same batch.
+ * its state (1 returned, 2 threw), `[1 + 2n]` set to 1 by the node to stop before the next event, `[2 + 2n]`
+ * when the batch ended (epoch ms; with the start times it gives each event's duration, a lone one's too). A
+ * throw is also posted at once, so its message survives a later timeout of the same batch.
  */
 async function runBatch(code: string, events: unknown[], progress: Float64Array) {
   const n = events.length;
@@ -83,7 +108,7 @@ async function runBatch(code: string, events: unknown[], progress: Float64Array)
     progress[0] = i;
     try {
       if (loadError) throw Object.assign(new Error(loadError.message), { stack: loadError.stack });
-      await fn!(events[i], db);
+      await fn!(fromWire(events[i] as Record<string, unknown>), db);
       progress[1 + n + i] = 1;
       errors.push(null);
     } catch (err) {
@@ -93,6 +118,7 @@ async function runBatch(code: string, events: unknown[], progress: Float64Array)
       self.postMessage({ type: "batch-error", index: i, ...d });
     }
   }
+  progress[2 + 2 * n] = performance.timeOrigin + performance.now();
   progress[0] = n;
   self.postMessage({ type: "batch-done", errors });
 }

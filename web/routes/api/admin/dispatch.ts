@@ -149,8 +149,18 @@ export function dispatchAdminRoutes(
   r.delete("/triggers/:id", async (c) => {
     const { sql, s } = await target(c);
     const id = z.coerce.number().int().parse(c.req.param("id"));
-    const rows = await sql`delete from ${s}.dispatch_triggers where id = ${id} returning id`;
-    if (!rows.length) throw new WharfError(404, "Cannot delete trigger as it does not exist");
+    await sql.begin(async (tx) => {
+      const [gone] = await tx<{ table_schema: string; table_name: string }[]>`
+        delete from ${s}.dispatch_triggers where id = ${id} returning table_schema, table_name`;
+      if (!gone) throw new WharfError(404, "Cannot delete trigger as it does not exist");
+      // The table's last trigger: detach the recording triggers too, so its writes cost nothing more.
+      const [left] = await tx`
+        select 1 from ${s}.dispatch_triggers
+         where table_schema = ${gone.table_schema} and table_name = ${gone.table_name} limit 1`;
+      const [table] = await tx`select 1 from information_schema.tables
+                                where table_schema = ${gone.table_schema} and table_name = ${gone.table_name}`;
+      if (!left && table) await tx`select ${s}.dispatch_uninstall(${gone.table_schema}, ${gone.table_name})`;
+    });
     return c.body(null, 204);
   });
 

@@ -68,3 +68,44 @@ Deno.test("the dispatch admin API validates, saves and lists functions, triggers
   assert.equal((await call("GET", "/triggers")).body.length, 0);
   assert.equal((await app.request("/api/admin/functions")).status, 401);
 });
+
+Deno.test("deleting a table's last dispatch trigger detaches the recording triggers from the table", async () => {
+  await using db = await createTestDatabase();
+  const app = createApp({ sql: db.sql, adminToken: "tok", log: createLogger("web", { level: "error" }) });
+  const call = async (method: string, path: string, body?: unknown) => {
+    const res = await app.request(`/api/admin${path}`, {
+      method,
+      headers: { authorization: "Bearer tok", "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: res.status === 204 ? null : await res.json() };
+  };
+  const installed = async () =>
+    (await db.sql`select count(*)::int as n from pg_trigger
+                   where tgrelid = 'public.items'::regclass and tgname like 'wharf_dispatch%'`)[0].n;
+  await db.sql`create table public.items (id int primary key)`;
+  for (const name of ["one", "two"]) {
+    assert.equal((await call("PUT", `/functions/${name}`, { code: "export default () => {}" })).status, 200);
+  }
+  const [a, b] = [
+    await call("POST", "/triggers", { table_schema: "public", table_name: "items", function_name: "one" }),
+    await call("POST", "/triggers", { table_schema: "public", table_name: "items", function_name: "two" }),
+  ];
+  assert.equal(await installed(), 3, "insert, update and delete triggers");
+
+  // Another function still listens: the table stays recorded.
+  assert.equal((await call("DELETE", `/triggers/${a.body.id}`)).status, 204);
+  assert.equal(await installed(), 3);
+  await db.sql`insert into public.items values (1)`;
+  assert.deepEqual(
+    (await db.sql`select function_name from control.dispatch_events`).map((r) => r.function_name),
+    ["two"],
+  );
+
+  // The last one: nothing is recorded any more, and the table has no dispatch trigger left.
+  assert.equal((await call("DELETE", `/triggers/${b.body.id}`)).status, 204);
+  assert.equal(await installed(), 0);
+  await db.sql`insert into public.items values (2)`;
+  assert.equal((await db.sql`select count(*)::int as n from control.dispatch_events`)[0].n, 1);
+  assert.equal((await call("DELETE", `/triggers/${b.body.id}`)).status, 404);
+});

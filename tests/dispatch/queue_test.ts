@@ -1,0 +1,228 @@
+/**
+ * The event tables: a queue of pending and running events whose claims are HOT updates, a history of
+ * finished ones, the `dispatch_events` view over both (readable and writable as the old table was), the
+ * upgrade of a schema installed with the single events table, and the release of a dead node's events
+ * exactly once per lease expiry.
+ */
+import assert from "node:assert/strict";
+import { createLogger } from "../../shared/log.ts";
+import { createTestDatabase, type TestDatabase } from "../../shared/testing/mod.ts";
+import { abortableSleep } from "../../shared/worker.ts";
+import { type NodeStatus, runNode } from "../../workers/dispatch/node.ts";
+
+function startNode(db: TestDatabase, nodeId = `n-${crypto.randomUUID()}`, leaseMs = 600) {
+  const controller = new AbortController();
+  const status: NodeStatus = { master: false, running: 0, done: 0, failed: 0 };
+  const done = runNode(
+    {
+      sql: db.sql,
+      functionSql: db.sql,
+      schema: "control",
+      nodeId,
+      bind: "localhost:0",
+      log: createLogger("dispatch-test", { level: "error" }),
+      leaseMs,
+      concurrency: 4,
+      pollMs: 200,
+      trustedKeys: [],
+    },
+    controller.signal,
+    status,
+  );
+  return {
+    status,
+    async [Symbol.asyncDispose]() {
+      controller.abort();
+      await done;
+    },
+  };
+}
+
+async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await f();
+    if (v) return v;
+    await abortableSleep(50);
+  }
+  throw new Error(`Timed out waiting for ${what}`);
+}
+
+const count = async (db: TestDatabase, table: string) =>
+  (await db.sql`select count(*)::int as n from ${db.sql("control")}.${db.sql(table)}`)[0].n as number;
+
+Deno.test("finished events move from the queue to the history, and claims are HOT updates of the queue", async () => {
+  await using db = await createTestDatabase();
+  await db.sql`create table public.items (id int primary key)`;
+  await db.sql`insert into control.dispatch_functions (name, code, max_attempts, backoff_ms)
+               values ('fine', 'export default () => {}', 5, 500),
+                      ('bad', 'export default () => { throw new Error("no") }', 1, 1)`;
+  await db.sql`insert into control.dispatch_triggers (table_schema, table_name, function_name)
+               values ('public', 'items', 'fine'), ('public', 'items', 'bad')`;
+  await db.sql`select control.dispatch_install('public', 'items')`;
+  await db.sql`insert into public.items select g from generate_series(1, 40) g`;
+  assert.equal(await count(db, "dispatch_queue"), 80);
+  const [before] = await db.sql`select n_tup_upd::int as upd, n_tup_hot_upd::int as hot
+                                  from pg_stat_user_tables where relid = 'control.dispatch_queue'::regclass`;
+  {
+    await using node = startNode(db);
+    await waitFor(
+      "all finished",
+      () => Promise.resolve(node.status.done === 40 && node.status.failed === 40),
+    );
+    await waitFor("all written", async () => (await count(db, "dispatch_history")) === 80);
+  }
+  assert.equal(await count(db, "dispatch_queue"), 0);
+  const rows = await db.sql`select function_name, state, count(*)::int as n,
+                                   bool_and(started_at >= created_at and finished_at >= started_at) as timed,
+                                   bool_and(last_error is not distinct from
+                                            case when state = 'dead' then 'no' end) as errors
+                              from control.dispatch_events group by 1, 2 order by 1`;
+  assert.deepEqual(rows.map((r) => ({ ...r })), [
+    { function_name: "bad", state: "dead", n: 40, timed: true, errors: true },
+    { function_name: "fine", state: "done", n: 40, timed: true, errors: true },
+  ]);
+  // Statistics reach the view a moment late.
+  const [after] = await waitFor("statistics", async () => {
+    await db.sql`select pg_stat_force_next_flush()`;
+    const r = await db.sql`select n_tup_upd::int as upd, n_tup_hot_upd::int as hot
+                             from pg_stat_user_tables where relid = 'control.dispatch_queue'::regclass`;
+    return r[0].upd - before.upd >= 80 && r;
+  });
+  // Every event was claimed once; those claims did not touch an index.
+  assert.ok(
+    after.hot - before.hot >= 80,
+    `HOT updates: ${after.hot - before.hot} of ${after.upd - before.upd}`,
+  );
+});
+
+Deno.test("the events view is writable: inserts, retries and deletes land in the right table", async () => {
+  await using db = await createTestDatabase();
+  await db.sql`insert into control.dispatch_functions (name, code) values ('f', 'export default () => {}')`;
+  const [dead] = await db.sql`insert into control.dispatch_events (function_name, state, last_error, attempts)
+                              values ('f', 'dead', 'boom', 3) returning id::text, state, source, created_at`;
+  assert.equal(dead.state, "dead");
+  assert.equal(dead.source, "trigger");
+  assert.ok(dead.created_at);
+  assert.equal(await count(db, "dispatch_history"), 1);
+
+  // A manual retry moves it back to the queue (and nudges the nodes).
+  const retried = await db.sql`update control.dispatch_events set state = 'pending', attempts = 0
+                                where id = ${dead.id} and state = 'dead' returning id`;
+  assert.equal(retried.length, 1);
+  assert.equal(await count(db, "dispatch_history"), 0);
+  const [q] = await db.sql`select state, attempts, last_error from control.dispatch_queue`;
+  assert.deepEqual({ ...q }, { state: "pending", attempts: 0, last_error: "boom" });
+  // In place within the queue, then out of it.
+  await db.sql`update control.dispatch_events set run_at = now() + interval '1 hour' where id = ${dead.id}`;
+  assert.equal(await count(db, "dispatch_queue"), 1);
+  await db.sql`delete from control.dispatch_events where id = ${dead.id}`;
+  assert.equal(await count(db, "dispatch_queue"), 0);
+  await assert.rejects(
+    db.sql`insert into control.dispatch_events (function_name, state) values ('f', 'lost')`,
+    /is not pending, running, done or dead/,
+  );
+});
+
+Deno.test("deleting a function deletes its events; an event whose function is gone ends dead with the reason", async () => {
+  await using db = await createTestDatabase();
+  await db.sql`insert into control.dispatch_functions (name, code) values ('f', 'export default () => {}'),
+                                                                         ('g', 'export default () => {}')`;
+  await db
+    .sql`insert into control.dispatch_events (function_name, state) values ('f', 'pending'), ('f', 'done'),
+                                                                                ('g', 'done')`;
+  await db.sql`delete from control.dispatch_functions where name = 'f'`;
+  assert.deepEqual(
+    (await db.sql`select function_name from control.dispatch_events`).map((r) => r.function_name),
+    [
+      "g",
+    ],
+  );
+  await db.sql`insert into control.dispatch_queue (function_name, source) values ('ghost', 'manual')`;
+  await using _node = startNode(db);
+  const [e] = await waitFor("dead", async () => {
+    const r = await db
+      .sql`select state, last_error from control.dispatch_events where function_name = 'ghost'`;
+    return r[0]?.state === "dead" && r;
+  });
+  assert.equal(e.last_error, "Function no longer exists");
+});
+
+Deno.test("a schema installed with the single events table is upgraded with its events and ids kept", async () => {
+  await using db = await createTestDatabase();
+  // The layout of migrations 0020/0021, in a schema of its own.
+  await db.sql.unsafe(`
+    create schema legacy;
+    create table legacy.dispatch_functions (name text primary key, code text not null, signature text,
+      timeout_ms integer not null default 5000, max_attempts integer not null default 5,
+      backoff_ms integer not null default 500, enabled boolean not null default true,
+      created_at timestamptz not null default now(), updated_at timestamptz not null default now());
+    create table legacy.dispatch_events (
+      id bigserial primary key,
+      function_name text not null references legacy.dispatch_functions (name) on delete cascade,
+      source text not null default 'trigger', table_schema text, table_name text, op text, row_id text,
+      new_row jsonb, old_row jsonb, state text not null default 'pending', attempts integer not null default 0,
+      run_at timestamptz not null default now(), created_at timestamptz not null default clock_timestamp(),
+      claimed_by text, claimed_at timestamptz, started_at timestamptz, finished_at timestamptz,
+      last_error text, last_stack text);
+    create table legacy.dispatch_nodes (node_id text primary key, host text not null, pid integer not null,
+      bind text not null, started_at timestamptz not null default now(),
+      heartbeat_at timestamptz not null default now(), lease_until timestamptz not null, stopped_at timestamptz);
+    insert into legacy.dispatch_functions (name, code) values ('f', 'export default () => {}');
+    insert into legacy.dispatch_events (function_name, state, new_row, last_error)
+      values ('f', 'pending', '{"a": 1}', null), ('f', 'running', null, null), ('f', 'done', null, null),
+             ('f', 'dead', null, 'boom');
+  `);
+  await db.sql`select control.dispatch_install_schema('legacy')`;
+  const rows = await db
+    .sql`select id::int, state, new_row, last_error from legacy.dispatch_events order by id`;
+  assert.deepEqual(rows.map((r) => ({ ...r })), [
+    { id: 1, state: "pending", new_row: { a: 1 }, last_error: null },
+    { id: 2, state: "running", new_row: null, last_error: null },
+    { id: 3, state: "done", new_row: null, last_error: null },
+    { id: 4, state: "dead", new_row: null, last_error: "boom" },
+  ]);
+  assert.equal((await db.sql`select count(*)::int as n from legacy.dispatch_queue`)[0].n, 2);
+  assert.equal((await db.sql`select count(*)::int as n from legacy.dispatch_history`)[0].n, 2);
+  const [next] = await db
+    .sql`insert into legacy.dispatch_events (function_name) values ('f') returning id::int`;
+  assert.equal(next.id, 5);
+  const [kind] = await db.sql`select relkind from pg_class where oid = 'legacy.dispatch_events'::regclass`;
+  assert.equal(kind.relkind, "v");
+  // Installing again changes nothing.
+  await db.sql`select control.dispatch_install_schema('legacy')`;
+  assert.equal((await db.sql`select count(*)::int as n from legacy.dispatch_events`)[0].n, 5);
+});
+
+Deno.test("a dead node's events are released once per lease expiry, and its node is marked released", async () => {
+  await using db = await createTestDatabase();
+  await db.sql`insert into control.dispatch_functions (name, code) values ('f', 'export default () => {}')`;
+  await db.sql`insert into control.dispatch_nodes (node_id, host, pid, bind, lease_until)
+               values ('gone', 'h', 1, 'x:1', now() - interval '1 second')`;
+  await db.sql`insert into control.dispatch_events (function_name, source, state, claimed_by, attempts)
+               values ('f', 'manual', 'running', 'gone', 1)`;
+  await using _node = startNode(db);
+  await waitFor("released and done", async () => {
+    const r = await db.sql`select state from control.dispatch_events`;
+    return r[0].state === "done";
+  });
+  const [gone] = await db.sql`select released from control.dispatch_nodes where node_id = 'gone'`;
+  assert.equal(gone.released, true);
+});
+
+Deno.test("a node the master released claims nothing until its heartbeat renews its lease", async () => {
+  await using db = await createTestDatabase();
+  await db.sql`insert into control.dispatch_functions (name, code) values ('f', 'export default () => {}')`;
+  // A long lease: the next heartbeat is 20 s away.
+  await using node = startNode(db, "slow-beat", 60_000);
+  // Master after its first heartbeat, which is the last one for a while.
+  await waitFor("first heartbeat", () => Promise.resolve(node.status.master));
+  await db.sql`update control.dispatch_nodes set released = true`;
+  await db.sql`insert into control.dispatch_events (function_name, source) values ('f', 'manual')`;
+  await abortableSleep(1_000);
+  assert.equal(node.status.done, 0);
+  assert.equal((await db.sql`select state from control.dispatch_events`)[0].state, "pending");
+  // What a heartbeat does: the node claims again.
+  await db.sql`update control.dispatch_nodes set released = false`;
+  await waitFor("done", () => Promise.resolve(node.status.done === 1));
+});
