@@ -136,13 +136,21 @@ Deno.test("an operator watches replication lag drawn live, sees the cluster, edi
     );
     await shot(page, "replication");
     // Pause: the flag reaches the worker, which reports itself paused; resume again.
-    await page.click(`[data-testid="pause-${fx.pipeline}"]:not([disabled])`);
+    // The button reloads the page once the change is accepted: a later navigation must not cut that short.
+    await Promise.all([
+      page.waitForEvent("load"),
+      page.click(`[data-testid="pause-${fx.pipeline}"]:not([disabled])`),
+    ]);
     await waitFor("the pipeline to pause", async () => {
       const [p] = await sql`select state from control.replicate_pipelines`;
       return p.state === "paused";
     });
     await page.goto(`${base}/console/replication`);
-    await page.click(`[data-testid="resume-${fx.pipeline}"]:not([disabled])`);
+    // The button reloads the page once the change is accepted: a later navigation must not cut that short.
+    await Promise.all([
+      page.waitForEvent("load"),
+      page.click(`[data-testid="resume-${fx.pipeline}"]:not([disabled])`),
+    ]);
     await waitFor("the pipeline to resume", async () => {
       const [p] = await sql`select paused, state from control.replicate_pipelines`;
       return !p.paused && p.state !== "paused";
@@ -186,7 +194,11 @@ Deno.test("an operator watches replication lag drawn live, sees the cluster, edi
     );
     await page.click(`${form} [data-testid="save-mapping"]`);
     await page.waitForURL(`${base}/console/hydration/order_items`);
-    await page.click('[data-testid="resync-order_items"]:not([disabled])');
+    // The button reloads the page once the change is accepted: a later navigation must not cut that short.
+    await Promise.all([
+      page.waitForEvent("load"),
+      page.click('[data-testid="resync-order_items"]:not([disabled])'),
+    ]);
     await waitFor("the resync request", async () => {
       const [m] =
         await sql`select resync_requested_at from control.hydrate_mappings where name = 'order_items'`;

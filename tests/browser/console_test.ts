@@ -203,7 +203,12 @@ Deno.test("an operator logs in, writes a function, attaches it to a table and wa
     await page.goto(`${base}/console/events?state=dead`);
     assert.match(await page.textContent(`[data-event="${dead.id}"]`) ?? "", /out of stock/);
     await sql`update public.stock set ok = true`;
-    await page.click(`[data-testid="retry-${dead.id}"]:not([disabled])`);
+    // The button reloads the page when the retry is accepted: wait for that, so that it cannot cut
+    // short the next navigation.
+    await Promise.all([
+      page.waitForEvent("load"),
+      page.click(`[data-testid="retry-${dead.id}"]:not([disabled])`),
+    ]);
     await waitFor("the retried event to run", async () => {
       const [e] = await sql`select state from control.dispatch_events where id = ${dead.id}`;
       return e.state === "done";
