@@ -135,6 +135,7 @@ export const PROCESSES: ProcessSpec[] = [
       DISPATCH_TRUSTED_KEYS: "set it to require signed function code",
       DISPATCH_READONLY_URL: "set it when a follower exists for db.readonly",
       DISPATCH_PREFETCH: "the default (the concurrency) claims no more than the node can start",
+      DISPATCH_HISTORY_HOURS: "the default keeps finished events for 7 days",
     },
     summary: "runs TypeScript functions on table changes; several replicas, one master by lease",
   },

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { createLogger } from "../../shared/log.ts";
 import { createTestDatabase, type TestDatabase } from "../../shared/testing/mod.ts";
 import { abortableSleep } from "../../shared/worker.ts";
-import { type NodeStatus, runNode } from "../../workers/dispatch/node.ts";
+import { HISTORY_DELETE_BATCH, type NodeStatus, runNode, trimHistory } from "../../workers/dispatch/node.ts";
 
 function startNode(db: TestDatabase, nodeId = `n-${crypto.randomUUID()}`, leaseMs = 600) {
   const controller = new AbortController();
@@ -225,4 +225,61 @@ Deno.test("a node the master released claims nothing until its heartbeat renews 
   // What a heartbeat does: the node claims again.
   await db.sql`update control.dispatch_nodes set released = false`;
   await waitFor("done", () => Promise.resolve(node.status.done === 1));
+});
+
+Deno.test("the master deletes finished events past the retention, oldest first, and keeps dead ones", async () => {
+  await using db = await createTestDatabase();
+  const { sql } = db;
+  await sql`insert into control.dispatch_functions (name, code) values ('noop', 'export default () => {}')`;
+  // 12 events created 10 days ago (every third of them dead), 3 created an hour ago.
+  await sql`
+    insert into control.dispatch_history (id, function_name, source, state, attempts, run_at, created_at,
+                                          started_at, finished_at)
+    select g, 'noop', 'manual', case when g % 3 = 0 then 'dead' else 'done' end, 1, t, t, t, t
+      from generate_series(1, 15) g,
+           lateral (select now() - case when g <= 12 then interval '10 days' else interval '1 hour' end as t) x`;
+  const ids = async () =>
+    (await sql<{ id: string }[]>`select id from control.dispatch_history order by id`).map((r) =>
+      String(r.id)
+    );
+  assert.equal(await trimHistory(sql, "control", 24 * 30), 0, "nothing is older than 30 days");
+  assert.equal(await trimHistory(sql, "control", 24), 8);
+  assert.deepEqual(await ids(), ["3", "6", "9", "12", "13", "14", "15"]);
+  assert.equal(await trimHistory(sql, "control", 24), 0, "a trimmed history costs a pass nothing");
+
+  // A running master trims on its own, a batch of at most HISTORY_DELETE_BATCH events at a time (ids follow
+  // creation order: the recent events go, and more, older ones come after them).
+  await sql`delete from control.dispatch_history where id > 12`;
+  await sql`
+    insert into control.dispatch_history (id, function_name, source, state, attempts, run_at, created_at,
+                                          started_at, finished_at)
+    select 100 + g, 'noop', 'manual', 'done', 1, t, t, t, now()
+      from generate_series(1, ${HISTORY_DELETE_BATCH + 10}) g, (select now() - interval '3 hours' as t) x`;
+  const controller = new AbortController();
+  const status: NodeStatus = { master: false, running: 0, done: 0, failed: 0 };
+  const node = runNode(
+    {
+      sql,
+      functionSql: sql,
+      schema: "control",
+      nodeId: "trimmer",
+      bind: "localhost:0",
+      log: createLogger("dispatch-test", { level: "error" }),
+      leaseMs: 600,
+      concurrency: 1,
+      pollMs: 200,
+      historyHours: 2,
+      trustedKeys: [],
+    },
+    controller.signal,
+    status,
+  );
+  try {
+    const end = Date.now() + 10_000;
+    while ((await ids()).length > 4 && Date.now() < end) await abortableSleep(100);
+    assert.deepEqual(await ids(), ["3", "6", "9", "12"]);
+  } finally {
+    controller.abort();
+    await node;
+  }
 });

@@ -5,7 +5,9 @@
  * Extra env: `DISPATCH_CONCURRENCY` (default 4), `DISPATCH_PREFETCH` (events claimed ahead, default the
  * concurrency), `DISPATCH_LEASE_MS` (default 5000), `DISPATCH_POLL_MS`
  * (default 1000), `DISPATCH_TRUSTED_KEYS` (base64 raw Ed25519 public keys, comma separated: when set,
- * only code signed by one of them runs), `DISPATCH_READONLY_URL` (a follower for `db.readonly`).
+ * only code signed by one of them runs), `DISPATCH_READONLY_URL` (a follower for `db.readonly`),
+ * `DISPATCH_HISTORY_HOURS` (how long finished events stay in the history, default 168 = 7 days, 0 = for
+ * ever).
  */
 import { z } from "zod";
 import { processEnv } from "../../shared/config.ts";
@@ -23,6 +25,7 @@ export const DispatchConfig = z.object({
   DISPATCH_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
   DISPATCH_TRUSTED_KEYS: z.string().optional(),
   DISPATCH_READONLY_URL: z.string().optional(),
+  DISPATCH_HISTORY_HOURS: z.coerce.number().min(0).max(87_600).default(168),
 });
 
 if (import.meta.main) {
@@ -63,6 +66,7 @@ if (import.meta.main) {
             concurrency: cfg.DISPATCH_CONCURRENCY,
             prefetch: cfg.DISPATCH_PREFETCH,
             pollMs: cfg.DISPATCH_POLL_MS,
+            historyHours: cfg.DISPATCH_HISTORY_HOURS,
             trustedKeys,
           },
           ctx.signal,

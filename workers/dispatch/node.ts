@@ -41,6 +41,11 @@ export interface NodeOptions {
   prefetch?: number;
   /** Polling interval when no notification arrives. */
   pollMs: number;
+  /**
+   * How long finished (`done`) events stay in the history, in hours after they were created (0: for
+   * ever). The master deletes older ones a batch at a time; dead events stay until retried or deleted.
+   */
+  historyHours?: number;
   trustedKeys: CryptoKey[];
 }
 
@@ -434,9 +439,40 @@ function toEvent(ev: Claimed): WireEvent {
 }
 
 /** Master-only work: release events of dead nodes, enqueue due schedules. */
+/** The most finished events one retention pass deletes (a pass runs with each heartbeat of the master). */
+export const HISTORY_DELETE_BATCH = 5_000;
+
+/**
+ * Deletes up to {@linkcode HISTORY_DELETE_BATCH} finished (`done`) events created more than `hours` ago,
+ * oldest first; returns how many. Ids follow creation order, so the scan starts at the oldest id and stops
+ * at the first event created within the retention: a pass over a history that is already trimmed reads a
+ * handful of rows, not the table, and no index is needed beyond the key.
+ */
+export async function trimHistory(sql: Sql, schema: string, hours: number): Promise<number> {
+  const s = sql(schema);
+  const rows = await sql`
+    with bound as (
+      select coalesce(
+        (select id from ${s}.dispatch_history
+          where created_at >= clock_timestamp() - ${hours} * interval '1 hour' order by id limit 1),
+        (select max(id) + 1 from ${s}.dispatch_history)) as id
+    ), old as (
+      select h.id from ${s}.dispatch_history h, bound
+       where h.id < bound.id and h.state = 'done'
+       order by h.id limit ${HISTORY_DELETE_BATCH}
+    )
+    delete from ${s}.dispatch_history h using old where h.id = old.id
+    returning h.id`;
+  return rows.length;
+}
+
 async function masterDuties(o: NodeOptions): Promise<void> {
   const { sql } = o;
   const s = sql(o.schema);
+  if (o.historyHours) {
+    const n = await trimHistory(sql, o.schema, o.historyHours);
+    if (n) o.log.info("finished events past the retention deleted", { count: n, hours: o.historyHours });
+  }
   // Events of nodes whose lease expired go back to the queue, once per expiry: their node rows stay
   // locked until the release commits, and claims take a share lock on their own node row, so a claim
   // either committed before the release's scan (which then sees it) or finds its node released.
