@@ -10,7 +10,12 @@ import { createTestDatabase, type TestDatabase } from "../../shared/testing/mod.
 import { abortableSleep } from "../../shared/worker.ts";
 import { HISTORY_DELETE_BATCH, type NodeStatus, runNode, trimHistory } from "../../workers/dispatch/node.ts";
 
-function startNode(db: TestDatabase, nodeId = `n-${crypto.randomUUID()}`, leaseMs = 600) {
+function startNode(
+  db: TestDatabase,
+  nodeId = `n-${crypto.randomUUID()}`,
+  leaseMs = 600,
+  extra: Partial<Parameters<typeof runNode>[0]> = {},
+) {
   const controller = new AbortController();
   const status: NodeStatus = { master: false, running: 0, done: 0, failed: 0 };
   const done = runNode(
@@ -25,6 +30,7 @@ function startNode(db: TestDatabase, nodeId = `n-${crypto.randomUUID()}`, leaseM
       concurrency: 4,
       pollMs: 200,
       trustedKeys: [],
+      ...extra,
     },
     controller.signal,
     status,
@@ -89,9 +95,12 @@ Deno.test("finished events move from the queue to the history, and claims are HO
                              from pg_stat_user_tables where relid = 'control.dispatch_queue'::regclass`;
     return r[0].upd - before.upd >= 80 && r;
   });
-  // Every event was claimed once; those claims did not touch an index.
+  // Every event was claimed once, and a claim changes no indexed column, so it can be a HOT update (no
+  // index entry). Postgres makes one HOT only while the page has room for the new version: a burst of
+  // claims on the same pages before they are pruned makes some ordinary updates, so half at least. With
+  // an index on a column a claim changes (state, claimed_by), none would be.
   assert.ok(
-    after.hot - before.hot >= 80,
+    after.hot - before.hot >= 40,
     `HOT updates: ${after.hot - before.hot} of ${after.upd - before.upd}`,
   );
 });
@@ -255,31 +264,8 @@ Deno.test("the master deletes finished events past the retention, oldest first, 
                                           started_at, finished_at)
     select 100 + g, 'noop', 'manual', 'done', 1, t, t, t, now()
       from generate_series(1, ${HISTORY_DELETE_BATCH + 10}) g, (select now() - interval '3 hours' as t) x`;
-  const controller = new AbortController();
-  const status: NodeStatus = { master: false, running: 0, done: 0, failed: 0 };
-  const node = runNode(
-    {
-      sql,
-      functionSql: sql,
-      schema: "control",
-      nodeId: "trimmer",
-      bind: "localhost:0",
-      log: createLogger("dispatch-test", { level: "error" }),
-      leaseMs: 600,
-      concurrency: 1,
-      pollMs: 200,
-      historyHours: 2,
-      trustedKeys: [],
-    },
-    controller.signal,
-    status,
-  );
-  try {
-    const end = Date.now() + 10_000;
-    while ((await ids()).length > 4 && Date.now() < end) await abortableSleep(100);
-    assert.deepEqual(await ids(), ["3", "6", "9", "12"]);
-  } finally {
-    controller.abort();
-    await node;
-  }
+  await using _node = startNode(db, "trimmer", 600, { historyHours: 2 });
+  const end = Date.now() + 10_000;
+  while ((await ids()).length > 4 && Date.now() < end) await abortableSleep(100);
+  assert.deepEqual(await ids(), ["3", "6", "9", "12"]);
 });

@@ -3,7 +3,7 @@
  * load through the client (Postgres) rather than from S3 itself (Redshift's `COPY … FROM 's3://…'`).
  */
 import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { createReadStream } from "node:fs";
+import { createReadStream, type ReadStream } from "node:fs";
 import type { Readable } from "node:stream";
 
 /** S3 settings (the same `S3_*` variables every wharf process reads). */
@@ -43,28 +43,8 @@ let inMemory = 0;
 /** Uploads a local file (a large one streamed, never read whole into memory). */
 export async function uploadFile(client: S3Client, bucket: string, key: string, path: string): Promise<void> {
   const size = (await Deno.stat(path)).size;
-  if (size <= IN_MEMORY_UPLOAD && inMemory + size <= IN_MEMORY_BUDGET) {
-    inMemory += size;
-    try {
-      const body = await Deno.readFile(path);
-      await client.send(
-        new PutObjectCommand({
-          Bucket: bucket,
-          Key: key,
-          Body: body,
-          ContentLength: size,
-          ContentType: "text/csv",
-        }),
-      );
-    } finally {
-      inMemory -= size;
-    }
-    return;
-  }
-  // Large reads: each chunk costs a turn of the worker's event loop, which the stream also needs.
-  const body = createReadStream(path, { highWaterMark: 512 * 1024 });
-  try {
-    await client.send(
+  const put = (body: Uint8Array | ReadStream) =>
+    client.send(
       new PutObjectCommand({
         Bucket: bucket,
         Key: key,
@@ -73,6 +53,19 @@ export async function uploadFile(client: S3Client, bucket: string, key: string, 
         ContentType: "text/csv",
       }),
     );
+  if (size <= IN_MEMORY_UPLOAD && inMemory + size <= IN_MEMORY_BUDGET) {
+    inMemory += size;
+    try {
+      await put(await Deno.readFile(path));
+    } finally {
+      inMemory -= size;
+    }
+    return;
+  }
+  // Large reads: each chunk costs a turn of the worker's event loop, which the stream also needs.
+  const body = createReadStream(path, { highWaterMark: 512 * 1024 });
+  try {
+    await put(body);
   } finally {
     body.destroy();
   }
