@@ -28,6 +28,38 @@ export function makeTarget(
   return new PostgresTarget(c.REPLICATE_TARGET_URL, s3);
 }
 
+/** The default spool folder of a pipeline's worker process `pid`. */
+export function defaultSpoolDir(pipeline: string, pid: number, dir = tmpdir()): string {
+  return join(dir, `wharf-replicate-${pipeline}-${pid}`);
+}
+
+/**
+ * Removes the default spool folders that workers of `pipeline` which are gone left in `dir` (a worker
+ * removes its own when it stops, but not when it is killed or told twice to stop). A process is taken for
+ * gone only when /proc says so; where there is no /proc nothing is removed.
+ */
+export async function removeStaleSpools(pipeline: string, dir = tmpdir()): Promise<string[]> {
+  const removed: string[] = [];
+  try {
+    Deno.statSync("/proc/self");
+  } catch {
+    return removed;
+  }
+  const prefix = `wharf-replicate-${pipeline}-`;
+  for await (const e of Deno.readDir(dir)) {
+    if (!e.isDirectory || !e.name.startsWith(prefix)) continue;
+    const pid = e.name.slice(prefix.length);
+    if (!/^\d+$/.test(pid) || Number(pid) === Deno.pid) continue;
+    try {
+      Deno.statSync(`/proc/${pid}`);
+      continue; // still running
+    } catch { /* gone */ }
+    await Deno.remove(join(dir, e.name), { recursive: true }).catch(() => {});
+    removed.push(e.name);
+  }
+  return removed;
+}
+
 if (import.meta.main) {
   // The file named by REPLICATE_CONFIG is merged into the environment before the worker validates it.
   const merged = replicateEnv(processEnv());
@@ -47,8 +79,11 @@ if (import.meta.main) {
       });
       const target = makeTarget(c, s3);
       const status: PipelineStatus = { state: "starting", batches: 0, rowsApplied: 0 };
-      const spoolDir = c.REPLICATE_SPOOL_DIR ??
-        join(tmpdir(), `wharf-replicate-${c.REPLICATE_PIPELINE}-${Deno.pid}`);
+      if (!c.REPLICATE_SPOOL_DIR) {
+        const stale = await removeStaleSpools(c.REPLICATE_PIPELINE).catch(() => []);
+        if (stale.length) ctx.log.info("spool folders of stopped workers removed", { folders: stale.length });
+      }
+      const spoolDir = c.REPLICATE_SPOOL_DIR ?? defaultSpoolDir(c.REPLICATE_PIPELINE, Deno.pid);
       try {
         ctx.reportTo(control, () => ({ pipeline: c.REPLICATE_PIPELINE, ...status }));
         ctx.ready();
