@@ -191,21 +191,25 @@ async function startGeneration(deps: SyncDeps, m: Mapping) {
   const meta = await r.hgetall(ck.meta);
   if (meta.staging) await dropStaging(deps, ck.stage(meta.staging));
   // Loads that started and never published: their keys may be live, so they stay owned until a flip.
-  const pending = (meta.pending ?? "").split(" ").filter(Boolean);
-  for (const g of [meta.staging, meta.loading]) if (g && !pending.includes(g)) pending.push(g);
+  // Only those that wrote keys are kept: an attempt that failed before its first batch leaves nothing.
+  const candidates = [...new Set([...(meta.pending ?? "").split(" "), meta.staging, meta.loading])]
+    .filter((g): g is string => Boolean(g));
+  const pending: string[] = [];
+  for (const g of candidates) if (await r.exists(ck.keys(g))) pending.push(g);
   const old: string[] = [];
   if (meta.generation) old.push("L:" + ck.keys(meta.generation), "S:" + ck.changed(meta.generation));
   for (const g of pending) old.push("L:" + ck.keys(g));
   if (await r.exists(ck.legacyRegistry)) old.push("H:" + ck.legacyRegistry);
   // A generation is a timestamp (never below any earlier one + 1), so that the key list of a crashed
   // attempt never passes for the next attempt's.
-  const gen = Math.max(Date.now(), ...[meta.generation, ...pending].map((g) => Number(g ?? 0) + 1));
+  const gen = [meta.generation, ...candidates].reduce((a, g) => Math.max(a, Number(g ?? 0) + 1), Date.now());
   const genText = String(gen);
   const direct = old.length === 0;
   const list = ck.keys(genText);
   const tx = r.multi().unlink(list).hset(ck.meta, direct ? "loading" : "staging", genText)
     .hdel(ck.meta, direct ? "staging" : "loading");
   if (pending.length) tx.hset(ck.meta, "pending", pending.join(" "));
+  else tx.hdel(ck.meta, "pending");
   await execOrThrow(tx);
   return { ck, gen, genText, list, direct, old, stagePrefix: direct ? "" : ck.stage(genText) };
 }

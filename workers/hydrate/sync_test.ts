@@ -290,6 +290,12 @@ Deno.test("keys of loads that never finished stay owned: the next sync removes t
   assert.equal(second.keysRemoved, 3, "the unfinished load's keys of deleted rows are removed");
   assert.equal((await r.keys(`${p}e:*`)).length, 17);
 
+  // Attempts stopped before their first batch wrote nothing and are not remembered.
+  for (let i = 0; i < 3; i++) {
+    await assert.rejects(fullSync({ ...deps, signal: abortsAfter(0) }, m), /stopping/);
+  }
+  assert.equal(await r.hget(ck.meta, "pending"), null);
+
   // A staged sync stopped half-way, then a row deleted: the next one removes its key.
   await assert.rejects(fullSync({ ...deps, signal: abortsAfter(1) }, m), /stopping/);
   await db.sql`delete from public.people where id = 4`;
