@@ -55,29 +55,36 @@ export function peakRssMiB(pid: number | "self" = "self"): number {
 }
 
 /**
+ * The parent and CPU times (user + system, ms) of process `pid` from /proc/<pid>/stat (Linux): its own
+ * (`ms`) and that of its children it has reaped (`reapedMs`); undefined for a process that is gone.
+ */
+export function procStat(pid: number | string): { ppid: number; ms: number; reapedMs: number } | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return {
+      ppid: Number(f[1]),
+      ms: (Number(f[11]) + Number(f[12])) * 10,
+      reapedMs: (Number(f[13]) + Number(f[14])) * 10,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * CPU time (user + system, ms) used so far by process `pid` and, with `children`, by its child processes,
- * live or exited and reaped (a Postgres server's backends, say), from /proc (Linux); 0 for a process
- * that is gone.
+ * live or exited and reaped (a Postgres server's backends, say); 0 for a process that is gone.
  */
 export function cpuMsOf(pid: number, children = false): number {
-  const read = (p: string) => {
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${p}/stat`);
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      return {
-        ppid: Number(f[1]),
-        ms: (Number(f[11]) + Number(f[12])) * 10,
-        reaped: (Number(f[13]) + Number(f[14])) * 10,
-      };
-    } catch {
-      return { ppid: -1, ms: 0, reaped: 0 };
-    }
-  };
-  const own = read(String(pid));
-  let ms = own.ms + (children ? own.reaped : 0);
+  const own = procStat(pid);
+  let ms = (own?.ms ?? 0) + (children ? own?.reapedMs ?? 0 : 0);
   if (children) {
     for (const e of Deno.readDirSync("/proc")) {
-      if (/^\d+$/.test(e.name) && read(e.name).ppid === pid) ms += read(e.name).ms;
+      if (!/^\d+$/.test(e.name)) continue;
+      const st = procStat(e.name);
+      if (st?.ppid === pid) ms += st.ms;
     }
   }
   return ms;

@@ -16,7 +16,7 @@ import { startPostgres } from "../shared/stack/postgres.ts";
 import { freePort } from "../shared/stack/process.ts";
 import { abortableSleep } from "../shared/worker.ts";
 import { type NodeStatus, runNode } from "../workers/dispatch/node.ts";
-import { percentile, report, type Row } from "./_util.ts";
+import { cpuMsOf, percentile, report, type Row } from "./_util.ts";
 
 const N = Number(Deno.env.get("BENCH_EVENTS") ?? 100_000);
 const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 8);
@@ -111,24 +111,12 @@ async function benchDispatch(sql: Sql, nodes: number): Promise<Row> {
 
 /**
  * CPU time used so far (ms) by this process (all threads, sandbox workers included) and by the Postgres
- * server (postmaster and its children), from /proc. Per event it does not depend on what else the
+ * server (postmaster and its backends), from /proc. Per event it does not depend on what else the
  * machine runs, unlike wall-clock throughput.
  */
 function cpuMs(): { client: number; pg: number } {
-  const ticks = (stat: string) => {
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return { ppid: Number(f[1]), ms: (Number(f[11]) + Number(f[12])) * 10 };
-  };
   const client = process.cpuUsage();
-  let pgMs = 0;
-  for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const t = ticks(Deno.readTextFileSync(`/proc/${e.name}/stat`));
-      if (t.ppid === pg.process.pid || Number(e.name) === pg.process.pid) pgMs += t.ms;
-    } catch { /* gone */ }
-  }
-  return { client: (client.user + client.system) / 1000, pg: pgMs };
+  return { client: (client.user + client.system) / 1000, pg: cpuMsOf(pg.process.pid, true) };
 }
 
 function row(

@@ -24,7 +24,7 @@ import { freePort } from "../shared/stack/process.ts";
 import { LOCAL_S3_CREDENTIALS, startS3 } from "../shared/stack/s3.ts";
 import { abortableSleep } from "../shared/worker.ts";
 import { s3Client } from "../workers/replicate/s3.ts";
-import { peakRssMiB, report, type Row } from "./_util.ts";
+import { cpuMsOf, peakRssMiB, procStat, report, type Row } from "./_util.ts";
 
 const ROWS = Number(Deno.env.get("BENCH_ROWS") ?? 1_000_000);
 const CHANGES = Number(Deno.env.get("BENCH_CHANGES") ?? 200_000);
@@ -94,30 +94,17 @@ async function workload(sql: Sql): Promise<string> {
   return r.lsn;
 }
 
-/** User + system CPU seconds of a process so far, from /proc (Linux), or NaN. */
-function cpuSeconds(pid: number): number {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return NaN;
-  }
-}
-
 /** CPU seconds per process of the servers (children of `parents`), keyed by pid and process title. */
 function serverCpu(parents: number[]): Map<string, number> {
   const out = new Map<string, number>();
   for (const e of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
+    const st = procStat(e.name);
+    const pid = Number(e.name);
+    if (!st || (!parents.includes(st.ppid) && !parents.includes(pid))) continue;
     try {
-      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      const pid = Number(e.name);
-      if (!parents.includes(Number(f[1])) && !parents.includes(pid)) continue;
       const title = Deno.readTextFileSync(`/proc/${e.name}/cmdline`).replaceAll("\0", " ").trim();
-      out.set(`${pid} ${title.replace(/\(\d+\)/, "").slice(0, 60)}`, (Number(f[11]) + Number(f[12])) / 100);
+      out.set(`${pid} ${title.replace(/\(\d+\)/, "").slice(0, 60)}`, st.ms / 1000);
     } catch { /* gone */ }
   }
   return out;
@@ -294,11 +281,11 @@ async function runWharf(
       endLsn = l;
     });
     const pid = worker.pid;
-    const cpu0 = cpuSeconds(pid);
+    const cpu0 = cpuMsOf(pid) / 1000;
     const follow = await followSlot(admin, "bench_wharf", () => endLsn, () => peakRssMiB(pid));
     await wl;
     const secs = (performance.now() - t0) / 1000;
-    const cpu = cpuSeconds(pid) - cpu0;
+    const cpu = cpuMsOf(pid) / 1000 - cpu0;
     sayCpu("wharf", cpuBefore, serverCpu(servers));
     const rss = Math.max(follow.peakRss, peakRssMiB(pid));
     const same = JSON.stringify(await checksums(src)) === JSON.stringify(await checksums(dst));

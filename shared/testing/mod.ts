@@ -119,3 +119,22 @@ export function captureText(stream: ReadableStream<Uint8Array>): { text(): strin
   })();
   return { text: () => text, done };
 }
+
+/**
+ * Polls `f` every `everyMs` until it returns something truthy, and returns that; fails naming `what`
+ * after `ms`.
+ */
+export async function waitFor<T>(
+  what: string,
+  f: () => Promise<T | undefined | false | null>,
+  ms = 60_000,
+  everyMs = 50,
+): Promise<T> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await f();
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`Timed out waiting for ${what}`);
+}

@@ -4,7 +4,7 @@
  */
 import { fileURLToPath as fromFileUrl } from "node:url";
 import type { Page } from "playwright-core";
-import { abortableSleep } from "../../shared/worker.ts";
+import { waitFor as sharedWaitFor } from "../../shared/testing/mod.ts";
 
 /** Launch options for Debian's Chromium, headless, with no background traffic. */
 export const CHROMIUM = {
@@ -22,16 +22,10 @@ export async function shot(page: Page, name: string): Promise<void> {
 }
 
 /** Polls `f` every 100 ms until it gives a truthy value, or fails naming `what` after `ms`. */
-export async function waitFor<T>(
+export function waitFor<T>(
   what: string,
   f: () => Promise<T | undefined | false>,
   ms = 30_000,
 ): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await f();
-    if (v) return v;
-    await abortableSleep(100);
-  }
-  throw new Error(`Timed out waiting for ${what}`);
+  return sharedWaitFor(what, f, ms, 100);
 }

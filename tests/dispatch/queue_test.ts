@@ -5,54 +5,10 @@
  * exactly once per lease expiry.
  */
 import assert from "node:assert/strict";
-import { createLogger } from "../../shared/log.ts";
-import { createTestDatabase, type TestDatabase } from "../../shared/testing/mod.ts";
+import { createTestDatabase, type TestDatabase, waitFor } from "../../shared/testing/mod.ts";
+import { startTestNode } from "../../workers/dispatch/_testing.ts";
 import { abortableSleep } from "../../shared/worker.ts";
-import { HISTORY_DELETE_BATCH, type NodeStatus, runNode, trimHistory } from "../../workers/dispatch/node.ts";
-
-function startNode(
-  db: TestDatabase,
-  nodeId = `n-${crypto.randomUUID()}`,
-  leaseMs = 600,
-  extra: Partial<Parameters<typeof runNode>[0]> = {},
-) {
-  const controller = new AbortController();
-  const status: NodeStatus = { master: false, running: 0, done: 0, failed: 0 };
-  const done = runNode(
-    {
-      sql: db.sql,
-      functionSql: db.sql,
-      schema: "control",
-      nodeId,
-      bind: "localhost:0",
-      log: createLogger("dispatch-test", { level: "error" }),
-      leaseMs,
-      concurrency: 4,
-      pollMs: 200,
-      trustedKeys: [],
-      ...extra,
-    },
-    controller.signal,
-    status,
-  );
-  return {
-    status,
-    async [Symbol.asyncDispose]() {
-      controller.abort();
-      await done;
-    },
-  };
-}
-
-async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await f();
-    if (v) return v;
-    await abortableSleep(50);
-  }
-  throw new Error(`Timed out waiting for ${what}`);
-}
+import { HISTORY_DELETE_BATCH, trimHistory } from "../../workers/dispatch/node.ts";
 
 const count = async (db: TestDatabase, table: string) =>
   (await db.sql`select count(*)::int as n from ${db.sql("control")}.${db.sql(table)}`)[0].n as number;
@@ -71,7 +27,7 @@ Deno.test("finished events move from the queue to the history, and claims are HO
   const [before] = await db.sql`select n_tup_upd::int as upd, n_tup_hot_upd::int as hot
                                   from pg_stat_user_tables where relid = 'control.dispatch_queue'::regclass`;
   {
-    await using node = startNode(db);
+    await using node = startTestNode(db);
     await waitFor(
       "all finished",
       () => Promise.resolve(node.status.done === 40 && node.status.failed === 40),
@@ -148,7 +104,7 @@ Deno.test("deleting a function deletes its events; an event whose function is go
     ],
   );
   await db.sql`insert into control.dispatch_queue (function_name, source) values ('ghost', 'manual')`;
-  await using _node = startNode(db);
+  await using _node = startTestNode(db);
   const [e] = await waitFor("dead", async () => {
     const r = await db
       .sql`select state, last_error from control.dispatch_events where function_name = 'ghost'`;
@@ -210,7 +166,7 @@ Deno.test("a dead node's events are released once per lease expiry, and its node
                values ('gone', 'h', 1, 'x:1', now() - interval '1 second')`;
   await db.sql`insert into control.dispatch_events (function_name, source, state, claimed_by, attempts)
                values ('f', 'manual', 'running', 'gone', 1)`;
-  await using _node = startNode(db);
+  await using _node = startTestNode(db);
   await waitFor("released and done", async () => {
     const r = await db.sql`select state from control.dispatch_events`;
     return r[0].state === "done";
@@ -223,7 +179,7 @@ Deno.test("a node the master released claims nothing until its heartbeat renews 
   await using db = await createTestDatabase();
   await db.sql`insert into control.dispatch_functions (name, code) values ('f', 'export default () => {}')`;
   // A long lease: the next heartbeat is 20 s away.
-  await using node = startNode(db, "slow-beat", 60_000);
+  await using node = startTestNode(db, { nodeId: "slow-beat", leaseMs: 60_000 });
   // Master after its first heartbeat, which is the last one for a while.
   await waitFor("first heartbeat", () => Promise.resolve(node.status.master));
   await db.sql`update control.dispatch_nodes set released = true`;
@@ -264,7 +220,7 @@ Deno.test("the master deletes finished events past the retention, oldest first, 
                                           started_at, finished_at)
     select 100 + g, 'noop', 'manual', 'done', 1, t, t, t, now()
       from generate_series(1, ${HISTORY_DELETE_BATCH + 10}) g, (select now() - interval '3 hours' as t) x`;
-  await using _node = startNode(db, "trimmer", 600, { historyHours: 2 });
+  await using _node = startTestNode(db, { nodeId: "trimmer", historyHours: 2 });
   const end = Date.now() + 10_000;
   while ((await ids()).length > 4 && Date.now() < end) await abortableSleep(100);
   assert.deepEqual(await ids(), ["3", "6", "9", "12"]);

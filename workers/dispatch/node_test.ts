@@ -1,58 +1,10 @@
 import assert from "node:assert/strict";
 import { createLogger } from "../../shared/log.ts";
-import { createTestDatabase, type TestDatabase } from "../../shared/testing/mod.ts";
-import { abortableSleep } from "../../shared/worker.ts";
+import { createTestDatabase, type TestDatabase, waitFor } from "../../shared/testing/mod.ts";
+import { startTestNode } from "./_testing.ts";
 import { OutcomeWriter } from "./outcomes.ts";
-import { type NodeStatus, retryDelayMs, runNode, tryAcquireMaster } from "./node.ts";
+import { retryDelayMs, tryAcquireMaster } from "./node.ts";
 import { exportPublicKey, importTrustedKeys, signCode } from "./sign.ts";
-
-function startNode(
-  db: TestDatabase,
-  trustedKeys: CryptoKey[] = [],
-  nodeId = `n-${crypto.randomUUID()}`,
-  more: { concurrency?: number; prefetch?: number } = {},
-) {
-  const controller = new AbortController();
-  const status: NodeStatus = { master: false, running: 0, done: 0, failed: 0 };
-  const done = runNode(
-    {
-      sql: db.sql,
-      functionSql: db.sql,
-      schema: "control",
-      nodeId,
-      bind: "localhost:0",
-      log: createLogger("dispatch-test", { level: "error" }),
-      leaseMs: 600,
-      concurrency: more.concurrency ?? 4,
-      prefetch: more.prefetch,
-      pollMs: 200,
-      trustedKeys,
-    },
-    controller.signal,
-    status,
-  );
-  return {
-    status,
-    stop: async () => {
-      controller.abort();
-      await done;
-    },
-    async [Symbol.asyncDispose]() {
-      controller.abort();
-      await done;
-    },
-  };
-}
-
-async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await f();
-    if (v) return v;
-    await abortableSleep(50);
-  }
-  throw new Error(`Timed out waiting for ${what}`);
-}
 
 const RECORD = `export default async (e, db) => {
   await db.sql\`insert into public.seen (event_id, payload) values (\${e.id}, \${JSON.stringify(e)}::text::jsonb)\`;
@@ -71,7 +23,7 @@ async function setup(db: TestDatabase) {
 Deno.test("a table change runs the function with table, op, id, new row and old row", async () => {
   await using db = await createTestDatabase();
   await setup(db);
-  await using _node = startNode(db);
+  await using _node = startTestNode(db);
   await db.sql`insert into public.things values (1, 'a')`;
   await db.sql`update public.things set v = 'b' where id = 1`;
   await db.sql`delete from public.things where id = 1`;
@@ -100,7 +52,7 @@ Deno.test("a failing function is retried with backoff up to its limit, then dead
   await db
     .sql`insert into control.dispatch_functions (name, code, max_attempts, backoff_ms, timeout_ms) values
     ('flaky', ${`export default async (e, db) => { await db.sql\`insert into public.tries default values\`; throw new Error("boom " + e.attempt); }`}, 4, 100, 60000)`;
-  await using _node = startNode(db);
+  await using _node = startTestNode(db);
   await db.sql`insert into control.dispatch_events (function_name, source) values ('flaky', 'manual')`;
   const ev = await waitFor("dead event", async () => {
     const [e] = await db.sql`select * from control.dispatch_events`;
@@ -130,7 +82,7 @@ Deno.test("only code signed by a trusted key runs; tampered and unsigned code is
     ('signed', ${RECORD}, ${sig}, 60000),
     ('tampered', ${RECORD + "\n// changed"}, ${sig}, 60000),
     ('unsigned', ${RECORD}, null, 60000)`;
-  await using _node = startNode(db, keys);
+  await using _node = startTestNode(db, { trustedKeys: keys });
   await db.sql`insert into control.dispatch_events (function_name, source)
                values ('signed', 'manual'), ('tampered', 'manual'), ('unsigned', 'manual')`;
   const evs = await waitFor("all settled", async () => {
@@ -150,7 +102,7 @@ Deno.test("a function that hangs is stopped by its timeout and the node goes on 
   await setup(db);
   await db.sql`insert into control.dispatch_functions (name, code, timeout_ms, max_attempts) values
     ('spin', 'export default () => { while (true) {} }', 200, 1)`;
-  await using _node = startNode(db);
+  await using _node = startTestNode(db);
   await db.sql`insert into control.dispatch_events (function_name, source) values ('spin', 'manual')`;
   await db.sql`insert into public.things values (7, 'after')`;
   await waitFor("record ran", async () => (await db.sql`select 1 from public.seen`).length === 1);
@@ -167,7 +119,7 @@ Deno.test("a due schedule enqueues an event run by the master and gets its next 
   await setup(db);
   await db.sql`insert into control.dispatch_schedules (function_name, cron, next_run_at)
                values ('record', '*/5 * * * *', now() - interval '1 second')`;
-  await using node = startNode(db);
+  await using node = startTestNode(db);
   const [seen] = await waitFor("scheduled run", async () => {
     const r = await db.sql`select payload from public.seen`;
     return r.length > 0 && r;
@@ -187,7 +139,7 @@ Deno.test("events claimed by a node whose lease expired are released and run by 
                values ('gone', 'h', 1, 'x:1', now() - interval '1 second')`;
   await db.sql`insert into control.dispatch_events (function_name, source, state, claimed_by, attempts)
                values ('record', 'manual', 'running', 'gone', 1)`;
-  await using _node = startNode(db);
+  await using _node = startTestNode(db);
   const [ev] = await waitFor("released and done", async () => {
     const r = await db.sql`select state, attempts, claimed_by from control.dispatch_events`;
     return r[0].state === "done" && r;
@@ -223,7 +175,7 @@ Deno.test("a graceful stop hands back events claimed but not started, without co
     }`}, 60000)`;
   await db.sql`insert into control.dispatch_events (function_name, source)
                select 'slow', 'manual' from generate_series(1, 6)`;
-  const node = startNode(db, [], "stopper", { concurrency: 1, prefetch: 3 });
+  const node = startTestNode(db, { nodeId: "stopper", concurrency: 1, prefetch: 3 });
   await waitFor("first start", async () => (await db.sql`select 1 from public.tries`).length === 1);
   const [held] = await db.sql`select count(*)::int as n from control.dispatch_events
                               where state = 'running' and claimed_by = 'stopper'`;

@@ -3,6 +3,7 @@
  */
 import type { Sql } from "../../shared/db.ts";
 import { createLogger } from "../../shared/log.ts";
+import { waitFor } from "../../shared/testing/mod.ts";
 import { abortableSleep } from "../../shared/worker.ts";
 import { connectRedis, type HydrateRedis } from "./redis.ts";
 import type { SyncDeps } from "./sync.ts";
@@ -45,10 +46,5 @@ export async function createPeople(sql: Sql, n: number): Promise<void> {
 
 /** Polls `check` until it is true (10 s at most). */
 export async function eventually(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await abortableSleep(25);
-  }
-  throw new Error(`Timed out waiting for ${what}`);
+  await waitFor(what, check, ms, 25);
 }

@@ -112,6 +112,14 @@ export async function runHydrate(
   let mappingsSeq = 0;
   let mappingsShown = 0;
   let mappingsLoading = false;
+  const loadAll = async () => {
+    const seq = ++mappingsSeq;
+    const ms = await loadMappings(o.sql);
+    if (seq > mappingsShown) {
+      mappingsShown = seq;
+      all = ms;
+    }
+  };
   /** The stats write in flight, if any (it runs beside the loop, not in the way of changes). */
   let statsWrite: Promise<void> | undefined;
   let all: Mapping[] = [];
@@ -189,14 +197,6 @@ export async function runHydrate(
         // Mappings are read again when a NOTIFY says they changed ("mappings", "resync"), before this
         // round goes on; and at least once a second in the background, so that a stream of changes
         // does not wait for that read.
-        const loadAll = async () => {
-          const seq = ++mappingsSeq;
-          const ms = await loadMappings(o.sql);
-          if (seq > mappingsShown) {
-            mappingsShown = seq;
-            all = ms;
-          }
-        };
         if (mappingsAt === 0) {
           mappingsAt = Date.now();
           await loadAll();
