@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import { createApp } from "../../web/app.tsx";
-import { createLogger } from "../../shared/log.ts";
+import { adminClient } from "../../web/routes/api/admin/_testing.ts";
 import { createTestDatabase } from "../../shared/testing/mod.ts";
 import { abortableSleep } from "../../shared/worker.ts";
 
@@ -43,15 +42,7 @@ Deno.test("a node started on another schema installs dispatch there and runs tha
     const [installed] = await sql`select name from control.dispatch_schemas where name = 'tenant_a'`;
     assert.ok(installed, "the install is recorded");
 
-    const app = createApp({ sql, adminToken: "tok", log: createLogger("web", { level: "error" }) });
-    const call = async (method: string, path: string, body?: unknown) => {
-      const res = await app.request(`/api/admin${path}`, {
-        method,
-        headers: { authorization: "Bearer tok", "content-type": "application/json" },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      return { status: res.status, body: res.status === 204 ? null : await res.json() };
-    };
+    const { call } = adminClient(sql);
     assert.equal((await call("GET", "/functions?schema=nowhere")).status, 404);
     assert.equal((await call("GET", "/functions?schema=bad-name")).status, 400);
     const code = `export default async (e, db) => {

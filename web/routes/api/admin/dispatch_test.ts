@@ -1,19 +1,10 @@
 import assert from "node:assert/strict";
-import { createApp } from "../../../app.tsx";
-import { createLogger } from "../../../../shared/log.ts";
 import { createTestDatabase } from "../../../../shared/testing/mod.ts";
+import { adminClient } from "./_testing.ts";
 
 Deno.test("the dispatch admin API validates, saves and lists functions, triggers, schedules, events and nodes", async () => {
   await using db = await createTestDatabase();
-  const app = createApp({ sql: db.sql, adminToken: "tok", log: createLogger("web", { level: "error" }) });
-  const call = async (method: string, path: string, body?: unknown) => {
-    const res = await app.request(`/api/admin${path}`, {
-      method,
-      headers: { authorization: "Bearer tok", "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, body: res.status === 204 ? null : await res.json() };
-  };
+  const { app, call } = adminClient(db.sql);
 
   const bad = await call("PUT", "/functions/broken", { code: "export default () => { let x = ; }" });
   assert.equal(bad.status, 400);
@@ -71,15 +62,7 @@ Deno.test("the dispatch admin API validates, saves and lists functions, triggers
 
 Deno.test("deleting a table's last dispatch trigger detaches the recording triggers from the table", async () => {
   await using db = await createTestDatabase();
-  const app = createApp({ sql: db.sql, adminToken: "tok", log: createLogger("web", { level: "error" }) });
-  const call = async (method: string, path: string, body?: unknown) => {
-    const res = await app.request(`/api/admin${path}`, {
-      method,
-      headers: { authorization: "Bearer tok", "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, body: res.status === 204 ? null : await res.json() };
-  };
+  const { call } = adminClient(db.sql);
   const installed = async () =>
     (await db.sql`select count(*)::int as n from pg_trigger
                    where tgrelid = 'public.items'::regclass and tgname like 'wharf_dispatch%'`)[0].n;

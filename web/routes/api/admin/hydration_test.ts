@@ -1,18 +1,6 @@
 import assert from "node:assert/strict";
-import { createApp } from "../../../app.tsx";
-import { createLogger } from "../../../../shared/log.ts";
 import { createTestDatabase } from "../../../../shared/testing/mod.ts";
-
-function client(app: ReturnType<typeof createApp>) {
-  return async (method: string, path: string, body?: unknown) => {
-    const res = await app.request(`/api/admin/hydration${path}`, {
-      method,
-      headers: { authorization: "Bearer tok", "content-type": "application/json" },
-      body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-    });
-    return { status: res.status, body: res.status === 204 ? null : await res.json() };
-  };
-}
+import { adminClient } from "./_testing.ts";
 
 const good = {
   name: "emails",
@@ -25,8 +13,7 @@ Deno.test("the hydration admin API refuses bad mappings with a 400 and stores no
   await using db = await createTestDatabase();
   await db.sql`create table public.people (id int primary key, email text, secret text)`;
   await db.sql`create sequence public.seq`;
-  const app = createApp({ sql: db.sql, adminToken: "tok", log: createLogger("web", { level: "error" }) });
-  const call = client(app);
+  const { app, call } = adminClient(db.sql, "/api/admin/hydration");
   const cases: [string, unknown, RegExp][] = [
     ["missing column", { ...good, value: { shape: "string", column: "mail" } }, /no column mail/],
     ["missing template column", { ...good, key_template: "user:{uid}" }, /no column uid/],
@@ -72,8 +59,7 @@ Deno.test("the hydration admin API refuses bad mappings with a 400 and stores no
 Deno.test("the hydration admin API creates, reads, replaces, resyncs and deletes mappings and lists stats", async () => {
   await using db = await createTestDatabase();
   await db.sql`create table public.people (id int primary key, email text, secret text)`;
-  const app = createApp({ sql: db.sql, adminToken: "tok", log: createLogger("web", { level: "error" }) });
-  const call = client(app);
+  const { call } = adminClient(db.sql, "/api/admin/hydration");
 
   const created = await call("POST", "/mappings", good);
   assert.equal(created.status, 201);
