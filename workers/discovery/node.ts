@@ -461,7 +461,9 @@ export class DiscoveryNode {
         const snap = await this.snapshot();
         this.status.role = snap.find((m) => m.name === this.name)?.role;
         if (this.opts.sql) {
-          const changes = await writeSnapshot(this.opts.sql, this.scope, snap, takenAt);
+          // Gone once missing from the snapshots of three status rounds (see writeSnapshot).
+          const leaveAfterMs = 3 * this.#s.STATUS_INTERVAL_S * 1000;
+          const changes = await writeSnapshot(this.opts.sql, this.scope, snap, takenAt, leaveAfterMs);
           for (const c of changes) this.opts.log.info("cluster change", { ...c });
         }
         if (!dbCreated && this.status.role === "leader") dbCreated = await this.#ensureDatabase();

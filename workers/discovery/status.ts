@@ -47,20 +47,35 @@ export function diffSnapshot(
 /**
  * Stores a snapshot taken at `takenAt`; resolves to the changes it recorded. A snapshot older than the
  * last one stored (another worker's was written first) is skipped.
+ *
+ * A member missing from the snapshot is recorded as gone only once no snapshot has shown it for
+ * `leaveAfterMs`: each Patroni answers `GET /cluster` from its own copy of the DCS, refreshed once per
+ * loop, so one member's answer can briefly lack a member another's already showed (a member that has
+ * just joined, or whose key was renewed late on a busy host). Until then its row stays as last seen, and
+ * a brief gap records neither a leave nor a second join.
  */
 export async function writeSnapshot(
   sql: Sql,
   scope: string,
   now: MemberStatus[],
   takenAt: Date = new Date(),
+  leaveAfterMs = 0,
 ): Promise<Change[]> {
   return await sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtext(${"wharf.cluster:" + scope}))`;
     const [state] = await tx`select leader, snapshot_at from control.cluster_state where scope = ${scope}`;
     if (state?.snapshot_at && (state.snapshot_at as Date).getTime() >= takenAt.getTime()) return [];
-    const rows = await tx`select name from control.cluster_members where scope = ${scope}`;
+    const rows = await tx`
+      select name, seen_at < now() - make_interval(secs => ${leaveAfterMs / 1000}) as stale
+        from control.cluster_members where scope = ${scope}`;
+    const listed = new Set(now.map((m) => m.name));
+    // Missing but seen recently: kept (as last seen) and left out of the diff, so it records nothing.
+    const held = rows.filter((r) => !listed.has(r.name as string) && !r.stale).map((r) => r.name as string);
     const { changes, leader } = diffSnapshot(
-      { names: rows.map((r) => r.name as string), leader: (state?.leader as string | null) ?? null },
+      {
+        names: rows.map((r) => r.name as string).filter((n) => !held.includes(n)),
+        leader: (state?.leader as string | null) ?? null,
+      },
       now,
     );
     for (const c of changes) {
@@ -78,7 +93,7 @@ export async function writeSnapshot(
                values (${scope}, ${c.kind}, ${c.member}, ${tx.json(JSON.parse(JSON.stringify(c.detail)))})`;
     }
     await tx`delete from control.cluster_members
-              where scope = ${scope} and not (name = any(${now.map((m) => m.name)}::text[]))`;
+              where scope = ${scope} and not (name = any(${[...listed, ...held]}::text[]))`;
     for (const m of now) {
       await tx`
         insert into control.cluster_members

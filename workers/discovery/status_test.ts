@@ -61,3 +61,22 @@ Deno.test("snapshots written by several workers record each change once", async 
   );
   assert.deepEqual(planned.detail, { from: "b", to: "c", timeline: 3, planned: true });
 });
+
+Deno.test("a member missing from one answer but listed again soon records neither a leave nor a second join", async () => {
+  await using db = await createTestDatabase();
+  const all = [member("a", "leader"), member("b", "replica"), member("c", "replica")];
+  const withoutB = [member("a", "leader"), member("c", "replica")];
+  const at = (s: number) => new Date(Date.UTC(2030, 0, 1, 0, 0, s));
+  await writeSnapshot(db.sql, "s2", all, at(1), 60_000);
+  // One Patroni's copy of the cluster lags behind another's: b is missing from one answer.
+  assert.deepEqual(await writeSnapshot(db.sql, "s2", withoutB, at(2), 60_000), []);
+  const kept = await db.sql`select name from control.cluster_members where scope = 's2' order by name`;
+  assert.deepEqual(kept.map((r) => r.name), ["a", "b", "c"]);
+  assert.deepEqual(await writeSnapshot(db.sql, "s2", all, at(3), 60_000), []);
+  // Missing for longer than the grace: gone.
+  await db.sql`update control.cluster_members set seen_at = now() - interval '2 minutes' where name = 'b'`;
+  const gone = await writeSnapshot(db.sql, "s2", withoutB, at(4), 60_000);
+  assert.deepEqual(gone.map((c) => `${c.kind}:${c.member}`), ["leave:b"]);
+  const h = await db.sql`select kind, member from control.cluster_history where scope = 's2' order by id`;
+  assert.deepEqual(h.map((r) => `${r.kind}:${r.member}`), ["join:a", "join:b", "join:c", "leave:b"]);
+});
