@@ -8,6 +8,7 @@
  * removal that followed it does not bring the thumbnail back.
  */
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import type postgres from "postgres";
 import type { Sql } from "../../shared/db.ts";
 import type { Logger } from "../../shared/log.ts";
 import { thumbnailKeyFor } from "../../web/feed/s3.ts";
@@ -46,7 +47,6 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
     const [last] = await tx`
       select sequencer from control.imgproc_objects where bucket = ${ev.bucket} and key = ${ev.key}`;
     if (last && ev.sequencer && compareSequencer(ev.sequencer, last.sequencer as string) <= 0) return "stale";
-    let outcome: Outcome;
     if (ev.kind === "created") {
       let bytes: Uint8Array;
       try {
@@ -68,37 +68,62 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
             CacheControl: "public, max-age=31536000, immutable",
           }),
         );
-        await tx`
+        await settle(
+          tx,
+          ev,
+          tx`
           update app.feeds set thumbnail_status = 'ready', thumbnail_key = ${thumbKey}, thumbnail_error = null,
                  updated_at = now()
-           where media_key = ${ev.key}`;
-        outcome = "thumbnail";
+           where media_key = ${ev.key}`,
+        );
+        return "thumbnail";
       } catch (e) {
         if (!(e instanceof ImageRejectedError)) throw e;
         d.log.warn("image rejected", { key: ev.key, reason: e.message });
-        await tx`
+        await settle(
+          tx,
+          ev,
+          tx`
           update app.feeds set thumbnail_status = 'failed', thumbnail_error = ${e.message}, updated_at = now()
-           where media_key = ${ev.key}`;
-        outcome = "rejected";
+           where media_key = ${ev.key}`,
+        );
+        return "rejected";
       }
     } else {
       await d.s3.send(new DeleteObjectCommand({ Bucket: d.thumbnailsBucket, Key: thumbKey }));
       // Normally the feed row is gone already; an image removed behind the API's back fails its feed.
-      await tx`
+      await settle(
+        tx,
+        ev,
+        tx`
         update app.feeds set thumbnail_status = 'failed', thumbnail_key = null,
                thumbnail_error = 'The image was removed', updated_at = now()
-         where media_key = ${ev.key}`;
-      outcome = "removed";
+         where media_key = ${ev.key}`,
+      );
+      return "removed";
     }
-    if (ev.sequencer) {
-      await tx`
-        insert into control.imgproc_objects (bucket, key, sequencer, event_name)
-        values (${ev.bucket}, ${ev.key}, ${ev.sequencer}, ${ev.eventName})
-        on conflict (bucket, key) do update
-          set sequencer = excluded.sequencer, event_name = excluded.event_name, applied_at = now()`;
-    }
-    return outcome;
   });
+}
+
+/**
+ * Runs `feedUpdate` and records `ev` as the key's last applied event, in one statement (one round trip
+ * of the event's transaction instead of two).
+ */
+async function settle(
+  tx: postgres.TransactionSql<Record<string, unknown>>,
+  ev: ObjectEvent,
+  feedUpdate: postgres.PendingQuery<postgres.Row[]>,
+): Promise<void> {
+  if (!ev.sequencer) {
+    await feedUpdate;
+    return;
+  }
+  await tx`
+    with feed as (${feedUpdate})
+    insert into control.imgproc_objects (bucket, key, sequencer, event_name)
+    values (${ev.bucket}, ${ev.key}, ${ev.sequencer}, ${ev.eventName})
+    on conflict (bucket, key) do update
+      set sequencer = excluded.sequencer, event_name = excluded.event_name, applied_at = now()`;
 }
 
 /** Marks the feed of `key` failed (after its event was dead-lettered). */
