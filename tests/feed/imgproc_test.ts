@@ -12,6 +12,7 @@ import { LOCAL_S3_CREDENTIALS } from "../../shared/stack/s3.ts";
 import { EVENTS_PATH } from "../../shared/stack/s3_events.ts";
 import { testBucketName, testEnv } from "../../shared/testing/mod.ts";
 import { thumbnailKeyFor } from "../../web/feed/s3.ts";
+import { S3Objects } from "../../web/feed/s3_objects.ts";
 import { bridgeOnce, runBridge } from "../../workers/imgproc/bridge.ts";
 import { type ConsumerStatus, runConsumer } from "../../workers/imgproc/consumer.ts";
 import { encodeEventKey, parseEvents } from "../../workers/imgproc/events.ts";
@@ -44,6 +45,7 @@ Deno.test("the same event twice makes one thumbnail, and a creation older than t
   const deps = {
     sql: w.db.sql,
     s3: w.s3,
+    objects: new S3Objects(w.s3),
     mediaBucket: w.cfg.FEED_MEDIA_BUCKET,
     thumbnailsBucket: w.cfg.FEED_THUMBNAILS_BUCKET,
     thumbnail: { size: 32, maxPixels: 1_000_000, quality: 70 },

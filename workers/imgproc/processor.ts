@@ -7,11 +7,12 @@
  * one is skipped. So the same event twice makes one thumbnail, and a creation that arrives after the
  * removal that followed it does not bring the thumbnail back.
  */
-import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import type postgres from "postgres";
 import type { Sql } from "../../shared/db.ts";
 import type { Logger } from "../../shared/log.ts";
 import { thumbnailKeyFor } from "../../web/feed/s3.ts";
+import { S3ObjectError, type S3Objects } from "../../web/feed/s3_objects.ts";
 import { compareSequencer, type ObjectEvent } from "./events.ts";
 import { ImageRejectedError, makeThumbnail, type ThumbnailOptions } from "./thumbnail.ts";
 
@@ -19,6 +20,8 @@ import { ImageRejectedError, makeThumbnail, type ThumbnailOptions } from "./thum
 export interface ProcessorDeps {
   sql: Sql;
   s3: S3Client;
+  /** Reads of uploads and writes of thumbnails (the per-image calls). */
+  objects: S3Objects;
   mediaBucket: string;
   thumbnailsBucket: string;
   thumbnail: ThumbnailOptions;
@@ -29,9 +32,7 @@ export interface ProcessorDeps {
 export type Outcome = "thumbnail" | "removed" | "rejected" | "stale" | "gone" | "ignored";
 
 function isNoSuchKey(e: unknown): boolean {
-  const name = (e as { name?: string }).name;
-  return name === "NoSuchKey" || name === "NotFound" ||
-    (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404;
+  return e instanceof S3ObjectError && (e.code === "NoSuchKey" || e.status === 404);
 }
 
 /** Applies `ev`; throws on a transient failure (S3 or the database), which the consumer retries. */
@@ -50,8 +51,7 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
     if (ev.kind === "created") {
       let bytes: Uint8Array;
       try {
-        const obj = await d.s3.send(new GetObjectCommand({ Bucket: ev.bucket, Key: ev.key }));
-        bytes = await obj.Body!.transformToByteArray();
+        bytes = await d.objects.get(ev.bucket, ev.key);
       } catch (e) {
         // Removed since: its removal event follows and settles the key.
         if (isNoSuchKey(e)) return "gone";
@@ -59,15 +59,10 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
       }
       try {
         const thumb = await makeThumbnail(bytes, d.thumbnail);
-        await d.s3.send(
-          new PutObjectCommand({
-            Bucket: d.thumbnailsBucket,
-            Key: thumbKey,
-            Body: thumb.data,
-            ContentType: "image/jpeg",
-            CacheControl: "public, max-age=31536000, immutable",
-          }),
-        );
+        await d.objects.put(d.thumbnailsBucket, thumbKey, thumb.data, {
+          contentType: "image/jpeg",
+          cacheControl: "public, max-age=31536000, immutable",
+        });
         await settle(
           tx,
           ev,

@@ -10,6 +10,7 @@ import { runBridge } from "./bridge.ts";
 import { type ConsumerStatus, runConsumer } from "./consumer.ts";
 import { parseEvents } from "./events.ts";
 import { applyEvent, markFailed } from "./processor.ts";
+import { S3Objects } from "../../web/feed/s3_objects.ts";
 import type { MessageQueue } from "./queue.ts";
 import type { ThumbnailOptions } from "./thumbnail.ts";
 
@@ -38,6 +39,7 @@ export async function runImgproc(o: ImgprocOptions): Promise<void> {
   const deps = {
     sql: o.sql,
     s3: o.s3,
+    objects: new S3Objects(o.s3),
     mediaBucket: o.mediaBucket,
     thumbnailsBucket: o.thumbnailsBucket,
     thumbnail: o.thumbnail,
