@@ -1,0 +1,602 @@
+/**
+ * The object store of the local S3 server: buckets as folders, each object as two files (its bytes and
+ * a small JSON of its metadata), and an index of every object kept in memory for GETs and listings.
+ *
+ * Why this layout: keys are arbitrary UTF-8 up to 1024 bytes (`a` and `a/b` coexist, any character),
+ * which no file name can hold, so files are named by the SHA-256 of the key and the key lives in the
+ * metadata. A write is atomic: the body is streamed to a temporary file (hashed on the way), renamed to
+ * a data file of its own version, and the metadata file (which names that version) is then renamed
+ * over the old one: that rename is the commit. Both renames and the index update run synchronously,
+ * so two concurrent PUTs of one key leave one of them, whole. A crash in between leaves only data files
+ * no metadata names, removed at the next start; a failed upload leaves nothing.
+ */
+import { createHash, type Hash } from "node:crypto";
+import { join } from "node:path";
+
+/** An S3 error the server answers with (code, message, HTTP status). */
+export class S3Error extends Error {
+  constructor(readonly code: string, message: string, readonly status: number) {
+    super(message);
+    this.name = "S3Error";
+  }
+}
+
+/** The response headers S3 stores with an object and returns on GET/HEAD. */
+export const STORED_HEADERS = [
+  "content-type",
+  "cache-control",
+  "content-disposition",
+  "content-encoding",
+  "content-language",
+  "expires",
+] as const;
+
+/** One stored object's metadata. */
+export interface ObjectMeta {
+  key: string;
+  size: number;
+  /** Hex MD5 of the body, or `md5-of-md5s-N` for a multipart upload; without quotes. */
+  etag: string;
+  lastModified: number;
+  /** Names the data file of this version. */
+  version: string;
+  headers: Record<string, string>;
+  /** `x-amz-meta-*` values, by lower-case name without the prefix. */
+  metadata: Record<string, string>;
+}
+
+/** What a new object carries besides its body. */
+export interface ObjectAttributes {
+  headers: Record<string, string>;
+  metadata: Record<string, string>;
+}
+
+interface Bucket {
+  name: string;
+  created: number;
+  objects: Map<string, ObjectMeta>;
+  sorted: string[] | null;
+}
+
+/** A body written to a temporary file, not yet visible. */
+export interface TempBody {
+  path: string;
+  size: number;
+  md5: Buffer;
+}
+
+/** How to read and check an incoming body. */
+export interface BodyChecks {
+  /** Hex SHA-256 the body must have. */
+  sha256?: string;
+  /** Base64 MD5 the body must have (Content-MD5). */
+  md5Base64?: string;
+  /** The body is `aws-chunked` (unsigned chunks, optional trailer): decode it. */
+  awsChunked?: boolean;
+  /** The length the (decoded) body must have. */
+  length?: number;
+}
+
+/** Listing options (ListObjects v1 and v2 share them). */
+export interface ListOptions {
+  prefix: string;
+  delimiter: string;
+  /** Keys after this one only (start-after, marker or a continuation). */
+  after: string;
+  maxKeys: number;
+}
+
+/** One page of a listing. */
+export interface ListPage {
+  contents: ObjectMeta[];
+  commonPrefixes: string[];
+  truncated: boolean;
+  /** The last key or common prefix of the page (where the next page starts). */
+  last?: string;
+}
+
+/** One uploaded part of a multipart upload. */
+export interface UploadedPart {
+  partNumber: number;
+  etag: string;
+  size: number;
+  lastModified: number;
+}
+
+/** A multipart upload in progress. */
+export interface MultipartUpload extends ObjectAttributes {
+  bucket: string;
+  key: string;
+  initiated: number;
+}
+
+/** S3's smallest part (all but the last part of a multipart upload). */
+export const MIN_PART_SIZE = 5 * 1024 * 1024;
+
+/** Compares two keys in UTF-8 byte order (S3's listing order), which differs from UTF-16 order above U+FFFF. */
+export function compareKeys(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i), y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && x <= 0xdfff) x += 0x10000;
+    if (y >= 0xd800 && y <= 0xdfff) y += 0x10000;
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+/** S3's bucket naming rules (3–63 of a-z 0-9 . -, starting and ending with a letter or digit, not an IP). */
+export function validBucketName(name: string): boolean {
+  return /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(name) && !/\.\.|\.-|-\./.test(name) &&
+    !/^\d+\.\d+\.\d+\.\d+$/.test(name);
+}
+
+const encoder = new TextEncoder();
+
+/** Throws S3's KeyTooLongError for a key over 1024 UTF-8 bytes. */
+export function checkKey(key: string): void {
+  if (key.length > 1024 || (key.length > 341 && encoder.encode(key).length > 1024)) {
+    throw new S3Error("KeyTooLongError", "Your key is too long", 400);
+  }
+}
+
+const CR = 13, LF = 10;
+
+/**
+ * Decodes an `aws-chunked` body (`hex-size[;chunk-signature=…]\r\n` data `\r\n` …, a 0-size chunk, then
+ * trailer headers and an empty line), one network chunk at a time.
+ */
+export class AwsChunkedDecoder {
+  #state: "size" | "data" | "crlf" | "trailer" | "done" = "size";
+  #line: number[] = [];
+  #left = 0;
+  /** Trailer headers (lower-case names), e.g. `x-amz-checksum-crc32`. */
+  readonly trailers = new Map<string, string>();
+
+  /** The data bytes in `chunk`. */
+  push(chunk: Uint8Array): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.#state === "data") {
+        const n = Math.min(this.#left, chunk.length - i);
+        out.push(chunk.subarray(i, i + n));
+        i += n;
+        this.#left -= n;
+        if (this.#left === 0) this.#state = "crlf";
+        continue;
+      }
+      if (this.#state === "done") {
+        throw new S3Error("IncompleteBody", "Data after the end of the aws-chunked body", 400);
+      }
+      const b = chunk[i++];
+      if (b !== LF) {
+        if (this.#line.length > 4096) throw new S3Error("IncompleteBody", "Malformed aws-chunked body", 400);
+        this.#line.push(b);
+        continue;
+      }
+      const line = String.fromCharCode(...this.#line).replace(/\r$/, "");
+      this.#line = [];
+      if (this.#state === "crlf") {
+        if (line !== "") throw new S3Error("IncompleteBody", "Malformed aws-chunked body", 400);
+        this.#state = "size";
+      } else if (this.#state === "size") {
+        const size = parseInt(line.split(";")[0], 16);
+        if (!/^[0-9a-fA-F]+$/.test(line.split(";")[0]) || !Number.isSafeInteger(size)) {
+          throw new S3Error("IncompleteBody", "Malformed aws-chunked body", 400);
+        }
+        if (size === 0) this.#state = "trailer";
+        else {
+          this.#left = size;
+          this.#state = "data";
+        }
+      } else if (this.#state === "trailer") {
+        if (line === "") this.#state = "done";
+        else {
+          const c = line.indexOf(":");
+          if (c > 0) this.trailers.set(line.slice(0, c).trim().toLowerCase(), line.slice(c + 1).trim());
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Throws unless the body ended where the format says it ends. */
+  end(): void {
+    // A body may stop right after the trailer without the final empty line.
+    if (this.#state === "trailer" && this.#line.length === 0) this.#state = "done";
+    if (this.#state !== "done" || (this.#line.length && !(this.#line.length === 1 && this.#line[0] === CR))) {
+      throw new S3Error("IncompleteBody", "The aws-chunked body ended early", 400);
+    }
+  }
+}
+
+async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await file.write(data.subarray(off));
+}
+
+function sha256Key(key: string): string {
+  return createHash("sha256").update(key).digest("hex");
+}
+
+/** The store of one server (one folder). */
+export class S3Store {
+  readonly #dir: string;
+  readonly #tmp: string;
+  readonly #uploads: string;
+  readonly #buckets = new Map<string, Bucket>();
+
+  private constructor(dir: string) {
+    this.#dir = dir;
+    this.#tmp = join(dir, ".tmp");
+    this.#uploads = join(dir, ".multipart");
+  }
+
+  /** Opens the store in `dir`: loads every bucket's index and removes what a crash left behind. */
+  static async open(dir: string): Promise<S3Store> {
+    const s = new S3Store(dir);
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.remove(s.#tmp, { recursive: true }).catch(() => {});
+    await Deno.mkdir(s.#tmp, { recursive: true });
+    await Deno.mkdir(s.#uploads, { recursive: true });
+    for await (const e of Deno.readDir(dir)) {
+      if (!e.isDirectory || e.name.startsWith(".")) continue;
+      const path = join(dir, e.name);
+      const st = await Deno.stat(path);
+      const bucket: Bucket = {
+        name: e.name,
+        created: (st.birthtime ?? st.mtime)?.getTime() ?? Date.now(),
+        objects: new Map(),
+        sorted: null,
+      };
+      const dataFiles: string[] = [];
+      for await (const f of Deno.readDir(path)) {
+        if (f.name.endsWith(".json")) {
+          try {
+            const meta = JSON.parse(await Deno.readTextFile(join(path, f.name))) as ObjectMeta;
+            bucket.objects.set(meta.key, meta);
+          } catch {
+            // Cannot happen with atomic renames; a damaged file is skipped rather than fatal.
+          }
+        } else if (f.name.endsWith(".data")) dataFiles.push(f.name);
+      }
+      const live = new Set([...bucket.objects.values()].map((m) => s.#dataName(m.key, m.version)));
+      for (const f of dataFiles) if (!live.has(f)) await Deno.remove(join(path, f)).catch(() => {});
+      s.#buckets.set(e.name, bucket);
+    }
+    return s;
+  }
+
+  #dataName(key: string, version: string): string {
+    return `${sha256Key(key)}.${version}.data`;
+  }
+
+  #bucket(name: string): Bucket {
+    const b = this.#buckets.get(name);
+    if (!b) throw new S3Error("NoSuchBucket", "The specified bucket does not exist", 404);
+    return b;
+  }
+
+  /** Every bucket, by name. */
+  listBuckets(): { name: string; created: number }[] {
+    return [...this.#buckets.values()].map((b) => ({ name: b.name, created: b.created }))
+      .sort((a, b) => compareKeys(a.name, b.name));
+  }
+
+  /** Whether bucket `name` exists. */
+  hasBucket(name: string): boolean {
+    return this.#buckets.has(name);
+  }
+
+  /** Creates bucket `name`; false when it exists already. */
+  createBucket(name: string): boolean {
+    if (!validBucketName(name)) {
+      throw new S3Error("InvalidBucketName", "The specified bucket is not valid.", 400);
+    }
+    if (this.#buckets.has(name)) return false;
+    Deno.mkdirSync(join(this.#dir, name), { recursive: true });
+    this.#buckets.set(name, { name, created: Date.now(), objects: new Map(), sorted: null });
+    return true;
+  }
+
+  /** Deletes an empty bucket. */
+  deleteBucket(name: string): void {
+    const b = this.#bucket(name);
+    if (b.objects.size) {
+      throw new S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty", 409);
+    }
+    this.#buckets.delete(name);
+    Deno.removeSync(join(this.#dir, name), { recursive: true });
+  }
+
+  /** The object `key` of `bucket` (NoSuchBucket when the bucket is missing). */
+  head(bucket: string, key: string): ObjectMeta | undefined {
+    return this.#bucket(bucket).objects.get(key);
+  }
+
+  /** The file holding the bytes of `meta`. */
+  dataPath(bucket: string, meta: ObjectMeta): string {
+    return join(this.#dir, bucket, this.#dataName(meta.key, meta.version));
+  }
+
+  /**
+   * Streams `body` to a temporary file, computing its MD5 (and SHA-256 when it must be checked) on the
+   * way; throws (leaving nothing) when a check fails or the body ends early.
+   */
+  async writeTemp(body: ReadableStream<Uint8Array> | null, checks: BodyChecks = {}): Promise<TempBody> {
+    const path = join(this.#tmp, crypto.randomUUID());
+    const file = await Deno.open(path, { write: true, createNew: true });
+    const md5 = createHash("md5");
+    const sha: Hash | undefined = checks.sha256 ? createHash("sha256") : undefined;
+    const decoder = checks.awsChunked ? new AwsChunkedDecoder() : undefined;
+    let size = 0;
+    try {
+      try {
+        if (body) {
+          for await (const chunk of body) {
+            for (const piece of decoder ? decoder.push(chunk) : [chunk]) {
+              md5.update(piece);
+              sha?.update(piece);
+              size += piece.length;
+              await writeAll(file, piece);
+            }
+          }
+        }
+        decoder?.end();
+      } finally {
+        file.close();
+      }
+      if (checks.length !== undefined && size !== checks.length) {
+        throw new S3Error(
+          "IncompleteBody",
+          "You did not provide the number of bytes specified by the Content-Length HTTP header",
+          400,
+        );
+      }
+      if (sha && sha.digest("hex") !== checks.sha256!.toLowerCase()) {
+        throw new S3Error(
+          "XAmzContentSHA256Mismatch",
+          "The provided 'x-amz-content-sha256' header does not match what was computed.",
+          400,
+        );
+      }
+      const digest = md5.digest();
+      if (checks.md5Base64 !== undefined && digest.toString("base64") !== checks.md5Base64.trim()) {
+        throw new S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.", 400);
+      }
+      return { path, size, md5: digest };
+    } catch (e) {
+      await Deno.remove(path).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** Drops a temporary body that will not be committed. */
+  async discard(tmp: TempBody): Promise<void> {
+    await Deno.remove(tmp.path).catch(() => {});
+  }
+
+  /**
+   * Makes `tmp` the object `key` of `bucket`, atomically (see the module doc). Synchronous on purpose:
+   * nothing else runs between the renames and the index update.
+   */
+  commit(bucket: string, key: string, tmp: TempBody, attrs: ObjectAttributes, etag?: string): ObjectMeta {
+    const b = this.#bucket(bucket);
+    checkKey(key);
+    const version = crypto.randomUUID().replace(/-/g, "");
+    const meta: ObjectMeta = {
+      key,
+      size: tmp.size,
+      etag: etag ?? tmp.md5.toString("hex"),
+      lastModified: Math.floor(Date.now() / 1000) * 1000,
+      version,
+      headers: attrs.headers,
+      metadata: attrs.metadata,
+    };
+    const dir = join(this.#dir, bucket);
+    const id = sha256Key(key);
+    Deno.renameSync(tmp.path, join(dir, `${id}.${version}.data`));
+    const metaTmp = join(this.#tmp, `${version}.json`);
+    Deno.writeTextFileSync(metaTmp, JSON.stringify(meta));
+    Deno.renameSync(metaTmp, join(dir, `${id}.json`));
+    const old = b.objects.get(key);
+    b.objects.set(key, meta);
+    if (!old) b.sorted = null;
+    // An open reader of the old version keeps reading it (POSIX unlink semantics).
+    if (old) Deno.removeSync(join(dir, `${id}.${old.version}.data`));
+    return meta;
+  }
+
+  /** Deletes object `key`; false when there was none. */
+  delete(bucket: string, key: string): boolean {
+    const b = this.#bucket(bucket);
+    const old = b.objects.get(key);
+    if (!old) return false;
+    const dir = join(this.#dir, bucket);
+    const id = sha256Key(key);
+    Deno.removeSync(join(dir, `${id}.json`));
+    b.objects.delete(key);
+    b.sorted = null;
+    Deno.removeSync(join(dir, `${id}.${old.version}.data`));
+    return true;
+  }
+
+  /** A copy of `meta`'s bytes as a temporary body (for CopyObject). */
+  async copyTemp(bucket: string, meta: ObjectMeta): Promise<TempBody> {
+    const path = join(this.#tmp, crypto.randomUUID());
+    await Deno.copyFile(this.dataPath(bucket, meta), path);
+    return { path, size: meta.size, md5: Buffer.from(meta.etag.split("-")[0], "hex") };
+  }
+
+  /** One page of the keys of `bucket` in S3's order, rolled up at `delimiter` after `prefix`. */
+  list(bucket: string, o: ListOptions): ListPage {
+    const b = this.#bucket(bucket);
+    const sorted = b.sorted ??= [...b.objects.keys()].sort(compareKeys);
+    const start = o.after && compareKeys(o.after, o.prefix) >= 0 ? o.after : o.prefix;
+    // First key past `start` (strictly, when it is a marker).
+    let lo = 0, hi = sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const c = compareKeys(sorted[mid], start);
+      if (c < 0 || (c === 0 && start === o.after)) lo = mid + 1;
+      else hi = mid;
+    }
+    const page: ListPage = { contents: [], commonPrefixes: [], truncated: false };
+    let skipPrefix = o.delimiter && o.after.startsWith(o.prefix) && o.after.endsWith(o.delimiter)
+      ? o.after
+      : "";
+    for (let i = lo; i < sorted.length; i++) {
+      const key = sorted[i];
+      if (!key.startsWith(o.prefix)) break;
+      if (skipPrefix && key.startsWith(skipPrefix)) continue;
+      let common: string | undefined;
+      if (o.delimiter) {
+        const d = key.indexOf(o.delimiter, o.prefix.length);
+        if (d >= 0) common = key.slice(0, d + o.delimiter.length);
+      }
+      if (page.contents.length + page.commonPrefixes.length >= o.maxKeys) {
+        page.truncated = true;
+        break;
+      }
+      if (common !== undefined) {
+        page.commonPrefixes.push(common);
+        page.last = common;
+        skipPrefix = common;
+      } else {
+        page.contents.push(b.objects.get(key)!);
+        page.last = key;
+      }
+    }
+    return page;
+  }
+
+  // --- Multipart uploads: `.multipart/<id>/upload.json` and one file per part, `<n>.<md5>`. ---
+
+  #uploadDir(id: string): string {
+    if (!/^[0-9a-f]{32}$/.test(id)) {
+      throw new S3Error("NoSuchUpload", "The specified multipart upload does not exist.", 404);
+    }
+    return join(this.#uploads, id);
+  }
+
+  /** The upload `id` of `bucket`/`key`, or NoSuchUpload. */
+  async upload(bucket: string, key: string, id: string): Promise<MultipartUpload> {
+    try {
+      const u = JSON.parse(
+        await Deno.readTextFile(join(this.#uploadDir(id), "upload.json")),
+      ) as MultipartUpload;
+      if (u.bucket === bucket && u.key === key) return u;
+    } catch (e) {
+      if (e instanceof S3Error) throw e;
+    }
+    throw new S3Error("NoSuchUpload", "The specified multipart upload does not exist.", 404);
+  }
+
+  /** Starts a multipart upload; returns its id. */
+  async createUpload(bucket: string, key: string, attrs: ObjectAttributes): Promise<string> {
+    this.#bucket(bucket);
+    checkKey(key);
+    const id = crypto.randomUUID().replace(/-/g, "");
+    const dir = this.#uploadDir(id);
+    await Deno.mkdir(dir);
+    const u: MultipartUpload = { bucket, key, initiated: Date.now(), ...attrs };
+    await Deno.writeTextFile(join(dir, "upload.json"), JSON.stringify(u));
+    return id;
+  }
+
+  /** Keeps `tmp` as part `n` of upload `id` (replacing an earlier upload of that part). */
+  async putPart(id: string, n: number, tmp: TempBody): Promise<string> {
+    const dir = this.#uploadDir(id);
+    const etag = tmp.md5.toString("hex");
+    const name = `${n}.${etag}`;
+    Deno.renameSync(tmp.path, join(dir, name));
+    for await (const f of Deno.readDir(dir)) {
+      if (f.name.startsWith(`${n}.`) && f.name !== name) await Deno.remove(join(dir, f.name)).catch(() => {});
+    }
+    return etag;
+  }
+
+  /** The parts of upload `id`, by number. */
+  async parts(id: string): Promise<UploadedPart[]> {
+    const dir = this.#uploadDir(id);
+    const out: UploadedPart[] = [];
+    for await (const f of Deno.readDir(dir)) {
+      const m = /^(\d+)\.([0-9a-f]{32})$/.exec(f.name);
+      if (!m) continue;
+      const st = await Deno.stat(join(dir, f.name)).catch(() => undefined);
+      if (!st) continue;
+      out.push({
+        partNumber: Number(m[1]),
+        etag: m[2],
+        size: st.size,
+        lastModified: st.mtime?.getTime() ?? 0,
+      });
+    }
+    return out.sort((a, b) => a.partNumber - b.partNumber);
+  }
+
+  /** Joins the listed parts of upload `id` into its object (S3's rules on order, ETags and sizes). */
+  async completeUpload(
+    bucket: string,
+    key: string,
+    id: string,
+    wanted: { partNumber: number; etag: string }[],
+  ): Promise<ObjectMeta> {
+    const u = await this.upload(bucket, key, id);
+    if (!wanted.length) throw new S3Error("MalformedXML", "The XML you provided was not well-formed", 400);
+    const have = new Map((await this.parts(id)).map((p) => [p.partNumber, p]));
+    const chosen: UploadedPart[] = [];
+    for (const [i, w] of wanted.entries()) {
+      if (i && w.partNumber <= wanted[i - 1].partNumber) {
+        throw new S3Error("InvalidPartOrder", "The list of parts was not in ascending order.", 400);
+      }
+      const p = have.get(w.partNumber);
+      if (!p || p.etag !== w.etag.toLowerCase()) {
+        throw new S3Error("InvalidPart", "One or more of the specified parts could not be found.", 400);
+      }
+      if (i < wanted.length - 1 && p.size < MIN_PART_SIZE) {
+        throw new S3Error(
+          "EntityTooSmall",
+          "Your proposed upload is smaller than the minimum allowed object size.",
+          400,
+        );
+      }
+      chosen.push(p);
+    }
+    const dir = this.#uploadDir(id);
+    const path = join(this.#tmp, crypto.randomUUID());
+    const out = await Deno.open(path, { write: true, createNew: true });
+    const buf = new Uint8Array(1 << 20);
+    let size = 0;
+    try {
+      for (const p of chosen) {
+        using part = await Deno.open(join(dir, `${p.partNumber}.${p.etag}`));
+        for (;;) {
+          const n = await part.read(buf);
+          if (n === null) break;
+          await writeAll(out, buf.subarray(0, n));
+          size += n;
+        }
+      }
+    } catch (e) {
+      out.close();
+      await Deno.remove(path).catch(() => {});
+      throw e;
+    }
+    out.close();
+    const md5s = createHash("md5");
+    for (const p of chosen) md5s.update(Buffer.from(p.etag, "hex"));
+    const etag = `${md5s.digest("hex")}-${chosen.length}`;
+    const meta = this.commit(bucket, key, { path, size, md5: Buffer.alloc(0) }, u, etag);
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    return meta;
+  }
+
+  /** Abandons upload `id` and its parts. */
+  async abortUpload(bucket: string, key: string, id: string): Promise<void> {
+    await this.upload(bucket, key, id);
+    await Deno.remove(this.#uploadDir(id), { recursive: true });
+  }
+}
