@@ -41,6 +41,7 @@ const MEMORY_LIMIT = 100_000;
 export class S3EventLog {
   readonly epoch: string;
   readonly #file: string;
+  #handle?: Deno.FsFile;
   #events: LoggedEvent[] = [];
   #seq = 0;
   #lastStamp = 0;
@@ -107,8 +108,12 @@ export class S3EventLog {
       lines.push(JSON.stringify(e));
     }
     if (this.#events.length > MEMORY_LIMIT) this.#events = this.#events.slice(-MEMORY_LIMIT);
-    // Synchronous append: the record is on disk before the S3 response that caused it is sent.
-    Deno.writeTextFileSync(this.#file, lines.join("\n") + "\n", { append: true });
+    // Synchronous append: the record is in the file before the S3 response that caused it is sent. The
+    // file stays open (opening it per record cost more than the write).
+    this.#handle ??= Deno.openSync(this.#file, { append: true, create: true });
+    const data = new TextEncoder().encode(lines.join("\n") + "\n");
+    let off = 0;
+    while (off < data.length) off += this.#handle.writeSync(data.subarray(off));
     for (const w of this.#waiters) w();
   }
 

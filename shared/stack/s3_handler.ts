@@ -15,7 +15,7 @@ import {
   S3Error,
   type S3Store,
   STORED_HEADERS,
-  type TempBody,
+  type TempObject,
 } from "./s3_store.ts";
 import { AwsChunkedDecoder } from "./s3_store.ts";
 import { type SigV4Verifier, UNSIGNED_PAYLOAD, type Verified } from "./s3_sigv4.ts";
@@ -41,6 +41,8 @@ const OWNER: XmlNode[] = [["ID", "wharf-local"], ["DisplayName", "wharf"]];
 /** Query names that never select an operation. */
 const NEUTRAL = /^(x-id|x-amz-[a-z0-9-]+|response-[a-z-]+)$/i;
 const SMALL_BODY_LIMIT = 4 * 1024 * 1024;
+/** Objects up to this size are read whole and sent as one buffer; larger ones are streamed. */
+const SMALL_READ = 256 * 1024;
 
 function decodePath(s: string): string {
   try {
@@ -260,9 +262,8 @@ export function createS3Handler(
     return new TextDecoder().decode(body);
   }
 
-  async function writeBody(req: Request, v: Verified): Promise<TempBody> {
-    const md5 = req.headers.get("content-md5");
-    return await store.writeTemp(req.body, { ...bodyChecks(req, v), md5Base64: md5 ?? undefined });
+  function checksOf(req: Request, v: Verified) {
+    return { ...bodyChecks(req, v), md5Base64: req.headers.get("content-md5") ?? undefined };
   }
 
   function objectHeaders(meta: ObjectMeta, q: URLSearchParams): Headers {
@@ -321,7 +322,7 @@ export function createS3Handler(
     return undefined;
   }
 
-  async function getObject(req: Request, bucket: string, key: string, q: URLSearchParams): Promise<Response> {
+  function getObject(req: Request, bucket: string, key: string, q: URLSearchParams): Response {
     const meta = store.head(bucket, key);
     if (!meta) throw new S3Error("NoSuchKey", "The specified key does not exist.", 404);
     const early = conditional(req, meta);
@@ -332,15 +333,15 @@ export function createS3Handler(
     if (!range) {
       headers.set("content-length", String(meta.size));
       if (head) return new Response(null, { headers });
-      if (meta.size === 0) return new Response(new Uint8Array(0), { headers });
-      const file = await Deno.open(store.dataPath(bucket, meta));
+      // A small object in one read: cheaper than a stream's machinery, and its memory is bounded.
+      if (meta.size <= SMALL_READ) return new Response(store.readSmall(bucket, meta), { headers });
+      const file = store.openBody(bucket, meta);
       return new Response(file.readable, { headers });
     }
     const [start, end] = range;
     headers.set("content-range", `bytes ${start}-${end}/${meta.size}`);
     headers.set("content-length", String(end - start + 1));
-    const file = await Deno.open(store.dataPath(bucket, meta));
-    await file.seek(start, Deno.SeekMode.Start);
+    const file = store.openBody(bucket, meta, start);
     return new Response(limitedStream(file, end - start + 1), { status: 206, headers });
   }
 
@@ -390,11 +391,11 @@ export function createS3Handler(
     }
     const attrs = attributesOf(req.headers);
     checkPutPreconditions(req, bucket, key);
-    const tmp = await writeBody(req, v);
+    const tmp = await store.writeObject(key, attrs, req.body, checksOf(req, v));
     let meta: ObjectMeta;
     try {
       checkPutPreconditions(req, bucket, key);
-      meta = store.commit(bucket, key, tmp, attrs);
+      meta = store.commit(bucket, tmp);
     } catch (e) {
       await store.discard(tmp);
       throw e;
@@ -446,10 +447,16 @@ export function createS3Handler(
     const attrs = directive === "COPY"
       ? { headers: src.headers, metadata: src.metadata }
       : attributesOf(req.headers);
-    const tmp = await store.copyTemp(srcBucket, src);
+    const tmp: TempObject = await store.writeObject(
+      key,
+      attrs,
+      store.readBody(srcBucket, src),
+      {},
+      src.etag,
+    );
     let meta: ObjectMeta;
     try {
-      meta = store.commit(bucket, key, tmp, attrs, src.etag);
+      meta = store.commit(bucket, tmp);
     } catch (e) {
       await store.discard(tmp);
       throw e;
@@ -605,11 +612,7 @@ export function createS3Handler(
       }
       const n = partNumberOf(q);
       await store.upload(bucket, key, id);
-      const tmp = await writeBody(req, v);
-      const etag = await store.putPart(id, n, tmp).catch(async (e) => {
-        await store.discard(tmp);
-        throw e;
-      });
+      const etag = await store.putPart(id, n, req.body, checksOf(req, v));
       return new Response(null, { headers: { etag: quote(etag) } });
     }
     if (req.method === "POST") {
@@ -767,7 +770,7 @@ export function createS3Handler(
       );
     }
     only();
-    if (m === "GET" || m === "HEAD") return await getObject(req, bucket, key, q);
+    if (m === "GET" || m === "HEAD") return getObject(req, bucket, key, q);
     if (m === "PUT") {
       return req.headers.has("x-amz-copy-source")
         ? await copyObject(req, bucket, key, reqId, ip)

@@ -542,7 +542,8 @@ Deno.test("the local S3 server speaks S3 to the AWS SDK", async (t) => {
         .transformToByteArray();
       assert.ok(bodies.some((b) => md5(b) === md5(got)));
       const files = [...Deno.readDirSync(join(dir, "objects", "race"))].map((e) => e.name);
-      assert.equal(files.length, 2, `one metadata and one data file: ${files}`);
+      assert.equal(files.length, 1, `one file for the one object: ${files}`);
+      assert.deepEqual([...Deno.readDirSync(join(dir, "objects", ".tmp"))], [], "no temporary file left");
     });
 
     await t.step("events record creations and removals in order, in S3's record format", async () => {
