@@ -15,6 +15,7 @@ import {
   HeadBucketCommand,
   HeadObjectCommand,
   ListBucketsCommand,
+  ListObjectsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
   PutObjectCommand,
@@ -302,6 +303,13 @@ Deno.test("the local S3 server speaks S3 to the AWS SDK", async (t) => {
         assert.deepEqual(c1.CommonPrefixes!.map((p) => p.Prefix), ["c/x/"]);
         const after = await c.send(new ListObjectsV2Command({ Bucket: "listing", StartAfter: "d" }));
         assert.deepEqual(after.Contents!.map((o) => o.Key), ["d/1", "e f", "e+g"]);
+        const v1 = await c.send(
+          new ListObjectsCommand({ Bucket: "listing", Delimiter: "/", Marker: "b", MaxKeys: 2 }),
+        );
+        assert.deepEqual(v1.Contents!.map((o) => o.Key), ["d"]);
+        assert.deepEqual(v1.CommonPrefixes!.map((p) => p.Prefix), ["c/"]);
+        assert.equal(v1.IsTruncated, true);
+        assert.equal(v1.NextMarker, "d");
         const enc = await c.send(
           new ListObjectsV2Command({ Bucket: "listing", Prefix: "e", EncodingType: "url" }),
         );
@@ -513,6 +521,21 @@ Deno.test("the local S3 server speaks S3 to the AWS SDK", async (t) => {
       assert.equal((await fetch(presignedPut, { method: "PUT", body: "uploaded" })).status, 200);
       assert.equal(await text(c, "media", "via-url"), "uploaded");
 
+      // An upload cut off mid-body stores nothing.
+      const cut = await getSignedUrl(c, new PutObjectCommand({ Bucket: "media", Key: "cut" }), {
+        expiresIn: 60,
+      });
+      const failing = new ReadableStream<Uint8Array>({
+        start(ctl) {
+          ctl.enqueue(new Uint8Array(100_000));
+        },
+        pull(ctl) {
+          ctl.error(new Error("client gone"));
+        },
+      });
+      await fetch(cut, { method: "PUT", body: failing }).then((r) => r.body?.cancel(), () => {});
+      await rejects(c.send(new HeadObjectCommand({ Bucket: "media", Key: "cut" })), "NotFound");
+
       // A signed payload hash that does not match the body: refused, and nothing stored.
       const lying = client(s3);
       lying.middlewareStack.add(
@@ -620,5 +643,14 @@ Deno.test("objects and the event log survive a restart of the local S3 server", 
     assert.equal(page.epoch, epoch);
     assert.deepEqual(page.events.map((e: { seq: number }) => e.seq), [1, 2, 3]);
     assert.deepEqual([...Deno.readDirSync(join(dir, "objects", ".tmp"))], []);
+    // A stop ends a pending long poll at once rather than waiting it out.
+    const polling = fetch(`${s3.endpoint}${EVENTS_PATH}?bucket=media&after=99&wait_ms=20000`).then((r) =>
+      r.json()
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = performance.now();
+    await s3.stop();
+    assert.deepEqual((await polling).events, []);
+    assert.ok(performance.now() - t0 < 5_000, "the stop did not wait for the long poll");
   });
 });
