@@ -10,6 +10,7 @@
  * `NotImplemented` (501).
  */
 import {
+  type BodyChecks,
   type ObjectAttributes,
   type ObjectMeta,
   S3Error,
@@ -156,16 +157,17 @@ function limitedStream(file: Deno.FsFile, length: number): ReadableStream<Uint8A
 }
 
 /** How a request's body is to be read and checked, from its payload hash. */
-function bodyChecks(req: Request, v: Verified): { sha256?: string; awsChunked?: boolean; length?: number } {
+function bodyChecks(req: Request, v: Verified): BodyChecks {
   const p = v.payloadHash;
+  const checksum = checksumOf(req.headers);
   const lengthHeader = (name: string) => {
     const s = req.headers.get(name);
     return s === null ? undefined : int(s, 0, name);
   };
-  if (/^[0-9a-fA-F]{64}$/.test(p)) return { sha256: p, length: lengthHeader("content-length") };
-  if (p === UNSIGNED_PAYLOAD) return { length: lengthHeader("content-length") };
+  if (/^[0-9a-fA-F]{64}$/.test(p)) return { sha256: p, length: lengthHeader("content-length"), checksum };
+  if (p === UNSIGNED_PAYLOAD) return { length: lengthHeader("content-length"), checksum };
   if (p === "STREAMING-UNSIGNED-PAYLOAD-TRAILER") {
-    return { awsChunked: true, length: lengthHeader("x-amz-decoded-content-length") };
+    return { awsChunked: true, length: lengthHeader("x-amz-decoded-content-length"), checksum };
   }
   if (p.startsWith("STREAMING-")) {
     throw new S3Error(
@@ -179,6 +181,20 @@ function bodyChecks(req: Request, v: Verified): { sha256?: string; awsChunked?: 
     "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-… or a SHA-256",
     400,
   );
+}
+
+const CHECKSUM = /^x-amz-checksum-(crc32|crc32c|crc64nvme|sha1|sha256)$/;
+
+/** The flexible checksum a request announces: in a header, or (aws-chunked) named by `x-amz-trailer`. */
+function checksumOf(h: Headers): BodyChecks["checksum"] {
+  const trailer = h.get("x-amz-trailer")?.trim().toLowerCase();
+  const inTrailer = trailer ? CHECKSUM.exec(trailer) : null;
+  if (inTrailer) return { algorithm: inTrailer[1] };
+  for (const [name, value] of h) {
+    const m = CHECKSUM.exec(name);
+    if (m) return { algorithm: m[1], expected: value };
+  }
+  return undefined;
 }
 
 function xmlResponse(body: string, status = 200, headers: Record<string, string> = {}): Response {
@@ -401,7 +417,9 @@ export function createS3Handler(
       throw e;
     }
     created("ObjectCreated:Put", bucket, meta, reqId, ip);
-    return new Response(null, { headers: { etag: quote(meta.etag) } });
+    const headers: Record<string, string> = { etag: quote(meta.etag) };
+    if (tmp.checksum) headers[tmp.checksum.name] = tmp.checksum.value;
+    return new Response(null, { headers });
   }
 
   async function copyObject(req: Request, bucket: string, key: string, reqId: string, ip: string) {
@@ -663,7 +681,7 @@ export function createS3Handler(
     return undefined;
   }
 
-  async function route(req: Request, url: URL, v: Verified, reqId: string, ip: string): Promise<Response> {
+  async function route(req: Request, url: RawUrl, v: Verified, reqId: string, ip: string): Promise<Response> {
     const q = url.searchParams;
     const subresources = [...q.keys()].filter((k) => !NEUTRAL.test(k));
     const only = (...allowed: string[]) => {
@@ -786,7 +804,7 @@ export function createS3Handler(
   }
 
   return async function handle(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
-    const url = new URL(req.url);
+    const url = rawUrl(req.url);
     if (url.pathname === EVENTS_PATH) return await serveEvents(req);
     const reqId = requestId();
     let res: Response;
@@ -819,6 +837,23 @@ export function createS3Handler(
     res.headers.set("x-amz-request-id", reqId);
     return res;
   };
+}
+
+/** The parts of a request URL as sent, which `new URL` would change (it resolves `.` and `..` segments). */
+interface RawUrl {
+  pathname: string;
+  search: string;
+  searchParams: URLSearchParams;
+}
+
+function rawUrl(href: string): RawUrl {
+  const start = href.indexOf("/", href.indexOf("//") + 2);
+  const rest = start < 0 ? "/" : href.slice(start);
+  const q = rest.indexOf("?");
+  const pathname = q < 0 ? rest : rest.slice(0, q);
+  const search = q < 0 ? "" : rest.slice(q).replace(/#.*$/, "");
+  // URLSearchParams reads `+` as a space; SigV4 clients send a space as %20 and `+` as %2B.
+  return { pathname, search, searchParams: new URLSearchParams(search.replace(/\+/g, "%2B")) };
 }
 
 function decodeURIComponentSafe(s: string): string {

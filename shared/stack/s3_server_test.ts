@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { Readable } from "node:stream";
+import { crc32 } from "node:zlib";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -65,6 +66,12 @@ async function rejects(p: Promise<unknown>, name: string, status?: number): Prom
     if (status) assert.equal(e.$metadata?.httpStatusCode, status);
     return true;
   });
+}
+
+function crc32Base64(b: Uint8Array): string {
+  const out = Buffer.alloc(4);
+  out.writeUInt32BE(crc32(b) >>> 0);
+  return out.toString("base64");
 }
 
 function md5(b: Uint8Array | string): string {
@@ -191,7 +198,22 @@ Deno.test("the local S3 server speaks S3 to the AWS SDK", async (t) => {
         await c.send(new PutObjectCommand({ Bucket: "media", Key: "md5", Body: "abc", ContentMD5: b64 }));
         // SDK defaults: a CRC32 header with a buffer, aws-chunked with a trailer with a stream.
         const d = client(s3);
-        await d.send(new PutObjectCommand({ Bucket: "media", Key: "crc", Body: bytes(70_000, 1) }));
+        const withCrc = await d.send(
+          new PutObjectCommand({ Bucket: "media", Key: "crc", Body: bytes(70_000, 1) }),
+        );
+        assert.equal(
+          withCrc.ChecksumCRC32,
+          crc32Base64(bytes(70_000, 1)),
+          "the checksum is checked and echoed",
+        );
+        await rejects(
+          d.send(
+            new PutObjectCommand({ Bucket: "media", Key: "badcrc", Body: "abc", ChecksumCRC32: "AAAAAA==" }),
+          ),
+          "BadDigest",
+          400,
+        );
+        await rejects(c.send(new HeadObjectCommand({ Bucket: "media", Key: "badcrc" })), "NotFound");
         assert.equal(
           (await d.send(new HeadObjectCommand({ Bucket: "media", Key: "crc" }))).ETag,
           `"${md5(bytes(70_000, 1))}"`,

@@ -15,6 +15,7 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import { join } from "node:path";
+import { crc32 } from "node:zlib";
 
 /** An S3 error the server answers with (code, message, HTTP status). */
 export class S3Error extends Error {
@@ -65,6 +66,17 @@ interface Bucket {
 export interface TempObject {
   path: string;
   meta: ObjectMeta;
+  /** The flexible checksum header to answer with, when the client sent one. */
+  checksum?: { name: string; value: string };
+}
+
+/** A body as written: its file, size, MD5, header (objects) and the flexible checksum it was checked against. */
+interface WrittenBody {
+  path: string;
+  size: number;
+  md5: Buffer;
+  meta?: ObjectMeta;
+  checksum?: { name: string; value: string };
 }
 
 /** A multipart part written to a temporary file. */
@@ -84,6 +96,35 @@ export interface BodyChecks {
   awsChunked?: boolean;
   /** The length the (decoded) body must have. */
   length?: number;
+  /**
+   * A flexible checksum the client sent (`x-amz-checksum-<algorithm>`, lower-case algorithm), with its
+   * base64 value, or without one when it comes in the aws-chunked trailer.
+   */
+  checksum?: { algorithm: string; expected?: string };
+}
+
+/** A checksum of a body, computed while it streams (CRC32, SHA-1, SHA-256: what S3 and the SDKs use). */
+class Checksummer {
+  #crc = 0;
+  #hash?: Hash;
+  constructor(readonly algorithm: "crc32" | "sha1" | "sha256") {
+    if (algorithm !== "crc32") this.#hash = createHash(algorithm);
+  }
+  static for(algorithm: string): Checksummer | undefined {
+    return algorithm === "crc32" || algorithm === "sha1" || algorithm === "sha256"
+      ? new Checksummer(algorithm)
+      : undefined; // CRC32C and CRC64NVME have no native implementation here: taken unchecked
+  }
+  update(data: Uint8Array): void {
+    if (this.#hash) this.#hash.update(data);
+    else this.#crc = crc32(data, this.#crc);
+  }
+  digest(): string {
+    if (this.#hash) return this.#hash.digest("base64");
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(this.#crc >>> 0);
+    return b.toString("base64");
+  }
 }
 
 /** Listing options (ListObjects v1 and v2 share them). */
@@ -394,13 +435,14 @@ export class S3Store {
     body: AsyncIterable<Uint8Array> | null,
     checks: BodyChecks,
     object?: { key: string; attrs: ObjectAttributes; etag?: string },
-  ): Promise<{ path: string; size: number; md5: Buffer; meta?: ObjectMeta }> {
+  ): Promise<WrittenBody> {
     if (object) checkKey(object.key);
     const path = join(this.#tmp, crypto.randomUUID());
     const file = Deno.openSync(path, { write: true, createNew: true });
     const md5 = createHash("md5");
     const sha: Hash | undefined = checks.sha256 ? createHash("sha256") : undefined;
     const decoder = checks.awsChunked ? new AwsChunkedDecoder() : undefined;
+    const summer = checks.checksum ? Checksummer.for(checks.checksum.algorithm) : undefined;
     let size = 0;
     try {
       let reserve = 0;
@@ -420,12 +462,15 @@ export class S3Store {
       try {
         // Network chunks are small (tens of KiB): gathered into a larger buffer, they cost one hash
         // update and one write per buffer rather than per chunk.
+        // The buffer is no larger than the body announced, so a small PUT allocates little.
+        const cap = Math.max(1024, Math.min(WRITE_BUFFER, checks.length ?? WRITE_BUFFER));
         let buf: Uint8Array | undefined, used = 0;
         const flush = () => {
           if (!used) return;
           const data = buf!.subarray(0, used);
           md5.update(data);
           sha?.update(data);
+          summer?.update(data);
           writeAllSync(file, data);
           used = 0;
         };
@@ -433,15 +478,16 @@ export class S3Store {
           for await (const chunk of body) {
             for (const piece of decoder ? decoder.push(chunk) : [chunk]) {
               size += piece.length;
-              if (piece.length >= WRITE_BUFFER / 2) {
+              if (piece.length >= cap / 2) {
                 flush();
                 md5.update(piece);
                 sha?.update(piece);
+                summer?.update(piece);
                 writeAllSync(file, piece);
                 continue;
               }
-              buf ??= new Uint8Array(WRITE_BUFFER);
-              if (used + piece.length > WRITE_BUFFER) flush();
+              buf ??= new Uint8Array(cap);
+              if (used + piece.length > cap) flush();
               buf.set(piece, used);
               used += piece.length;
             }
@@ -471,13 +517,30 @@ export class S3Store {
             400,
           );
         }
+        let checksum: WrittenBody["checksum"];
+        if (summer) {
+          const name = `x-amz-checksum-${summer.algorithm}`;
+          const expected = checks.checksum!.expected ?? decoder?.trailers.get(name);
+          const value = summer.digest();
+          if (expected === undefined) {
+            throw new S3Error("InvalidRequest", `The ${name} trailer is missing`, 400);
+          }
+          if (expected.trim() !== value) {
+            throw new S3Error(
+              "BadDigest",
+              `The ${summer.algorithm.toUpperCase()} you specified did not match the calculated checksum.`,
+              400,
+            );
+          }
+          checksum = { name, value };
+        }
         let meta: ObjectMeta | undefined;
         if (object) {
           meta = metaOf(object.etag ?? digest.toString("hex"), size);
           file.seekSync(0, Deno.SeekMode.Start);
           writeAllSync(file, headerBytes(meta, reserve));
         }
-        return { path, size, md5: digest, meta };
+        return { path, size, md5: digest, meta, checksum };
       } finally {
         file.close();
       }
@@ -496,7 +559,7 @@ export class S3Store {
     etag?: string,
   ): Promise<TempObject> {
     const r = await this.#write(body, checks, { key, attrs, etag });
-    return { path: r.path, meta: r.meta! };
+    return { path: r.path, meta: r.meta!, checksum: r.checksum };
   }
 
   /** Drops a temporary file that will not be committed. */
