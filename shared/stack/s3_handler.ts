@@ -9,6 +9,7 @@
  * delete, copy), DeleteObjects, ListObjects v1/v2, multipart uploads. Anything else answers S3's
  * `NotImplemented` (501).
  */
+import { createHash } from "node:crypto";
 import {
   type BodyChecks,
   type ObjectAttributes,
@@ -266,7 +267,6 @@ export function createS3Handler(
       off += c.length;
     }
     if (checks.sha256) {
-      const { createHash } = await import("node:crypto");
       if (createHash("sha256").update(body).digest("hex") !== checks.sha256.toLowerCase()) {
         throw new S3Error(
           "XAmzContentSHA256Mismatch",
