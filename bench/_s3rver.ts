@@ -34,7 +34,8 @@ if (import.meta.main) {
   const addr = await server.run();
   console.log(JSON.stringify({ ready: true, port: addr.port }));
   const stop = async () => {
-    await server.close();
+    // s3rver's close waits for idle keep-alive connections: give it a moment, not the stop's whole grace.
+    await Promise.race([server.close(), new Promise((r) => setTimeout(r, 500))]);
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGTERM", stop);
