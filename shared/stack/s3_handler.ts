@@ -8,6 +8,13 @@
  * Covered: buckets (list, create, head, delete), objects (put, get with ranges and conditions, head,
  * delete, copy), DeleteObjects, ListObjects v1/v2, multipart uploads. Anything else answers S3's
  * `NotImplemented` (501).
+ *
+ * Bodies as the AWS SDK for JavaScript v3 sends them: with `requestChecksumCalculation: "WHEN_REQUIRED"`
+ * (wharf's clients) a buffer is signed (hex SHA-256, checked while streaming) and a Node stream goes
+ * `UNSIGNED-PAYLOAD`; with the SDK's defaults a buffer also carries `x-amz-checksum-crc32` and a stream
+ * goes `aws-chunked` (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`, the CRC32 in the trailer), decoded here.
+ * A web stream through Deno's fetch loses the signed Content-Length: 411 MissingContentLength, as on S3.
+ * Signed chunks (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`) are not taken (501).
  */
 import { createHash } from "node:crypto";
 import {

@@ -79,13 +79,6 @@ interface WrittenBody {
   checksum?: { name: string; value: string };
 }
 
-/** A multipart part written to a temporary file. */
-export interface TempPart {
-  path: string;
-  size: number;
-  md5: Buffer;
-}
-
 /** How to read and check an incoming body. */
 export interface BodyChecks {
   /** Hex SHA-256 the body must have. */
