@@ -5,6 +5,7 @@
  * GET of a 3.4 MiB object (a phone photo), PUT of a 30 KB object (a thumbnail), PUT of a 16 MiB object
  * (a replicate batch file; its body is signed, so the server hashes it while streaming it to disk).
  * Figures per request: the server's CPU time and the client's (from /proc), and requests per second.
+ * A third row, a bare `Deno.serve` streaming files with no S3 protocol (bench/_bare_s3.ts), is the floor.
  * Ratio: s3rver's server CPU per GET ÷ ours (how many times less CPU the local server spends serving a
  * photo, the request the feed and imgproc make most).
  *
@@ -25,6 +26,7 @@ const SMALL_PUTS = Number(Deno.env.get("BENCH_SMALL_PUTS") ?? 300);
 const BIG_PUTS = Number(Deno.env.get("BENCH_BIG_PUTS") ?? 8);
 const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 4);
 const BUCKET = "bench";
+const BARE = "bare Deno.serve (floor, no S3)";
 
 interface Server {
   name: string;
@@ -62,40 +64,59 @@ async function startOurs(dir: string): Promise<Server> {
   };
 }
 
-async function startS3rver(dir: string): Promise<Server> {
+/** Starts a bench peer process (`entry` takes `--port` and `--dir`) and waits for its port. */
+async function startPeer(
+  name: string,
+  file: string,
+  dir: string,
+  creds: { accessKeyId: string; secretAccessKey: string },
+  extra: string[] = [],
+): Promise<Server> {
   const port = freePort();
-  const entry = fileURLToPath(new URL("./_s3rver.ts", import.meta.url));
+  const entry = fileURLToPath(new URL(file, import.meta.url));
+  const log = join(dir, "server.log");
   const proc: ManagedProcess = await startProcess({
-    name: "s3rver",
+    name,
     cmd: Deno.execPath(),
-    args: ["run", "-A", entry, "--port", String(port), "--dir", join(dir, "objects"), "--bucket", BUCKET],
-    output: join(dir, "s3rver.log"),
+    args: ["run", "-A", entry, "--port", String(port), "--dir", join(dir, "objects"), ...extra],
+    output: log,
   });
-  await proc.waitReady("s3rver to listen", () => tcpOpen(port), 60_000, join(dir, "s3rver.log"));
+  await proc.waitReady(`${name} to listen`, () => tcpOpen(port), 60_000, log);
   return {
-    name: "s3rver",
+    name,
     pid: proc.pid,
-    client: clientFor(`http://127.0.0.1:${port}`, S3RVER_CREDENTIALS),
+    client: clientFor(`http://127.0.0.1:${port}`, creds),
     stop: async () => {
       await proc.stop(10_000);
     },
   };
 }
 
-/** Runs `n` requests, `CONC` at a time; returns per-request CPU (server, client) and requests/s. */
-async function measure(s: Server, n: number, one: (i: number) => Promise<void>) {
-  for (let i = 0; i < Math.min(5, n); i++) await one(i); // warm up
+const startS3rver = (dir: string) =>
+  startPeer("s3rver", "./_s3rver.ts", dir, S3RVER_CREDENTIALS, ["--bucket", BUCKET]);
+const startBare = (dir: string) =>
+  startPeer(BARE, "./_bare_s3.ts", dir, { accessKeyId: "x", secretAccessKey: "x" });
+
+interface Figures {
+  serverMs: number;
+  clientMs: number;
+  secs: number;
+  n: number;
+}
+
+/** Runs `n` requests, `CONC` at a time; returns the CPU used (server, client) and the time taken. */
+async function measure(s: Server, n: number, one: (i: number) => Promise<void>): Promise<Figures> {
   const server0 = cpuMsOf(s.pid), client0 = cpuMsOf(Deno.pid);
   const t0 = performance.now();
   let next = 0;
   await Promise.all(Array.from({ length: CONC }, async () => {
     while (next < n) await one(next++);
   }));
-  const secs = (performance.now() - t0) / 1000;
   return {
-    serverMs: (cpuMsOf(s.pid) - server0) / n,
-    clientMs: (cpuMsOf(Deno.pid) - client0) / n,
-    rps: n / secs,
+    serverMs: cpuMsOf(s.pid) - server0,
+    clientMs: cpuMsOf(Deno.pid) - client0,
+    secs: (performance.now() - t0) / 1000,
+    n,
   };
 }
 
@@ -103,51 +124,90 @@ const photo = bytes(Math.round(3.4 * 1024 * 1024), 1);
 const thumb = bytes(30 * 1024, 2);
 const batch = bytes(16 * 1024 * 1024, 3);
 
-async function workloads(s: Server) {
-  await s.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: "photos/p.jpg", Body: photo }));
-  const get = await measure(s, GETS, async () => {
-    const r = await s.client.send(new GetObjectCommand({ Bucket: BUCKET, Key: "photos/p.jpg" }));
-    const body = await r.Body!.transformToByteArray();
-    if (body.length !== photo.length) throw new Error(`${s.name}: short GET (${body.length} bytes)`);
-  });
-  const small = await measure(s, SMALL_PUTS, async (i) => {
-    await s.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: `thumbs/${i}.jpg`, Body: thumb }));
-  });
-  const big = await measure(s, BIG_PUTS, async (i) => {
-    await s.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: `batches/${i % 2}.csv`, Body: batch }));
-  });
-  return { get, small, big };
-}
+type Op = "get" | "small" | "big";
+const ops: Record<Op, { n: number; one: (s: Server, i: number) => Promise<void> }> = {
+  get: {
+    n: GETS,
+    one: async (s) => {
+      const r = await s.client.send(new GetObjectCommand({ Bucket: BUCKET, Key: "photos/p.jpg" }));
+      const body = await r.Body!.transformToByteArray();
+      if (body.length !== photo.length) throw new Error(`${s.name}: short GET (${body.length} bytes)`);
+    },
+  },
+  small: {
+    n: SMALL_PUTS,
+    one: async (s, i) => {
+      await s.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: `thumbs/${i}.jpg`, Body: thumb }));
+    },
+  },
+  big: {
+    n: BIG_PUTS,
+    one: async (s, i) => {
+      await s.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: `batches/${i % 2}.csv`, Body: batch }));
+    },
+  },
+};
 
 const root = await Deno.makeTempDir({ prefix: "wharf-bench-s3-" });
-const results: Record<string, Awaited<ReturnType<typeof workloads>>> = {};
+const servers: Server[] = [];
+const results = new Map<string, Record<Op, Figures>>();
 try {
-  for (const start of [startOurs, startS3rver]) {
-    const s = await start(await Deno.makeTempDir({ dir: root }));
-    try {
-      results[s.name] = await workloads(s);
-    } finally {
-      await s.stop();
+  // All three run at once (idle ones cost nothing) and take turns, in one order then the reverse, so
+  // that neither the client's warm-up nor the machine's load favours one of them.
+  for (const start of [startOurs, startS3rver, startBare]) {
+    servers.push(await start(await Deno.makeTempDir({ dir: root })));
+  }
+  for (const s of servers) {
+    await s.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: "photos/p.jpg", Body: photo }));
+    for (const op of Object.values(ops)) for (let i = 0; i < 3; i++) await op.one(s, i); // warm up
+    results.set(s.name, {} as Record<Op, Figures>);
+  }
+  for (const [op, { n, one }] of Object.entries(ops) as [Op, (typeof ops)[Op]][]) {
+    for (const order of [servers, [...servers].reverse()]) {
+      for (const s of order) {
+        const f = await measure(s, Math.ceil(n / 2), (i) => one(s, i));
+        const r = results.get(s.name)!;
+        const prev = r[op];
+        r[op] = prev
+          ? {
+            serverMs: prev.serverMs + f.serverMs,
+            clientMs: prev.clientMs + f.clientMs,
+            secs: prev.secs + f.secs,
+            n: prev.n + f.n,
+          }
+          : f;
+      }
     }
   }
 } finally {
+  for (const s of servers) await s.stop();
   await Deno.remove(root, { recursive: true }).catch(() => {});
 }
 
+const perReq = (f: Figures) => ({
+  serverMs: f.serverMs / f.n,
+  clientMs: f.clientMs / f.n,
+  rps: f.n / f.secs,
+});
 const rows: Row[] = [];
 const labels = { get: "GET 3.4 MiB", small: "PUT 30 KB", big: "PUT 16 MiB" } as const;
 for (const op of ["get", "small", "big"] as const) {
-  for (const [name, r] of Object.entries(results)) {
+  for (const [name, r] of results) {
+    const f = perReq(r[op]);
     rows.push({
       workload: labels[op],
       server: name,
-      "server CPU ms/req": r[op].serverMs,
-      "client CPU ms/req": r[op].clientMs,
-      "req/s": r[op].rps,
+      "server CPU ms/req": f.serverMs,
+      "client CPU ms/req": f.clientMs,
+      "req/s": f.rps,
     });
   }
 }
-const ours = results["wharf local S3"], peer = results["s3rver"];
+const pick = (name: string) => {
+  const r = results.get(name)!;
+  return { get: perReq(r.get), small: perReq(r.small), big: perReq(r.big) };
+};
+const ours = pick("wharf local S3"), peer = pick("s3rver");
 report("s3", rows, {
   ratio: Number((peer.get.serverMs / ours.get.serverMs).toFixed(2)),
   ratio_is: "s3rver server CPU per 3.4 MiB GET ÷ wharf local S3's",
