@@ -319,6 +319,7 @@ export class S3Store {
     await Deno.remove(s.#tmp, { recursive: true }).catch(() => {});
     await Deno.mkdir(s.#tmp, { recursive: true });
     await Deno.mkdir(s.#uploads, { recursive: true });
+    let foreign = false;
     for await (const e of Deno.readDir(dir)) {
       if (!e.isDirectory || e.name.startsWith(".")) continue;
       const path = join(dir, e.name);
@@ -330,6 +331,7 @@ export class S3Store {
         sorted: null,
       };
       for await (const f of Deno.readDir(path)) {
+        if (f.name.endsWith("._S3rver_object")) foreign = true;
         if (!f.name.endsWith(".obj")) continue;
         try {
           const meta = readHeader(join(path, f.name));
@@ -339,6 +341,12 @@ export class S3Store {
         }
       }
       s.#buckets.set(e.name, bucket);
+    }
+    if (foreign) {
+      console.error(
+        "The local S3 folder holds objects in s3rver's layout, which this server does not read: " +
+          "remove the folder to start afresh.",
+      );
     }
     return s;
   }
