@@ -176,6 +176,26 @@ Deno.test("the local S3 server speaks S3 to the AWS SDK", async (t) => {
       await c.send(new DeleteObjectCommand({ Bucket: "media", Key: "a" }));
       assert.equal(await text(c, "media", "a/b"), "body of a/b");
       await c.send(new DeleteObjectCommand({ Bucket: "media", Key: "a" })); // absent: still 204
+
+      await c.send(new PutObjectCommand({ Bucket: "media", Key: "empty", Body: new Uint8Array(0) }));
+      assert.equal(await text(c, "media", "empty"), "");
+      assert.equal((await c.send(new HeadObjectCommand({ Bucket: "media", Key: "empty" }))).ContentLength, 0);
+      // Conditional writes: If-None-Match: * creates only; If-Match replaces only the named version.
+      await c.send(new PutObjectCommand({ Bucket: "media", Key: "once", Body: "1", IfNoneMatch: "*" }));
+      await rejects(
+        c.send(new PutObjectCommand({ Bucket: "media", Key: "once", Body: "2", IfNoneMatch: "*" })),
+        "PreconditionFailed",
+        412,
+      );
+      await rejects(
+        c.send(new PutObjectCommand({ Bucket: "media", Key: "once", Body: "3", IfMatch: '"0000"' })),
+        "PreconditionFailed",
+        412,
+      );
+      await c.send(
+        new PutObjectCommand({ Bucket: "media", Key: "once", Body: "4", IfMatch: `"${md5("1")}"` }),
+      );
+      assert.equal(await text(c, "media", "once"), "4");
     });
 
     await t.step(
