@@ -18,7 +18,9 @@
  */
 import { createHash } from "node:crypto";
 import {
+  AwsChunkedDecoder,
   type BodyChecks,
+  Checksummer,
   type ObjectAttributes,
   type ObjectMeta,
   S3Error,
@@ -26,7 +28,6 @@ import {
   STORED_HEADERS,
   type TempObject,
 } from "./s3_store.ts";
-import { AwsChunkedDecoder } from "./s3_store.ts";
 import { type SigV4Verifier, UNSIGNED_PAYLOAD, type Verified } from "./s3_sigv4.ts";
 import { errorXml, parseCompleteMultipart, parseDelete, xmlDocument, type XmlNode } from "./s3_xml.ts";
 import { EVENTS_PATH, eventsHandler, type S3EventLog } from "./s3_events.ts";
@@ -272,6 +273,23 @@ export function createS3Handler(
     for (const c of chunks) {
       body.set(c, off);
       off += c.length;
+    }
+    const md5 = req.headers.get("content-md5");
+    if (md5 !== null && createHash("md5").update(body).digest("base64") !== md5.trim()) {
+      throw new S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.", 400);
+    }
+    const summer = checks.checksum ? Checksummer.for(checks.checksum.algorithm) : undefined;
+    if (summer) {
+      summer.update(body);
+      const expected = checks.checksum!.expected ??
+        decoder?.trailers.get(`x-amz-checksum-${summer.algorithm}`);
+      if (expected?.trim() !== summer.digest()) {
+        throw new S3Error(
+          "BadDigest",
+          `The ${summer.algorithm.toUpperCase()} you specified did not match the calculated checksum.`,
+          400,
+        );
+      }
     }
     if (checks.sha256) {
       if (createHash("sha256").update(body).digest("hex") !== checks.sha256.toLowerCase()) {

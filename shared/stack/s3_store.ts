@@ -97,21 +97,24 @@ export interface BodyChecks {
 }
 
 /** A checksum of a body, computed while it streams (CRC32, SHA-1, SHA-256: what S3 and the SDKs use). */
-class Checksummer {
+export class Checksummer {
   #crc = 0;
   #hash?: Hash;
   constructor(readonly algorithm: "crc32" | "sha1" | "sha256") {
     if (algorithm !== "crc32") this.#hash = createHash(algorithm);
   }
+  /** The checksummer of `algorithm` (lower-case), or undefined for one not computed here. */
   static for(algorithm: string): Checksummer | undefined {
     return algorithm === "crc32" || algorithm === "sha1" || algorithm === "sha256"
       ? new Checksummer(algorithm)
       : undefined; // CRC32C and CRC64NVME have no native implementation here: taken unchecked
   }
+  /** Adds `data`. */
   update(data: Uint8Array): void {
     if (this.#hash) this.#hash.update(data);
     else this.#crc = crc32(data, this.#crc);
   }
+  /** The checksum, base64 (as in `x-amz-checksum-*`). */
   digest(): string {
     if (this.#hash) return this.#hash.digest("base64");
     const b = Buffer.alloc(4);
