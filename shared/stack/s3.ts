@@ -5,8 +5,8 @@ import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { type ManagedProcess, startProcess, tcpOpen } from "./process.ts";
 
-/** s3rver's fixed credentials: a local stand-in, never a real secret. */
-export const LOCAL_S3_CREDENTIALS = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" } as const;
+/** The local server's fixed credentials (see s3_credentials.ts): a local stand-in, never a real secret. */
+export { LOCAL_S3_CREDENTIALS } from "./s3_credentials.ts";
 
 /** A running local S3 server. */
 export interface LocalS3 {
@@ -16,7 +16,7 @@ export interface LocalS3 {
   stop(): Promise<void>;
 }
 
-/** Starts s3rver on `port`, storing objects under `dir`, creating `buckets`. */
+/** Starts the local S3 server on `port`, storing objects under `dir`, creating `buckets`. */
 export async function startS3(options: { dir: string; port: number; buckets?: string[] }): Promise<LocalS3> {
   await Deno.mkdir(options.dir, { recursive: true });
   const entry = fromFileUrl(new URL("./s3_server.ts", import.meta.url));

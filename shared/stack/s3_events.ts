@@ -1,6 +1,6 @@
 /**
- * The local S3 server's event log: every S3 event record s3rver emits (object created, object removed)
- * is numbered, appended to a JSON-lines file and kept in memory, and served on
+ * The local S3 server's event log: every S3 event record the server makes (object created, object
+ * removed) is numbered, appended to a JSON-lines file and kept in memory, and served on
  * `GET /_wharf/events?bucket=B&after=N&limit=L&wait_ms=W` (a long poll: it answers as soon as a record
  * of bucket B past N exists, or after W ms with none). Consumers (imgproc's bridge) move the records into
  * their own queue and remember N, so nothing is lost when either side restarts.
@@ -18,9 +18,17 @@ export interface LoggedEvent {
   body: string;
 }
 
-/** An S3 event as s3rver emits it. */
+/** An S3 event notification (S3's record format; only the fields the log reads are typed). */
 export interface S3EventNotification {
-  Records: { eventName: string; s3: { bucket: { name: string }; object: Record<string, unknown> } }[];
+  Records: {
+    eventName: string;
+    s3: {
+      bucket: { name: string; [field: string]: unknown };
+      object: Record<string, unknown>;
+      [field: string]: unknown;
+    };
+    [field: string]: unknown;
+  }[];
 }
 
 /** The path the log is served on. */
@@ -33,6 +41,7 @@ const MEMORY_LIMIT = 100_000;
 export class S3EventLog {
   readonly epoch: string;
   readonly #file: string;
+  #handle?: Deno.FsFile;
   #events: LoggedEvent[] = [];
   #seq = 0;
   #lastStamp = 0;
@@ -72,8 +81,8 @@ export class S3EventLog {
   }
 
   /**
-   * A sequencer that grows strictly per server: s3rver stamps milliseconds only, so two writes of one key
-   * in the same millisecond would tie; a counter breaks the tie, the way S3's own sequencers order events.
+   * A sequencer that grows strictly per server: milliseconds alone would let two writes of one key in the
+   * same millisecond tie; a counter breaks the tie, the way S3's own sequencers order events.
    */
   #sequencer(): string {
     const now = Date.now();
@@ -99,8 +108,12 @@ export class S3EventLog {
       lines.push(JSON.stringify(e));
     }
     if (this.#events.length > MEMORY_LIMIT) this.#events = this.#events.slice(-MEMORY_LIMIT);
-    // Synchronous append: the record is on disk before the S3 response that caused it is sent.
-    Deno.writeTextFileSync(this.#file, lines.join("\n") + "\n", { append: true });
+    // Synchronous append: the record is in the file before the S3 response that caused it is sent. The
+    // file stays open (opening it per record cost more than the write).
+    this.#handle ??= Deno.openSync(this.#file, { append: true, create: true });
+    const data = new TextEncoder().encode(lines.join("\n") + "\n");
+    let off = 0;
+    while (off < data.length) off += this.#handle.writeSync(data.subarray(off));
     for (const w of this.#waiters) w();
   }
 
@@ -146,27 +159,26 @@ export class S3EventLog {
   }
 }
 
-/** Koa-style middleware serving {@linkcode EVENTS_PATH} from `log`; other paths go on to s3rver. */
-export function eventsMiddleware(log: S3EventLog) {
-  // deno-lint-ignore no-explicit-any
-  return async function s3EventsMiddleware(ctx: any, next: () => Promise<unknown>): Promise<void> {
-    if (ctx.path !== EVENTS_PATH) {
-      await next();
-      return;
-    }
-    const q = ctx.query as Record<string, string | undefined>;
-    const bucket = q.bucket ?? "";
-    const after = Number(q.after ?? 0);
-    const limit = Math.min(1000, Math.max(1, Number(q.limit ?? 100)));
-    const waitMs = Math.min(30_000, Math.max(0, Number(q.wait_ms ?? 0)));
-    if (!bucket || !Number.isInteger(after) || after < 0 || Number.isNaN(limit) || Number.isNaN(waitMs)) {
-      ctx.status = 400;
-      ctx.body = {
+/**
+ * The handler of {@linkcode EVENTS_PATH}: a long poll over `log`. Unsigned on purpose, like the rest of
+ * the local stand-in for S3 → SQS: it serves only on loopback and carries no object bytes.
+ */
+export function eventsHandler(log: S3EventLog): (req: Request) => Promise<Response> {
+  return async function serveEvents(req: Request): Promise<Response> {
+    const q = new URL(req.url).searchParams;
+    const bucket = q.get("bucket") ?? "";
+    const after = Number(q.get("after") ?? 0);
+    const limit = Math.min(1000, Math.max(1, Number(q.get("limit") ?? 100)));
+    const waitMs = Math.min(30_000, Math.max(0, Number(q.get("wait_ms") ?? 0)));
+    if (
+      req.method !== "GET" || !bucket || !Number.isInteger(after) || after < 0 || Number.isNaN(limit) ||
+      Number.isNaN(waitMs)
+    ) {
+      return Response.json({
         error: { code: "bad_request", message: "Cannot read events: give bucket and a whole after" },
-      };
-      return;
+      }, { status: 400 });
     }
     const events = await log.poll(bucket, after, limit, waitMs);
-    ctx.body = { epoch: log.epoch, events };
+    return Response.json({ epoch: log.epoch, events });
   };
 }

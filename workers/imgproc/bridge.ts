@@ -1,13 +1,13 @@
 /**
  * Moves the local S3 server's event records (its `/_wharf/events` log) into the Postgres queue, for one
  * bucket. Every copy of imgproc may run it: a record's dedupe key (`epoch:seq`) makes a second insert a
- * no-op, and the position only moves forward. Keys are encoded the way S3 encodes them in events, so
- * the consumer reads one format whatever the source.
+ * no-op, and the position only moves forward. The server writes S3's own record format (keys encoded
+ * as S3 encodes them in events), so records are queued as they are and the consumer reads one format
+ * whatever the source.
  */
 import type { Sql } from "../../shared/db.ts";
 import type { Logger } from "../../shared/log.ts";
 import { abortableSleep, backoffMs } from "../../shared/worker.ts";
-import { encodeEventKey } from "./events.ts";
 
 /** Options for {@linkcode runBridge}. */
 export interface BridgeOptions {
@@ -32,16 +32,6 @@ export class NoEventLogError extends Error {
 interface EventsPage {
   epoch: string;
   events: { seq: number; bucket: string; body: string }[];
-}
-
-function reencode(body: string): string {
-  try {
-    const msg = JSON.parse(body) as { Records: { s3: { object: { key: string } } }[] };
-    for (const r of msg.Records) r.s3.object.key = encodeEventKey(r.s3.object.key);
-    return JSON.stringify(msg);
-  } catch {
-    return body; // not an event after all: queued as it is, and the consumer dead-letters it
-  }
 }
 
 /** Moves one page; returns how many records were new. */
@@ -69,7 +59,7 @@ export async function bridgeOnce(o: Omit<BridgeOptions, "log">): Promise<number>
     return 0;
   }
   if (!page.events.length) return 0;
-  const rows = page.events.map((e) => ({ dedupe_key: `${page.epoch}:${e.seq}`, body: reencode(e.body) }));
+  const rows = page.events.map((e) => ({ dedupe_key: `${page.epoch}:${e.seq}`, body: e.body }));
   const last = page.events[page.events.length - 1].seq;
   return await o.sql.begin(async (tx) => {
     const r = await tx`
