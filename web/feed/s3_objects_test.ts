@@ -12,7 +12,7 @@ import { S3Config } from "./s3_config.ts";
 import { createS3Client } from "./s3.ts";
 import { encodeKey, S3ObjectError, S3Objects } from "./s3_objects.ts";
 
-function client(secret = LOCAL_S3_CREDENTIALS.secretAccessKey) {
+function client(secret: string = LOCAL_S3_CREDENTIALS.secretAccessKey) {
   return createS3Client(loadConfig(S3Config, {
     S3_ENDPOINT: testEnv.s3Endpoint,
     S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
