@@ -127,14 +127,46 @@ export function isClosedSocketWrite(error: unknown): boolean {
   return /nextWrite/.test(stack) && /postgres[\\/](?:[^\\/]+[\\/])?src[\\/]connection\.js/.test(stack);
 }
 
+/** The connection-level errors postgres.js makes (`write <CODE> host:port`). */
+const CONNECTION_ERRORS = new Set([
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+]);
+/** The server ended the connection (class 57P: admin shutdown, crash shutdown, cannot connect now). */
+const SERVER_ENDED = new Set(["57P01", "57P02", "57P03"]);
+
+/**
+ * True for an error that says a connection ended, made by postgres.js's connection module: one of its
+ * connection-level errors (`write CONNECTION_CLOSED host:port` and its kin) or the server's own notice that
+ * it ended the connection (`57P01` and its kin). Left unhandled, such an error comes from the same race as
+ * {@linkcode isClosedSocketWrite}, lost another way: `sql.begin()` races the callback against the
+ * connection's close, and once one side has failed the transaction for the caller, the other side's failure
+ * (the callback's query, or its own ROLLBACK) lands in a promise nobody listens to. Every query of wharf is
+ * awaited, so an unhandled one is such an orphan: the failure it reports was already reported.
+ */
+export function isOrphanedConnectionError(reason: unknown): boolean {
+  if (!(reason instanceof Error)) return false;
+  const code = (reason as { code?: unknown }).code;
+  if (typeof code !== "string") return false;
+  const made = CONNECTION_ERRORS.has(code)
+    ? reason.message.startsWith(`write ${code} `)
+    : SERVER_ENDED.has(code) && reason.name === "PostgresError";
+  return made && /postgres[\\/](?:[^\\/]+[\\/])?src[\\/]connection\.js/.test(reason.stack ?? "");
+}
+
 let closedWritesGuarded = false;
 
-/** Keeps that error (and only it) from ending the process: installed once, by the first client. */
+/** Keeps those errors (and only them) from ending the process: installed once, by the first client. */
 function guardClosedSocketWrites(): void {
   if (closedWritesGuarded || typeof globalThis.addEventListener !== "function") return;
   closedWritesGuarded = true;
   globalThis.addEventListener("error", (e) => {
     if (isClosedSocketWrite((e as ErrorEvent).error)) e.preventDefault();
+  });
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    if (isOrphanedConnectionError((e as PromiseRejectionEvent).reason)) e.preventDefault();
   });
 }
 
