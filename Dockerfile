@@ -10,8 +10,6 @@ FROM denoland/deno:debian-${DENO_VERSION} AS build
 WORKDIR /src
 # Dependencies first, exactly as locked (a stale deno.lock fails the build), for layer caching.
 COPY deno.json deno.lock ./
-# postgres.js with wharf's fix (see vendor/postgres/PATCHES.md), linked in place of the registry copy.
-COPY vendor/ vendor/
 RUN deno install --frozen --allow-scripts
 COPY . .
 # One binary per process plus the health probe, in /out (see deploy/processes.ts).

@@ -88,8 +88,14 @@ async function main(): Promise<number> {
     const summary = parseSummary(output);
     console.log(`[test] finished in ${Math.round((performance.now() - started) / 1000)} s`);
     if (summary) {
-      console.log(`${summary.passed} passed, ${summary.failed} failed`);
-      code = status.success && summary.failed === 0 ? 0 : 1;
+      // deno test can fail after its summary (a module that could not be loaded is reported last):
+      // that counts as a failure even when every test that ran passed.
+      const failed = summary.failed || (status.success ? 0 : 1);
+      if (!status.success && !summary.failed) {
+        console.error("[test] deno test failed after its summary (did a test file fail to load?)");
+      }
+      console.log(`${summary.passed} passed, ${failed} failed`);
+      code = status.success && failed === 0 ? 0 : 1;
     } else {
       console.log(`0 passed, 1 failed`);
       console.error("[test] deno test ended without a summary (did a test file fail to load?)");

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer' // wharf: explicit, as a local module (not an npm package)
 const size = 256
 let buffer = Buffer.allocUnsafe(size)
 

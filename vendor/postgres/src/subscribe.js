@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer' // wharf: explicit, as a local module (not an npm package)
 const noop = () => { /* noop */ }
 
 export default function Subscribe(postgres, options) {

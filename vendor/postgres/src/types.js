@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer' // wharf: explicit, as a local module (not an npm package)
 import { Query } from './query.js'
 import { Errors } from './errors.js'
 

@@ -732,4 +732,4 @@ declare namespace postgres {
   }
 }
 
-export = postgres;
+export default postgres; // wharf: ESM default export (was `export = postgres`), for the local module
