@@ -26,7 +26,7 @@
  *
  * A name built at run time (`Deno.env.get(prefix + "_URL")`) cannot be seen: write names out.
  */
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { fileURLToPath as fromFileUrl, pathToFileURL } from "node:url";
 
 const ROOT = fromFileUrl(new URL("../", import.meta.url));
@@ -371,7 +371,9 @@ export async function localModules(entry: string, root = ROOT): Promise<string[]
   for (const m of info.modules) {
     if (!m.specifier.startsWith("file://")) continue;
     const path = fromFileUrl(m.specifier);
-    if (path.includes("/node_modules/") || /_test\.tsx?$/.test(path)) continue;
+    // Third-party code, from npm or vendored (vendor/), is not wharf's configuration surface.
+    const vendored = relative(root, path).split(/[\\/]/)[0] === "vendor";
+    if (path.includes("/node_modules/") || vendored || /_test\.tsx?$/.test(path)) continue;
     if (/\.(ts|tsx|js|mjs)$/.test(path)) files.push(path);
   }
   return files.sort();
