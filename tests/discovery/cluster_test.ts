@@ -125,7 +125,9 @@ Deno.test({
           20_000,
           200,
         );
-        assert.ok(cluster.api.requests >= before + 3 * 2, "removed before three reads per member");
+        // The member that removes it has read the list three times without it (its own count, in the
+        // history row below); the other member may have read less often on a busy machine.
+        assert.ok(cluster.api.requests >= before + 3, "removed before three omitting reads");
         let removal: Record<string, { misses: number } & string> | undefined;
         await waitUntil(
           "the removal in the history",
