@@ -6,8 +6,8 @@
  * CPU of a general-purpose emulator, and it shares the machine with the workloads being measured.
  *
  * Covered: buckets (list, create, head, delete), objects (put, get with ranges and conditions, head,
- * delete, copy), DeleteObjects, ListObjects v1/v2, multipart uploads. Anything else answers S3's
- * `NotImplemented` (501).
+ * delete, copy), DeleteObjects, ListObjects v1/v2, multipart uploads (UploadPartCopy included).
+ * Anything else answers S3's `NotImplemented` (501).
  *
  * Bodies as the AWS SDK for JavaScript v3 sends them: with `requestChecksumCalculation: "WHEN_REQUIRED"`
  * (wharf's clients) a buffer is signed (hex SHA-256, checked while streaming) and a Node stream goes
@@ -447,10 +447,11 @@ export function createS3Handler(
     return new Response(null, { headers });
   }
 
-  async function copyObject(req: Request, bucket: string, key: string, reqId: string, ip: string) {
-    if (!store.hasBucket(bucket)) {
-      throw new S3Error("NoSuchBucket", "The specified bucket does not exist", 404);
-    }
+  /**
+   * The object `x-amz-copy-source` names (`bucket/key`, URL-encoded, optionally with a leading `/`), once
+   * its `x-amz-copy-source-if-match` / `-if-none-match` conditions hold: for CopyObject and UploadPartCopy.
+   */
+  function copySource(req: Request): { srcBucket: string; srcKey: string; src: ObjectMeta } {
     const raw = req.headers.get("x-amz-copy-source")!.split("?")[0];
     const source = decodePath(raw.replace(/^\//, ""));
     const slash = source.indexOf("/");
@@ -476,6 +477,41 @@ export function createS3Handler(
         412,
       );
     }
+    return { srcBucket, srcKey, src };
+  }
+
+  /**
+   * UploadPartCopy: part `n` of upload `id` made from the copy source, or from the byte range
+   * `x-amz-copy-source-range: bytes=first-last` of it (both ends given and inside the object, as S3 asks).
+   */
+  async function uploadPartCopy(req: Request, id: string, n: number): Promise<Response> {
+    const { srcBucket, src } = copySource(req);
+    const header = req.headers.get("x-amz-copy-source-range");
+    let start = 0, end = src.size - 1;
+    if (header !== null) {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(header.trim());
+      if (!m || Number(m[1]) > Number(m[2]) || Number(m[2]) >= src.size) {
+        throw new S3Error(
+          "InvalidArgument",
+          `Range specified is not valid for source object of size: ${src.size}`,
+          400,
+        );
+      }
+      [start, end] = [Number(m[1]), Number(m[2])];
+    }
+    const length = end - start + 1;
+    const body = length > 0 ? limitedStream(store.openBody(srcBucket, src, start), length) : null;
+    const etag = await store.putPart(id, n, body, {});
+    return xmlResponse(
+      xmlDocument("CopyPartResult", [["LastModified", iso(Date.now())], ["ETag", quote(etag)]]),
+    );
+  }
+
+  async function copyObject(req: Request, bucket: string, key: string, reqId: string, ip: string) {
+    if (!store.hasBucket(bucket)) {
+      throw new S3Error("NoSuchBucket", "The specified bucket does not exist", 404);
+    }
+    const { srcBucket, srcKey, src } = copySource(req);
     const directive = (req.headers.get("x-amz-metadata-directive") ?? "COPY").toUpperCase();
     if (directive !== "COPY" && directive !== "REPLACE") {
       throw new S3Error("InvalidArgument", "Unknown metadata directive.", 400);
@@ -650,11 +686,9 @@ export function createS3Handler(
     }
     if (id === null) return undefined;
     if (req.method === "PUT") {
-      if (req.headers.has("x-amz-copy-source")) {
-        throw new S3Error("NotImplemented", "UploadPartCopy is not implemented by the local S3 server", 501);
-      }
       const n = partNumberOf(q);
       await store.upload(bucket, key, id);
+      if (req.headers.has("x-amz-copy-source")) return await uploadPartCopy(req, id, n);
       const etag = await store.putPart(id, n, req.body, checksOf(req, v));
       return new Response(null, { headers: { etag: quote(etag) } });
     }

@@ -22,6 +22,7 @@ import {
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
+  UploadPartCopyCommand,
 } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { testEnv } from "../testing/mod.ts";
@@ -452,6 +453,42 @@ Deno.test("the local S3 server speaks S3 to the AWS SDK", async (t) => {
       const body = await got.Body!.transformToByteArray();
       assert.equal(body.length, p1.length + p2.length);
       assert.equal(md5(body), md5(Buffer.concat([p1, p2])));
+
+      // UploadPartCopy: parts made from byte ranges of an existing object, reassembled in another order.
+      const copy = await c.send(new CreateMultipartUploadCommand({ Bucket: "media", Key: "copied" }));
+      const partCopy = (n: number, range?: string, source = "media/big/file") =>
+        c.send(
+          new UploadPartCopyCommand({
+            Bucket: "media",
+            Key: "copied",
+            UploadId: copy.UploadId,
+            PartNumber: n,
+            CopySource: source,
+            CopySourceRange: range,
+          }),
+        );
+      const c1 = await partCopy(1, `bytes=0-${p1.length - 1}`);
+      assert.equal(c1.CopyPartResult!.ETag, e1, "a copied part's ETag is the MD5 of its bytes");
+      const c2 = await partCopy(2, `bytes=${p1.length}-${p1.length + p2.length - 1}`);
+      assert.equal(c2.CopyPartResult!.ETag, e2);
+      await rejects(partCopy(3, `bytes=0-${p1.length + p2.length}`), "InvalidArgument", 400);
+      await rejects(partCopy(3, "bytes=0-"), "InvalidArgument", 400);
+      await rejects(partCopy(3, undefined, "media/no/such/key"), "NoSuchKey", 404);
+      await c.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: "media",
+          Key: "copied",
+          UploadId: copy.UploadId,
+          MultipartUpload: {
+            Parts: [{ PartNumber: 1, ETag: c1.CopyPartResult!.ETag }, {
+              PartNumber: 2,
+              ETag: c2.CopyPartResult!.ETag,
+            }],
+          },
+        }),
+      );
+      const copied = await c.send(new GetObjectCommand({ Bucket: "media", Key: "copied" }));
+      assert.equal(md5(await copied.Body!.transformToByteArray()), md5(Buffer.concat([p1, p2])));
 
       const small = await c.send(new CreateMultipartUploadCommand({ Bucket: "media", Key: "small" }));
       const s1 = await c.send(
