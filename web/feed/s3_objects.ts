@@ -99,7 +99,8 @@ export class S3Objects {
     body?: Uint8Array,
   ): Promise<Response> {
     const base = await this.#base(bucket);
-    const url = new URL(encodeKey(key), base);
+    // Appended, not resolved against the base: a key may start with `/`.
+    const url = new URL(base.href + encodeKey(key));
     const signed = await this.#signer.sign(
       new HttpRequest({
         method,
