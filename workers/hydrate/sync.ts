@@ -126,10 +126,9 @@ export function isConnectionError(e: unknown): boolean {
 /**
  * Runs `fn` in one REPEATABLE READ, READ ONLY transaction on a reserved connection.
  *
- * Not `sql.begin()`: when the connection drops mid-transaction, postgres.js's `begin` still sends its
- * ROLLBACK on the dead connection, and that write happens in a timer where it throws an uncaught
- * TypeError that ends the process. Here a dead connection is left alone (the pool has already marked it
- * closed and reconnects on its own); a live one is rolled back and released as usual.
+ * A reserved connection rather than `sql.begin()`, so that a dead connection is left alone: the pool
+ * has already marked it closed and reconnects on its own, while releasing it would put it back among the
+ * open ones (porsager/postgres#1199). A live one is rolled back and released as usual.
  */
 export async function inSnapshot<T>(sql: Sql, fn: (tx: Sql) => Promise<T>): Promise<T> {
   const c = await sql.reserve();
