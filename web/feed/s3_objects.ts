@@ -51,11 +51,71 @@ export function encodeKey(key: string): string {
   ).join("/");
 }
 
+/**
+ * A body of known length, read straight into `into` (a byte stream's BYOB reader: no chunk is allocated
+ * or copied on the way, about half the CPU of collecting chunks for a 3 MiB body). Returns the bytes,
+ * over the buffer the reads handed back (the one passed in is detached by the first read).
+ */
+async function readExactly(
+  body: ReadableStream<Uint8Array>,
+  length: number,
+  into: ArrayBuffer,
+  where: string,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const reader = body.getReader({ mode: "byob" });
+  let buf = new Uint8Array(into, 0, length);
+  let at = 0;
+  try {
+    while (at < length) {
+      const { value, done } = await reader.read(buf.subarray(at));
+      if (done || !value) break;
+      buf = new Uint8Array(value.buffer as ArrayBuffer, 0, length);
+      at += value.byteLength;
+    }
+    if (at < length) {
+      throw new S3ObjectError(
+        "IncompleteBody",
+        502,
+        `Cannot read ${where}: the body ended after ${at} of ${length} bytes`,
+      );
+    }
+    return buf;
+  } finally {
+    if (at < length) await reader.cancel().catch(() => {});
+    reader.releaseLock();
+  }
+}
+
+/** A body of unknown length (chunked), collected. */
+async function readAll(body: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const c of body) {
+    chunks.push(c);
+    size += c.byteLength;
+  }
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
+/** Pool buffers are sized in steps of 1 MiB, kept up to 64 MiB each, 8 at most. */
+const POOL_GRAIN = 1024 * 1024;
+const POOL_MAX_BUFFER = 64 * 1024 * 1024;
+const POOL_MAX_IDLE = 8;
+
 /** Reads and writes whole objects with `client`'s endpoint, credentials and region. */
 export class S3Objects {
   readonly #client: S3Client;
   readonly #signer: SignatureV4;
   readonly #bases = new Map<string, Promise<URL>>();
+  /** Buffers lent by {@linkcode withObject}, idle. */
+  readonly #idle: ArrayBuffer[] = [];
 
   constructor(client: S3Client) {
     this.#client = client;
@@ -131,22 +191,58 @@ export class S3Objects {
 
   /** The bytes of an object; throws {@linkcode S3ObjectError} (`NoSuchKey` when it is not there). */
   async get(bucket: string, key: string): Promise<Uint8Array> {
+    const { res, length } = await this.#getResponse(bucket, key);
+    if (length === undefined) return await readAll(res.body!);
+    return await readExactly(res.body!, length, new ArrayBuffer(length), `s3://${bucket}/${key}`);
+  }
+
+  /**
+   * Runs `use` on the bytes of an object, read into a buffer lent from a small pool, and takes the buffer
+   * back when `use` settles: `use` must not keep the bytes (or a view of them) after that. For a worker
+   * reading one large object after another this spares a fresh multi-MiB allocation per object, whose
+   * page faults and collection cost about as much as reading it. Throws like {@linkcode get}.
+   */
+  async withObject<T>(bucket: string, key: string, use: (bytes: Uint8Array) => Promise<T>): Promise<T> {
+    const { res, length } = await this.#getResponse(bucket, key);
+    if (length === undefined) return await use(await readAll(res.body!));
+    const bytes = await readExactly(res.body!, length, this.#borrow(length), `s3://${bucket}/${key}`);
+    try {
+      return await use(bytes);
+    } finally {
+      this.#giveBack(bytes.buffer);
+    }
+  }
+
+  #borrow(length: number): ArrayBuffer {
+    let best = -1;
+    for (let i = 0; i < this.#idle.length; i++) {
+      const size = this.#idle[i].byteLength;
+      if (size >= length && (best < 0 || size < this.#idle[best].byteLength)) best = i;
+    }
+    if (best >= 0) return this.#idle.splice(best, 1)[0];
+    // Rounded up, so that objects of about the same size share buffers.
+    return new ArrayBuffer(Math.ceil(Math.max(length, 1) / POOL_GRAIN) * POOL_GRAIN);
+  }
+
+  #giveBack(buffer: ArrayBuffer): void {
+    if (buffer.byteLength > POOL_MAX_BUFFER) return;
+    this.#idle.push(buffer);
+    if (this.#idle.length > POOL_MAX_IDLE) {
+      // Drop the smallest: the large ones are the ones worth keeping.
+      let smallest = 0;
+      for (let i = 1; i < this.#idle.length; i++) {
+        if (this.#idle[i].byteLength < this.#idle[smallest].byteLength) smallest = i;
+      }
+      this.#idle.splice(smallest, 1);
+    }
+  }
+
+  async #getResponse(bucket: string, key: string): Promise<{ res: Response; length?: number }> {
     const res = await this.#send("GET", bucket, key, { "x-amz-content-sha256": "UNSIGNED-PAYLOAD" });
-    // Collected from the stream: cheaper under Deno than `arrayBuffer()` for large bodies.
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    for await (const c of res.body!) {
-      chunks.push(c);
-      size += c.byteLength;
-    }
-    if (chunks.length === 1) return chunks[0];
-    const out = new Uint8Array(size);
-    let at = 0;
-    for (const c of chunks) {
-      out.set(c, at);
-      at += c.byteLength;
-    }
-    return out;
+    const header = res.headers.get("content-length");
+    // A stored Content-Encoding is undone by fetch, so the length on the wire is not the body's.
+    const length = header === null || res.headers.has("content-encoding") ? NaN : Number(header);
+    return { res, length: Number.isSafeInteger(length) && length >= 0 ? length : undefined };
   }
 
   /** Writes an object (its bytes signed: a body changed on the way is refused). */

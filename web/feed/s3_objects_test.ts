@@ -84,3 +84,55 @@ Deno.test("S3Objects reports S3's error code, and never the secret", async () =>
     wrong.destroy();
   }
 });
+
+Deno.test("S3Objects.withObject lends pooled buffers: each use sees its own object's bytes", async () => {
+  const s3 = client();
+  const bucket = testBucketName("obj");
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  const objects = new S3Objects(s3);
+  try {
+    // Sizes that share a pool buffer (3 MiB + 17 and 2 MiB + 5 both fit a 4 MiB one), a larger one and
+    // an empty one, each with its own content.
+    const sizes = [3 * 1024 * 1024 + 17, 2 * 1024 * 1024 + 5, 5 * 1024 * 1024, 0, 100];
+    const bodies = sizes.map((n, k) => new Uint8Array(n).map((_, i) => (i * 31 + k * 7) % 251));
+    for (const [k, body] of bodies.entries()) {
+      await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `o${k}`, Body: body }));
+    }
+    // In turn (each read reuses what the last gave back) and four at a time (each lent its own buffer,
+    // checked after the others have been read into theirs).
+    for (let round = 0; round < 3; round++) {
+      for (const [k, body] of bodies.entries()) {
+        const same = await objects.withObject(
+          bucket,
+          `o${k}`,
+          (bytes) => Promise.resolve(equal(bytes, body)),
+        );
+        assert.ok(same, `object o${k} read back in round ${round}`);
+      }
+    }
+    let reading = 0;
+    const all = await Promise.all(
+      bodies.map((body, k) =>
+        objects.withObject(bucket, `o${k}`, async (bytes) => {
+          reading++;
+          while (reading < bodies.length) await new Promise((r) => setTimeout(r, 5));
+          return equal(bytes, body);
+        })
+      ),
+    );
+    assert.deepEqual(all, bodies.map(() => true));
+    // What `use` throws is thrown, and a missing object is S3's NoSuchKey.
+    await assert.rejects(
+      objects.withObject(bucket, "o0", () => Promise.reject(new Error("thumbnail failed"))),
+      /thumbnail failed/,
+    );
+    const missing = await objects.withObject(bucket, "none", () => Promise.resolve(1)).catch((e) => e);
+    assert.equal((missing as S3ObjectError).code, "NoSuchKey");
+  } finally {
+    s3.destroy();
+  }
+});
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && a.every((v, i) => v === b[i]);
+}

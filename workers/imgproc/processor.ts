@@ -49,41 +49,29 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
       select sequencer from control.imgproc_objects where bucket = ${ev.bucket} and key = ${ev.key}`;
     if (last && ev.sequencer && compareSequencer(ev.sequencer, last.sequencer as string) <= 0) return "stale";
     if (ev.kind === "created") {
-      let bytes: Uint8Array;
+      let thumb: Awaited<ReturnType<typeof makeThumbnail>>;
       try {
-        bytes = await d.objects.get(ev.bucket, ev.key);
+        // The upload's bytes live only while the thumbnail is made: a pooled buffer serves the next one.
+        thumb = await d.objects.withObject(ev.bucket, ev.key, (bytes) => makeThumbnail(bytes, d.thumbnail));
       } catch (e) {
         // Removed since: its removal event follows and settles the key.
         if (isNoSuchKey(e)) return "gone";
-        throw e;
-      }
-      try {
-        const thumb = await makeThumbnail(bytes, d.thumbnail);
-        await d.objects.put(d.thumbnailsBucket, thumbKey, thumb.data, {
-          contentType: "image/jpeg",
-          cacheControl: "public, max-age=31536000, immutable",
-        });
-        await settle(
-          tx,
-          ev,
-          tx`
-          update app.feeds set thumbnail_status = 'ready', thumbnail_key = ${thumbKey}, thumbnail_error = null,
-                 updated_at = now()
-           where media_key = ${ev.key}`,
-        );
-        return "thumbnail";
-      } catch (e) {
         if (!(e instanceof ImageRejectedError)) throw e;
-        d.log.warn("image rejected", { key: ev.key, reason: e.message });
-        await settle(
-          tx,
-          ev,
-          tx`
-          update app.feeds set thumbnail_status = 'failed', thumbnail_error = ${e.message}, updated_at = now()
-           where media_key = ${ev.key}`,
-        );
-        return "rejected";
+        return await reject(d, tx, ev, e);
       }
+      await d.objects.put(d.thumbnailsBucket, thumbKey, thumb.data, {
+        contentType: "image/jpeg",
+        cacheControl: "public, max-age=31536000, immutable",
+      });
+      await settle(
+        tx,
+        ev,
+        tx`
+        update app.feeds set thumbnail_status = 'ready', thumbnail_key = ${thumbKey}, thumbnail_error = null,
+               updated_at = now()
+         where media_key = ${ev.key}`,
+      );
+      return "thumbnail";
     } else {
       await d.s3.send(new DeleteObjectCommand({ Bucket: d.thumbnailsBucket, Key: thumbKey }));
       // Normally the feed row is gone already; an image removed behind the API's back fails its feed.
@@ -98,6 +86,24 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
       return "removed";
     }
   });
+}
+
+/** Marks the feed of a rejected image failed, with the reason, and records the event. */
+async function reject(
+  d: ProcessorDeps,
+  tx: postgres.TransactionSql<Record<string, unknown>>,
+  ev: ObjectEvent,
+  e: ImageRejectedError,
+): Promise<Outcome> {
+  d.log.warn("image rejected", { key: ev.key, reason: e.message });
+  await settle(
+    tx,
+    ev,
+    tx`
+    update app.feeds set thumbnail_status = 'failed', thumbnail_error = ${e.message}, updated_at = now()
+     where media_key = ${ev.key}`,
+  );
+  return "rejected";
 }
 
 /**
