@@ -72,7 +72,7 @@ export class ManagedProcess {
   ): Promise<void> {
     try {
       await waitUntil(what, async () => {
-        if (!this.running) throw new Error(`it exited; see ${logHint}`);
+        if (!this.running) throw new StopWaiting(`it exited; see ${logHint}`);
         return await check();
       }, timeoutMs);
     } catch (e) {
@@ -183,7 +183,13 @@ export function portIsFree(port: number): boolean {
   }
 }
 
-/** Polls `check` until it resolves true, or throws after `timeoutMs` with `what` in the message. */
+/** Thrown by a {@linkcode waitUntil} check to give up at once (the thing waited for can never come). */
+export class StopWaiting extends Error {}
+
+/**
+ * Polls `check` until it resolves true, or throws after `timeoutMs` with `what` in the message; at once
+ * when `check` throws {@linkcode StopWaiting} (other errors are retried, and the last one is reported).
+ */
 export async function waitUntil(
   what: string,
   check: () => Promise<boolean>,
@@ -196,6 +202,7 @@ export async function waitUntil(
     try {
       if (await check()) return;
     } catch (e) {
+      if (e instanceof StopWaiting) throw new Error(`Gave up waiting for ${what}: ${e.message}`);
       last = e;
     }
     await new Promise((r) => setTimeout(r, intervalMs));
