@@ -11,9 +11,13 @@ import { captureText, testEnv } from "../shared/testing/mod.ts";
 
 const DEV = fileURLToPath(new URL("../shared/stack/dev.ts", import.meta.url));
 
+/**
+ * Starts dev as a terminal would: leading a process group of its own (setsid execs it in place, so the
+ * child's pid is dev's and the group's id). Ctrl-C is then SIGINT to that whole group.
+ */
 async function startDev(stateDir: string, port: number) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", DEV, "--port", String(port), "--state-dir", stateDir],
+  const child = new Deno.Command("setsid", {
+    args: [Deno.execPath(), "run", "-A", DEV, "--port", String(port), "--state-dir", stateDir],
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -31,8 +35,9 @@ async function startDev(stateDir: string, port: number) {
   return {
     child,
     output,
+    /** Ctrl-C: SIGINT to every process of the terminal's group (dev, and whatever shares its group). */
     async stop() {
-      child.kill("SIGINT");
+      Deno.kill(-child.pid, "SIGINT");
       const status = await child.status;
       await Promise.all([stdout.done, stderr.done]);
       return status;
@@ -93,6 +98,10 @@ Deno.test("deno task dev brings the stack up, stops every child on Ctrl-C, and k
     const status = await first.stop();
     assert.equal(status.code, 0, first.output());
   }
+  // Each worker was told once to stop (a second signal makes it exit at once, skipping its drain): the
+  // group's SIGINT reached dev only, which then stopped the workers, then the services.
+  assert.ok(!first.output().includes("second signal"), first.output());
+  assert.match(first.output(), /\[dev\] stopped/);
   for (const p of [port, ports.postgres, ports.redis, ports.s3]) {
     assert.equal(await tcpOpen(p), false, `port ${p} is closed after Ctrl-C`);
   }

@@ -16,7 +16,13 @@ import { redactString } from "../log.ts";
 import { migrate } from "../migrate.ts";
 import { COMPONENTS } from "./components.ts";
 import { BASE_REQUIREMENTS, ensurePackages } from "./packages.ts";
-import { freePort, type ManagedProcess, portIsFree, startProcess } from "./process.ts";
+import {
+  freePort,
+  type ManagedProcess,
+  portIsFree,
+  startChildrenInOwnSessions,
+  startProcess,
+} from "./process.ts";
 import { seedDemoData } from "./seed.ts";
 import { type PreferredPorts, startServices } from "./services.ts";
 
@@ -82,6 +88,8 @@ async function main() {
   const statePath = join(stateDir, "ports.json");
   const previous = await readJson<PreferredPorts>(statePath);
 
+  // Ctrl-C reaches this process only; it stops the workers, then the services, each once.
+  startChildrenInOwnSessions();
   say(`starting PostgreSQL, Redis and S3 (state in ${stateDir})…`);
   const services = await startServices({
     dir: stateDir,
@@ -94,20 +102,23 @@ async function main() {
   await Deno.writeTextFile(statePath, JSON.stringify(services.ports));
 
   const children: ManagedProcess[] = [];
-  let stopping = false;
-  const stopAll = async () => {
-    if (stopping) return;
-    stopping = true;
-    say("stopping…");
-    await Promise.allSettled([...children].reverse().map((c) => c.stop(15_000)));
-    await services.stop();
-    say("stopped");
-  };
+  // One stop, however many signals ask for it (Ctrl-C reaches both `deno task` and this process, and
+  // the former passes it on): each caller waits for the same stop to finish.
+  let stopped: Promise<void> | undefined;
+  const stopAll = () =>
+    stopped ??= (async () => {
+      say("stopping…");
+      await Promise.allSettled([...children].reverse().map((c) => c.stop(15_000)));
+      await services.stop();
+      say("stopped");
+    })();
   const onSignal = () => {
     stopAll().then(() => Deno.exit(0));
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
+  // The terminal closed: the children, in sessions of their own, would not hear of it.
+  Deno.addSignalListener("SIGHUP", onSignal);
 
   try {
     const admin = connectPostgres(services.postgres.url, { max: 1, applicationName: "wharf-dev" });
@@ -164,7 +175,7 @@ async function main() {
         children.push(child);
         if (!c.web) opsPorts.push(`${name} http://127.0.0.1:${port}/healthz`);
         child.status.then((s) => {
-          if (!stopping) say(`${name} exited with code ${s.code}; the rest keeps running (Ctrl-C stops all)`);
+          if (!stopped) say(`${name} exited with code ${s.code}; the rest keeps running (Ctrl-C stops all)`);
         });
       }
     }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { startProcess, StopWaiting, waitUntil } from "./process.ts";
+import { startChildrenInOwnSessions, startProcess, StopWaiting, waitUntil } from "./process.ts";
 
 Deno.test("waitReady() gives up as soon as the process exits, naming where its output went", async () => {
   const proc = await startProcess({ name: "quitter", cmd: "sh", args: ["-c", "exit 3"] });
@@ -33,4 +33,42 @@ Deno.test("waitUntil() retries a failing check, reports its last error at the de
     /Gave up waiting for a lost cause: it cannot happen/,
   );
   assert.equal(calls, 1);
+});
+
+Deno.test("startChildrenInOwnSessions() starts children out of this session, tracked by their own pid", async () => {
+  const session = (pid: number | "self") =>
+    Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ")[3];
+  startChildrenInOwnSessions();
+  let proc;
+  try {
+    proc = await startProcess({ name: "sleeper", cmd: "sleep", args: ["30"] });
+  } finally {
+    startChildrenInOwnSessions(false);
+  }
+  try {
+    // Its own session (led by itself), and the pid is sleep's, not a wrapper's.
+    await waitUntil(
+      "the child's own session",
+      () => Promise.resolve(session(proc.pid) === String(proc.pid)),
+      2_000,
+      10,
+    );
+    assert.notEqual(session(proc.pid), session("self"));
+    // (setsid execs sleep in place, a moment after the spawn.)
+    await waitUntil(
+      "setsid to exec sleep",
+      () => Promise.resolve(/^sleep\0/.test(Deno.readTextFileSync(`/proc/${proc.pid}/cmdline`))),
+      2_000,
+      10,
+    );
+  } finally {
+    await proc.stop(2_000);
+  }
+  assert.equal(proc.running, false);
+  const plain = await startProcess({ name: "sleeper", cmd: "sleep", args: ["30"] });
+  try {
+    assert.equal(session(plain.pid), session("self"), "without it, children stay in this session");
+  } finally {
+    await plain.stop(2_000);
+  }
 });
