@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connectPostgres } from "../shared/db.ts";
-import { freePort, tcpOpen, waitUntil } from "../shared/stack/process.ts";
+import { freePort, stopRecordedProcesses, tcpOpen, waitUntil } from "../shared/stack/process.ts";
 import { captureText, testEnv } from "../shared/testing/mod.ts";
 
 const DEV = fileURLToPath(new URL("../shared/stack/dev.ts", import.meta.url));
@@ -106,14 +106,51 @@ Deno.test("deno task dev brings the stack up, stops every child on Ctrl-C, and k
     assert.equal(await tcpOpen(p), false, `port ${p} is closed after Ctrl-C`);
   }
 
+  // Killed outright, dev cannot stop its children (they run in sessions of their own); the next run
+  // stops them, by the pids it recorded, then starts afresh on the same data.
   const second = await startDev(stateDir, port);
+  let leftBehind: { name: string; pid: number; cmdline: string }[] = [];
   try {
+    await waitUntil("the web to listen", () => tcpOpen(port), 60_000);
+    leftBehind = JSON.parse(await Deno.readTextFile(join(stateDir, "pids.json")));
+    Deno.kill(second.child.pid, "SIGKILL");
+    await second.child.status;
+    assert.equal(await tcpOpen(port), true, "the web process outlived dev");
+  } catch (e) {
+    // Nothing is left running, even when this part fails.
+    await stopRecordedProcesses(join(stateDir, "pids.json"), 5_000);
+    throw e;
+  }
+  const third = await startDev(stateDir, port);
+  try {
+    assert.match(third.output(), /stopped what an earlier run left running: .*web.*postgres/);
     const env = await readEnv(stateDir);
     const sql = connectPostgres(env.DATABASE_URL, { max: 1 });
     const rows = await sql`select n from survives`;
     await sql.end();
     assert.deepEqual(rows.map((r) => r.n), [42]);
   } finally {
-    assert.equal((await second.stop()).code, 0);
+    assert.equal((await third.stop()).code, 0);
+  }
+  for (const p of [port, ports.postgres, ports.redis, ports.s3]) {
+    assert.equal(await tcpOpen(p), false, `port ${p} is closed after Ctrl-C`);
+  }
+  // Every process the killed run left was stopped by the next one (a survivor is killed here, then named).
+  const survivors = leftBehind.filter((r) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${r.pid}/cmdline`) === r.cmdline;
+    } catch {
+      return false;
+    }
+  });
+  for (const r of survivors) Deno.kill(r.pid, "SIGKILL");
+  assert.deepEqual(survivors.map((r) => r.name), [], third.output());
+  assert.equal(leftBehind.length, 9, "postgres, redis, s3, web and five workers were recorded");
+  // Each record is of the program itself (not of a process caught between fork and exec).
+  for (const r of leftBehind) {
+    assert.ok(
+      r.cmdline.includes(r.name.replace(/-\d+$/, "")) && !r.cmdline.includes("stack/dev.ts"),
+      `${r.name}: ${r.cmdline}`,
+    );
   }
 });

@@ -20,8 +20,10 @@ import {
   freePort,
   type ManagedProcess,
   portIsFree,
+  recordProcesses,
   startChildrenInOwnSessions,
   startProcess,
+  stopRecordedProcesses,
 } from "./process.ts";
 import { seedDemoData } from "./seed.ts";
 import { type PreferredPorts, startServices } from "./services.ts";
@@ -66,10 +68,15 @@ async function main() {
   if (!Number.isInteger(webPort) || webPort < 1 || webPort > 65535) {
     throw new Error("Cannot start: --port must be a port number between 1 and 65535");
   }
+  const stateDir = resolve(values["state-dir"] ?? Deno.env.get("WHARF_DEV_DIR") ?? join(ROOT, ".wharf/dev"));
+  // A run that was killed outright (its children live in sessions of their own) left them running:
+  // stop them, found by the pids and command lines it recorded, before their ports are needed.
+  const pidsPath = join(stateDir, "pids.json");
+  const leftovers = await stopRecordedProcesses(pidsPath);
+  if (leftovers.length) say(`stopped what an earlier run left running: ${leftovers.join(", ")}`);
   if (!portIsFree(webPort)) {
     throw new Error(`Cannot start: port ${webPort} is in use (pick another with --port N or WEB_PORT)`);
   }
-  const stateDir = resolve(values["state-dir"] ?? Deno.env.get("WHARF_DEV_DIR") ?? join(ROOT, ".wharf/dev"));
   const only = values.only ? new Set(values.only.split(",").map((s) => s.trim())) : undefined;
 
   await ensurePackages(BASE_REQUIREMENTS, say);
@@ -100,6 +107,8 @@ async function main() {
     buckets: ["wharf-media", "wharf-thumbnails", "wharf-warehouse"],
   });
   await Deno.writeTextFile(statePath, JSON.stringify(services.ports));
+  const serviceProcs = [services.postgres.process, services.redis.process, services.s3.process];
+  await recordProcesses(pidsPath, serviceProcs);
 
   const children: ManagedProcess[] = [];
   // One stop, however many signals ask for it (Ctrl-C reaches both `deno task` and this process, and
@@ -110,6 +119,7 @@ async function main() {
       say("stopping…");
       await Promise.allSettled([...children].reverse().map((c) => c.stop(15_000)));
       await services.stop();
+      await Deno.remove(pidsPath).catch(() => {});
       say("stopped");
     })();
   const onSignal = () => {
@@ -189,6 +199,7 @@ async function main() {
     say(`s3           ${env.S3_ENDPOINT} (buckets wharf-media, wharf-thumbnails, wharf-warehouse)`);
     for (const o of opsPorts) say(`worker       ${o}`);
     say(`environment  ${envFile} (source it to run a worker by hand)`);
+    await recordProcesses(pidsPath, [...serviceProcs, ...children]);
     say("Ctrl-C stops everything.");
   } catch (e) {
     await stopAll();

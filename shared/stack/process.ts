@@ -46,6 +46,11 @@ export class ManagedProcess {
     });
   }
 
+  /** The signal {@linkcode stop} sends first. */
+  get stopSignal(): Deno.Signal {
+    return this.#stopSignal;
+  }
+
   /** True until the process has exited. */
   get running(): boolean {
     return this.#exit === undefined;
@@ -138,6 +143,21 @@ export async function startProcess(options: StartOptions): Promise<ManagedProces
     stdout: stdio,
     stderr: stdio,
   }).spawn();
+  if (isolate) {
+    // Until setsid has exec'd the program, the pid's command line is setsid's (or, just after the fork,
+    // this process's): wait for the program's own (setsid keeps its argv[0] as given), so that what a
+    // caller records of this process (recordProcesses) is the program's.
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const cmdline = cmdlineOf(child.pid);
+      if (cmdline === undefined || cmdline.startsWith(options.cmd + "\0")) break;
+      if (Date.now() > deadline) {
+        log.warn("setsid did not start the program in time", { name: options.name, pid: child.pid });
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
   if (file) {
     const f = file;
     // Both streams go to one file; writes are line-sized chunks, so interleaving stays readable.
@@ -150,6 +170,77 @@ export async function startProcess(options: StartOptions): Promise<ManagedProces
     void pump(child.stderr);
   }
   return new ManagedProcess(child, options.name, options.stopSignal ?? "SIGTERM", file);
+}
+
+/** What {@linkcode recordProcesses} keeps of a process: enough to find that very process again. */
+interface RecordedProcess {
+  name: string;
+  pid: number;
+  /** Its `/proc/<pid>/cmdline` when recorded: a pid reused by another program does not match. */
+  cmdline: string;
+  signal: Deno.Signal;
+}
+
+function cmdlineOf(pid: number): string | undefined {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Writes the pids of `procs` to `path`, in start order, so that a later run can stop what this one
+ * leaves running if it is killed without the chance to stop its children ({@linkcode
+ * stopRecordedProcesses}).
+ */
+export async function recordProcesses(path: string, procs: ManagedProcess[]): Promise<void> {
+  const records: RecordedProcess[] = [];
+  for (const p of procs) {
+    const cmdline = p.running ? cmdlineOf(p.pid) : undefined;
+    if (cmdline) records.push({ name: p.name, pid: p.pid, cmdline, signal: p.stopSignal });
+  }
+  await Deno.writeTextFile(path, JSON.stringify(records));
+}
+
+/**
+ * Stops the processes recorded in `path` that still run the same command line (latest started first):
+ * their stop signal, then SIGKILL for any still there after `graceMs`. Removes the record and returns
+ * the names of those it stopped. A missing or unreadable record stops nothing.
+ */
+export async function stopRecordedProcesses(path: string, graceMs = 15_000): Promise<string[]> {
+  let records: RecordedProcess[] = [];
+  try {
+    const parsed = JSON.parse(await Deno.readTextFile(path));
+    if (Array.isArray(parsed)) {
+      records = parsed.filter((r): r is RecordedProcess =>
+        typeof r?.name === "string" && Number.isInteger(r?.pid) && r.pid > 1 && r.pid !== Deno.pid &&
+        typeof r?.cmdline === "string" && r.cmdline.length > 0 && typeof r?.signal === "string" &&
+        /^SIG[A-Z0-9]+$/.test(r.signal)
+      );
+    }
+  } catch {
+    return [];
+  }
+  const alive = (r: RecordedProcess) => cmdlineOf(r.pid) === r.cmdline;
+  const signal = (r: RecordedProcess, sig: Deno.Signal) => {
+    try {
+      if (alive(r)) Deno.kill(r.pid, sig);
+    } catch { /* gone meanwhile */ }
+  };
+  const stopped = records.filter(alive).reverse();
+  for (const r of stopped) {
+    signal(r, r.signal);
+    // One at a time, in order: the workers before the database they write to.
+    const deadline = Date.now() + graceMs;
+    while (alive(r) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+    if (alive(r)) {
+      log.warn("process did not stop in time; killing", { name: r.name, pid: r.pid });
+      signal(r, "SIGKILL");
+    }
+  }
+  await Deno.remove(path).catch(() => {});
+  return stopped.map((r) => r.name);
 }
 
 let setsidFound: boolean | undefined;

@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { startChildrenInOwnSessions, startProcess, StopWaiting, waitUntil } from "./process.ts";
+import { join } from "node:path";
+import { testEnv } from "../testing/mod.ts";
+import {
+  recordProcesses,
+  startChildrenInOwnSessions,
+  startProcess,
+  stopRecordedProcesses,
+  StopWaiting,
+  waitUntil,
+} from "./process.ts";
 
 Deno.test("waitReady() gives up as soon as the process exits, naming where its output went", async () => {
   const proc = await startProcess({ name: "quitter", cmd: "sh", args: ["-c", "exit 3"] });
@@ -70,5 +79,52 @@ Deno.test("startChildrenInOwnSessions() starts children out of this session, tra
     assert.equal(session(plain.pid), session("self"), "without it, children stay in this session");
   } finally {
     await plain.stop(2_000);
+  }
+});
+
+Deno.test("stopRecordedProcesses() stops recorded processes still running their command, and only those", async () => {
+  const dir = await Deno.makeTempDir({ dir: testEnv.tmp, prefix: "pids-" });
+  const path = join(dir, "pids.json");
+  const a = await startProcess({ name: "a", cmd: "sleep", args: ["30"] });
+  const b = await startProcess({ name: "b", cmd: "sleep", args: ["31"] });
+  // Ignores SIGTERM once it has said so (a signal before the trap is set would end it).
+  const stubbornOut = join(dir, "stubborn.out");
+  const stubborn = await startProcess({
+    name: "stubborn",
+    cmd: "sh",
+    args: ["-c", "trap '' TERM; echo trapped; sleep 32"],
+    output: stubbornOut,
+  });
+  try {
+    await waitUntil(
+      "the children to exec",
+      () =>
+        Promise.resolve(
+          [a, b].every((p) => /sleep\0/.test(Deno.readTextFileSync(`/proc/${p.pid}/cmdline`))),
+        ),
+    );
+    await waitUntil(
+      "the trap to be set",
+      async () => (await Deno.readTextFile(stubbornOut)).includes("trapped"),
+    );
+    await recordProcesses(path, [a, b, stubborn]);
+    // b's record is made to name another command line: as if its pid now belonged to another program.
+    const records = JSON.parse(await Deno.readTextFile(path));
+    assert.equal(records.length, 3);
+    records[1].cmdline = "something-else\0";
+    await Deno.writeTextFile(path, JSON.stringify(records));
+
+    const stopped = await stopRecordedProcesses(path, 300);
+    assert.deepEqual(stopped, ["stubborn", "a"], "latest first; b's pid is not the recorded program");
+    assert.equal((await a.status).signal, "SIGTERM");
+    assert.equal((await stubborn.status).signal, "SIGKILL", "killed after the grace period");
+    assert.equal(b.running, true);
+    await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+    // No record, or a broken one: nothing to stop.
+    assert.deepEqual(await stopRecordedProcesses(path), []);
+    await Deno.writeTextFile(path, "{not json");
+    assert.deepEqual(await stopRecordedProcesses(path), []);
+  } finally {
+    await Promise.all([a.stop(1_000), b.stop(1_000), stubborn.stop(1_000)]);
   }
 });
