@@ -197,6 +197,7 @@ async function runSession(
   const sessionAbort = new AbortController();
   const onAbort = () => sessionAbort.abort();
   signal.addEventListener("abort", onAbort, { once: true });
+  if (signal.aborted) sessionAbort.abort();
   let service: LogicalReplicationService | undefined;
   const timers: ReturnType<typeof setInterval>[] = [];
   let inflight: Promise<void> = Promise.resolve();
@@ -237,6 +238,7 @@ async function runSession(
         bucket: o.bucket,
         spoolDir: join(o.spoolDir, "snapshot"),
         log,
+        signal: sessionAbort.signal,
         onProgress: async (id, rows, total, done) => {
           if (isTty) {
             Deno.stderr.writeSync(enc.encode("\r" + progressBar(id, rows, total) + (done ? "\n" : "")));
@@ -251,6 +253,8 @@ async function runSession(
       applied = await o.target.applied(o.name);
     }
     for (const t of tables.values()) await o.target.ensureTable(t);
+    // A stop asked for while the session was being set up ends it here, before the stream starts.
+    sessionAbort.signal.throwIfAborted();
 
     // ---- streaming ----
     await setState("streaming", undefined);

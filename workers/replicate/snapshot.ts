@@ -31,6 +31,8 @@ export interface SnapshotOptions {
   bucket: string;
   spoolDir: string;
   log: Logger;
+  /** Aborts the snapshot: the slot's creation or the copy under way fails, and no further table starts. */
+  signal?: AbortSignal;
   /** Called as rows are copied (for control rows and the terminal bar). */
   onProgress?: (table: string, rows: number, total: number, done: boolean) => void | Promise<void>;
 }
@@ -48,8 +50,13 @@ export async function runSnapshot(o: SnapshotOptions): Promise<bigint> {
   const repl = new pg.Client({ connectionString: o.sourceUrl, replication: "database" } as pg.ClientConfig);
   // Errors surface through the awaited calls below; a late one from a dying connection is ignored here.
   repl.on("error", () => {});
+  o.signal?.throwIfAborted();
   await repl.connect();
+  // Slot creation waits for every running transaction to end: a stop must not wait with it.
+  const closeRepl = () => void repl.end().catch(() => {});
+  o.signal?.addEventListener("abort", closeRepl, { once: true });
   try {
+    o.signal?.throwIfAborted();
     const res = await repl.query(
       `CREATE_REPLICATION_SLOT ${quoteIdent(o.slot)} LOGICAL pgoutput (SNAPSHOT 'export')`,
     );
@@ -64,6 +71,7 @@ export async function runSnapshot(o: SnapshotOptions): Promise<bigint> {
     o.log.info("slot created", { slot: o.slot, consistent_point });
     await Deno.mkdir(o.spoolDir, { recursive: true });
     for (const t of o.tables) {
+      o.signal?.throwIfAborted();
       const id = tableId(t);
       const path = join(o.spoolDir, `snapshot-${id.replace(/[^A-Za-z0-9_.-]/g, "_")}.csv`);
       let rows = 0;
@@ -94,7 +102,7 @@ export async function runSnapshot(o: SnapshotOptions): Promise<bigint> {
           },
         });
         o.log.debug("snapshot copy started", { table: id });
-        await pipeline(readable, counter, createWriteStream(path));
+        await pipeline(readable, counter, createWriteStream(path), { signal: o.signal });
         o.log.debug("snapshot copy done", { table: id });
       });
       const key = `${o.pipeline}/snapshot/${id}/${consistent_point.replace("/", "-")}.csv`;
@@ -116,6 +124,7 @@ export async function runSnapshot(o: SnapshotOptions): Promise<bigint> {
     }
     return point;
   } finally {
+    o.signal?.removeEventListener("abort", closeRepl);
     await repl.end().catch(() => {});
   }
 }
