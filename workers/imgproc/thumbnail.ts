@@ -31,21 +31,8 @@ export async function makeThumbnail(
   input: Uint8Array,
   o: ThumbnailOptions = DEFAULT_THUMBNAIL_OPTIONS,
 ): Promise<{ data: Uint8Array; width: number; height: number }> {
-  let meta: sharp.Metadata;
   try {
-    // Reads the header only; `limitInputPixels: false` so the check below gives the clear message.
-    meta = await sharp(input, { limitInputPixels: false }).metadata();
-  } catch (e) {
-    throw new ImageRejectedError("Cannot read the image: the file is not a supported image", { cause: e });
-  }
-  const pixels = (meta.width ?? 0) * (meta.height ?? 0);
-  if (!pixels) throw new ImageRejectedError("Cannot read the image: it has no dimensions");
-  if (pixels > o.maxPixels) {
-    throw new ImageRejectedError(
-      `Cannot make a thumbnail: the image is ${meta.width}x${meta.height} pixels, over the limit of ${o.maxPixels}`,
-    );
-  }
-  try {
+    // libvips checks `limitInputPixels` against the header before it decodes a pixel.
     const { data, info } = await sharp(input, { limitInputPixels: o.maxPixels, failOn: "error" })
       .rotate()
       .resize({ width: o.size, height: o.size, fit: "inside", withoutEnlargement: true })
@@ -58,6 +45,32 @@ export async function makeThumbnail(
       height: info.height,
     };
   } catch (e) {
-    throw new ImageRejectedError("Cannot make a thumbnail: the image could not be decoded", { cause: e });
+    throw await whyRejected(input, o, e);
   }
+}
+
+/**
+ * The reason an input could not make a thumbnail, from its header: read only once the decode failed, so a
+ * good image costs one pass and a bad one still gets a clear message.
+ */
+async function whyRejected(
+  input: Uint8Array,
+  o: ThumbnailOptions,
+  cause: unknown,
+): Promise<ImageRejectedError> {
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(input, { limitInputPixels: false }).metadata();
+  } catch (e) {
+    return new ImageRejectedError("Cannot read the image: the file is not a supported image", { cause: e });
+  }
+  const pixels = (meta.width ?? 0) * (meta.height ?? 0);
+  if (!pixels) return new ImageRejectedError("Cannot read the image: it has no dimensions", { cause });
+  if (pixels > o.maxPixels) {
+    return new ImageRejectedError(
+      `Cannot make a thumbnail: the image is ${meta.width}x${meta.height} pixels, over the limit of ${o.maxPixels}`,
+      { cause },
+    );
+  }
+  return new ImageRejectedError("Cannot make a thumbnail: the image could not be decoded", { cause });
 }
