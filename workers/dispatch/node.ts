@@ -299,11 +299,9 @@ async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<
     with me as (
       select 1 from ${s}.dispatch_nodes where node_id = ${o.nodeId} and not released for share
     ), ${record} c as (
-      select id from ${s}.dispatch_queue
-       where state = 'pending' and run_at <= clock_timestamp() and exists (select from me)
-       order by run_at, id
-       limit ${n}
-       for update skip locked
+      -- The first due pending events, locked, skipping those other nodes hold: always by the ready
+      -- index (sql/0023_dispatch_claim.sql), and not at all once this node was released.
+      select k.id from control.dispatch_claimable(${o.schema}, ${n}) k where exists (select from me)
     ), u as (
       update ${s}.dispatch_queue e
          set state = 'running', claimed_by = ${o.nodeId}, claimed_at = clock_timestamp(),
