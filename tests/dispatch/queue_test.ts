@@ -28,9 +28,11 @@ Deno.test("finished events move from the queue to the history, and claims are HO
                                   from pg_stat_user_tables where relid = 'control.dispatch_queue'::regclass`;
   {
     await using node = startTestNode(db);
+    // At least: delivery is at least once, and a node stalled past its short test lease has its events
+    // released and runs them again. The history below still holds each event once.
     await waitFor(
       "all finished",
-      () => Promise.resolve(node.status.done === 40 && node.status.failed === 40),
+      () => Promise.resolve(node.status.done >= 40 && node.status.failed >= 40),
     );
     await waitFor("all written", async () => (await count(db, "dispatch_history")) === 80);
   }
