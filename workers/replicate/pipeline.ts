@@ -282,6 +282,8 @@ async function runSession(
       finish = resolve;
     });
     sessionAbort.signal.addEventListener("abort", () => finish?.(), { once: true });
+    // An abort during the awaits since the check above fired before this listener existed.
+    if (sessionAbort.signal.aborted) finish?.();
     let flushError: unknown;
     /** Batches handed to the loader and not finished yet. */
     let loading = 0;
