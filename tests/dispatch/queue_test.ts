@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { createTestDatabase, type TestDatabase, waitFor } from "../../shared/testing/mod.ts";
 import { startTestNode } from "../../workers/dispatch/_testing.ts";
 import { abortableSleep } from "../../shared/worker.ts";
+import { connectPostgres } from "../../shared/db.ts";
 import { HISTORY_DELETE_BATCH, trimHistory } from "../../workers/dispatch/node.ts";
 
 const count = async (db: TestDatabase, table: string) =>
@@ -228,51 +229,99 @@ Deno.test("the master deletes finished events past the retention, oldest first, 
   assert.deepEqual(await ids(), ["3", "6", "9", "12"]);
 });
 
-Deno.test("a burst after the queue was analyzed with nothing pending is claimed by the index, not a scan", async () => {
+Deno.test("a burst after the queue was analyzed in a quiet moment is claimed and finished by key, never by a scan", async () => {
   await using db = await createTestDatabase();
-  await db.sql`create table public.burst (id int primary key)`;
-  await db
-    .sql`insert into control.dispatch_functions (name, code) values ('noop', 'export default () => {}')`;
-  await db.sql`insert into control.dispatch_triggers (table_schema, table_name, function_name)
-               values ('public', 'burst', 'noop')`;
-  await db.sql`select control.dispatch_install('public', 'burst')`;
-  // A quiet moment when autovacuum looks: a few events running, none pending. Then a burst.
-  await db.sql`insert into public.burst select g from generate_series(1, 200) g`;
-  await db.sql`update control.dispatch_queue set state = 'running', claimed_by = 'elsewhere'`;
-  await db.sql`analyze control.dispatch_queue`;
-  await db.sql`insert into public.burst select g from generate_series(201, 10200) g`;
+  // Everything here runs on one connection, whose statistics are flushed before each reading.
   const conn = await db.sql.reserve();
   try {
-    /** Sequential and index scans of the queue made by `claim` on this connection. */
-    const scans = async (claim: () => Promise<unknown>) => {
-      const read = async () => {
-        const [s] = await conn`select seq_scan::int as seq, idx_scan::int as idx
-                                 from pg_stat_user_tables where relid = 'control.dispatch_queue'::regclass`;
-        return s;
-      };
-      await conn`select pg_stat_force_next_flush()`;
-      const before = await read();
-      await conn`select pg_stat_force_next_flush()`;
-      await conn`begin`;
-      const rows = await claim();
-      await conn`rollback`;
+    await conn`create table public.burst (id int primary key)`;
+    await conn`insert into control.dispatch_functions (name, code) values ('noop', 'export default () => {}')`;
+    await conn`insert into control.dispatch_triggers (table_schema, table_name, function_name)
+               values ('public', 'burst', 'noop')`;
+    await conn`select control.dispatch_install('public', 'burst')`;
+    await conn`insert into control.dispatch_nodes (node_id, host, pid, bind, lease_until)
+               values ('probe', 'h', 1, 'b', now() + interval '1 hour')`;
+    // A quiet moment when autovacuum looks: a few events running, none pending. Then a burst.
+    await conn`insert into public.burst select g from generate_series(1, 200) g`;
+    await conn`update control.dispatch_queue set state = 'running', claimed_by = 'probe'`;
+    await conn`analyze control.dispatch_queue`;
+    await conn`insert into public.burst select g from generate_series(201, 10200) g`;
+    /** Sequential and index scans of the queue so far. */
+    const scans = async () => {
       await conn`select pg_stat_force_next_flush()`;
       await conn`select pg_stat_clear_snapshot()`;
-      const after = await read();
+      const [s] = await conn`select seq_scan::int as seq, idx_scan::int as idx
+                               from pg_stat_user_tables where relid = 'control.dispatch_queue'::regclass`;
+      return s as { seq: number; idx: number };
+    };
+    /** What `run` did to the queue's scan counts, in a transaction rolled back afterwards. */
+    const scansOf = async (run: () => Promise<unknown>) => {
+      const before = await scans();
+      await conn`begin`;
+      const rows = await run();
+      await conn`rollback`;
+      const after = await scans();
       return { rows, seq: after.seq - before.seq, idx: after.idx - before.idx };
     };
-    // The statement a claim used to be: the planner, misled, reads the whole backlog and sorts it.
-    const plain = await scans(() =>
+    // The statement a claim's choice of events used to be: the planner, misled, reads the whole backlog.
+    const plain = await scansOf(() =>
       conn`select id from control.dispatch_queue
             where state = 'pending' and run_at <= clock_timestamp()
             order by run_at, id limit 64 for update skip locked`
     );
     assert.equal(plain.seq, 1, "the setup no longer misleads the planner: this test proves nothing");
-    const viaFunction = await scans(() => conn`select id from control.dispatch_claimable('control', 64)`);
-    assert.equal(viaFunction.seq, 0);
-    assert.ok(viaFunction.idx >= 1);
-    // The same events: the first 64 pending ones in order.
-    assert.deepEqual(viaFunction.rows, plain.rows);
+
+    // A node's round trip: outcomes of 64 running events (half done, half retried), then a claim of 64.
+    const outcomes = Array.from({ length: 64 }, (_, i) => ({
+      id: i + 1,
+      state: i % 2 ? "done" : "pending",
+      delay_ms: 60_000,
+      error: null,
+      stack: null,
+      start_ms: 1,
+    }));
+    const round = await scansOf(async () => {
+      const claimed = await conn`select id::int as id from control.dispatch_claim_events('probe', 64, ${
+        conn.json(outcomes)
+      }) order by id`;
+      const [moved] = await conn`select count(*)::int as n from control.dispatch_history`;
+      const [retried] = await conn`select count(*)::int as n from control.dispatch_queue
+                                    where state = 'pending' and id <= 64`;
+      return { claimed: claimed.map((r) => r.id), moved: moved.n, retried: retried.n };
+    });
+    // The first 64 pending events in order; the done ones in the history, the others pending again.
+    assert.deepEqual(round.rows, {
+      claimed: Array.from({ length: 64 }, (_, i) => 201 + i),
+      moved: 32,
+      retried: 32,
+    });
+    assert.equal(round.seq, 0);
+    assert.ok(round.idx >= 3, `index scans: ${round.idx}`);
+
+    // A node working through the whole burst never scans the queue either. It has a pool of its own,
+    // ended before the reading: a backend flushes its statistics when it exits.
+    const before = await scans();
+    const nodeSql = connectPostgres(db.url, { max: 4 });
+    try {
+      await using node = startTestNode(db, {
+        sql: nodeSql,
+        functionSql: nodeSql,
+        leaseMs: 5_000,
+        concurrency: 8,
+        prefetch: 64,
+      });
+      await waitFor("the burst done", () => Promise.resolve(node.status.done >= 10_000), 60_000);
+    } finally {
+      await nodeSql.end();
+    }
+    // Claims (at most 72 events each) and outcome writes each scan the queue's indexes.
+    const after = await waitFor("the node's statistics", async () => {
+      const s = await scans();
+      return s.idx - before.idx >= 2 * Math.ceil(10_000 / 72) && s;
+    }, 10_000);
+    assert.equal(after.seq - before.seq, 0);
+    const [done] = await conn`select count(*)::int as n from control.dispatch_history where state = 'done'`;
+    assert.equal(done.n, 10_000);
   } finally {
     conn.release();
   }

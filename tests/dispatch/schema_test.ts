@@ -3,6 +3,7 @@ import { fileURLToPath as fromFileUrl } from "node:url";
 import { adminClient } from "../../web/routes/api/admin/_testing.ts";
 import { createTestDatabase } from "../../shared/testing/mod.ts";
 import { abortableSleep } from "../../shared/worker.ts";
+import { installSchema } from "../../workers/dispatch/node.ts";
 
 const MAIN = fromFileUrl(new URL("../../workers/dispatch/main.ts", import.meta.url));
 
@@ -45,6 +46,11 @@ Deno.test("a node started on another schema installs dispatch there and runs tha
     const { call } = adminClient(sql);
     assert.equal((await call("GET", "/functions?schema=nowhere")).status, 404);
     assert.equal((await call("GET", "/functions?schema=bad-name")).status, 400);
+    // Installed from the admin API: the tables and the claim function a node needs.
+    assert.equal((await call("POST", "/schemas", { name: "tenant_b" })).status, 201);
+    const [fn] =
+      await sql`select to_regprocedure('tenant_b.dispatch_claim_events(text, integer, jsonb)') is not null as ok`;
+    assert.ok(fn.ok);
     const code = `export default async (e, db) => {
       await db.sql\`insert into public.seen values (\${e.id}, \${e.op}, \${e.row_id})\`;
     }`;
@@ -99,9 +105,23 @@ Deno.test("installing a schema twice is harmless and odd names are quoted or ref
   await sql`insert into public.t values (1)`;
   const [e] = await sql`select op, row_id from "Mixed_Case".dispatch_events`;
   assert.deepEqual({ ...e }, { op: "insert", row_id: "1" });
-  await assert.rejects(
-    sql`select control.dispatch_install_schema('x; drop table public.t')`,
-    /plain identifier/,
-  );
+  // The claim function a node uses there (made by the node at its start, as here).
+  await installSchema(sql, "Mixed_Case");
+  await installSchema(sql, "Mixed_Case");
+  await sql`insert into "Mixed_Case".dispatch_nodes (node_id, host, pid, bind, lease_until)
+            values ('n', 'h', 1, 'b', now() + interval '1 minute')`;
+  const claimed =
+    await sql`select id, op, row_id, attempts from "Mixed_Case".dispatch_claim_events('n', 10, null)`;
+  assert.deepEqual(claimed.map((r) => ({ op: r.op, row_id: r.row_id, attempts: r.attempts })), [
+    { op: "insert", row_id: "1", attempts: 1 },
+  ]);
+  const [running] = await sql`select state, claimed_by from "Mixed_Case".dispatch_events`;
+  assert.deepEqual({ ...running }, { state: "running", claimed_by: "n" });
+  for (const install of ["dispatch_install_schema", "dispatch_install_claim"]) {
+    await assert.rejects(
+      sql`select ${sql("control")}.${sql(install)}('x; drop table public.t')`,
+      /plain identifier/,
+    );
+  }
   assert.equal((await sql`select count(*)::int as n from public.t`)[0].n, 1);
 });

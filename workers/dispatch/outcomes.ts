@@ -61,7 +61,7 @@ export class OutcomeWriter {
 
   /**
    * Hands over up to `maxBatch` queued outcomes for a statement that records them together with a claim
-   * ({@linkcode outcomeCtes}): one round trip instead of two. The caller must return them with
+   * (`dispatch_claim_events`): one round trip instead of two. The caller must return them with
    * {@linkcode putBack} if that statement fails.
    */
   take(): Outcome[] {
@@ -105,56 +105,26 @@ export class OutcomeWriter {
 
   /** One statement for a batch: done or dead (moved to the history), or back to pending after a delay. */
   async write(batch: Outcome[]): Promise<void> {
-    await this.sql`with ${outcomeCtes(this.sql, this.schema, this.nodeId, batch)} select 1`;
+    const s = this.sql(this.schema);
+    await this.sql`select from ${s}.dispatch_claim_events(${this.nodeId}, 0, ${
+      outcomesJson(this.sql, batch)
+    })`;
   }
 }
 
 /**
- * The common table expressions that record `batch` (to start a `WITH`; they end without a comma). Done
- * and dead events move from the queue to the history; retries stay queued, due after their delay. Only
- * events still running under `nodeId` are touched. `guarded`: the statement defines a CTE `me` first (the
- * node's own row, share-locked by a claim), and nothing is written unless it has a row; so the node row is
- * locked before any event row, in the order the master's release locks them, and a claim never waits for
- * its node row while holding event rows the release waits for.
+ * `batch` as the `p_outcomes` argument of `<schema>.dispatch_claim_events` (sql/0024_dispatch_claim_events.sql),
+ * or null when empty. There, done and dead events move from the queue to the history and retries go back to
+ * pending, due after their delay; only events still running under the node are touched.
  */
-export function outcomeCtes(sql: Sql, schema: string, nodeId: string, batch: Outcome[], guarded = false) {
-  const rows = batch.map((o) => ({
+export function outcomesJson(sql: Sql, batch: Outcome[]) {
+  if (!batch.length) return null;
+  return sql.json(batch.map((o) => ({
     id: o.id,
     state: o.state,
     delay_ms: o.delayMs ?? 0,
     error: o.error ?? null,
     stack: o.stack ?? null,
     start_ms: o.startMs ?? null,
-  }));
-  const s = sql(schema);
-  const guard = guarded ? sql`and exists (select from me)` : sql``;
-  return sql`
-    v as (
-      select * from jsonb_to_recordset(${sql.json(rows)})
-             as v(id bigint, state text, delay_ms double precision, error text, stack text,
-                  start_ms double precision)
-    ), finished as (
-      delete from ${s}.dispatch_queue e using v
-       where e.id = v.id and v.state <> 'pending' and e.claimed_by = ${nodeId} and e.state = 'running' ${guard}
-      returning e.id, e.function_name, e.source, e.table_schema, e.table_name, e.op, e.row_id, e.new_row,
-                e.old_row, v.state, e.attempts, e.run_at, e.created_at, e.claimed_by, e.claimed_at,
-                coalesce(e.claimed_at + v.start_ms * interval '1 millisecond', e.started_at) as started_at,
-                v.error, v.stack
-    ), moved as (
-      insert into ${s}.dispatch_history (id, function_name, source, table_schema, table_name, op, row_id,
-                                         new_row, old_row, state, attempts, run_at, created_at, claimed_by,
-                                         claimed_at, started_at, finished_at, last_error, last_stack)
-      select id, function_name, source, table_schema, table_name, op, row_id, new_row, old_row, state,
-             attempts, run_at, created_at, claimed_by, claimed_at, started_at, clock_timestamp(), error, stack
-        from finished
-    ), retried as (
-      update ${s}.dispatch_queue e
-         set state = 'pending', claimed_by = null,
-             run_at = clock_timestamp() + v.delay_ms * interval '1 millisecond',
-             started_at = coalesce(e.claimed_at + v.start_ms * interval '1 millisecond', e.started_at),
-             last_error = v.error,
-             last_stack = v.stack
-        from v
-       where e.id = v.id and v.state = 'pending' and e.claimed_by = ${nodeId} and e.state = 'running' ${guard}
-    )`;
+  })));
 }

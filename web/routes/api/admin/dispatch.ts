@@ -10,6 +10,7 @@ import type { AppEnv, AppOptions } from "../../../app.tsx";
 import type { Sql } from "../../../../shared/db.ts";
 import { WharfError } from "../../../../shared/errors.ts";
 import { parseCron } from "../../../../workers/dispatch/cron.ts";
+import { installSchema } from "../../../../workers/dispatch/node.ts";
 import { runInSandbox } from "../../../../workers/dispatch/sandbox.ts";
 
 const Ident = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, "must be a plain identifier");
@@ -87,7 +88,7 @@ export function dispatchAdminRoutes(
   r.post("/schemas", async (c) => {
     const sql = needSql(options);
     const b = z.object({ name: Ident }).parse(await c.req.json());
-    await sql`select control.dispatch_install_schema(${b.name})`;
+    await installSchema(sql, b.name);
     const [row] = await sql`select * from control.dispatch_schemas where name = ${b.name}`;
     return c.json(row, 201);
   });
