@@ -6,6 +6,7 @@
  *
  * `BENCH_EVENTS` (default 100000) sets the batch size; `BENCH_CONCURRENCY` (default 8) the per-node
  * concurrency for both; `BENCH_PREFETCH` (default 64) how many events each side fetches ahead.
+ * `BENCH_ONLY=dispatch` skips graphile-worker (for quick comparisons of dispatch changes; the ratio is then 0).
  */
 import process from "node:process";
 import { Logger as GraphileLogger, run as graphileRun } from "graphile-worker";
@@ -26,6 +27,7 @@ const IDLE = 50;
  * `localQueue.size` (its release notes suggest at least concurrency + 1; its performance guide uses 500).
  */
 const PREFETCH = Number(Deno.env.get("BENCH_PREFETCH") ?? 64);
+const ONLY = Deno.env.get("BENCH_ONLY");
 const quiet = new GraphileLogger(() => () => {});
 const log = createLogger("bench-dispatch", { level: "error" });
 
@@ -231,6 +233,7 @@ try {
   const rows: Row[] = [];
   for (const nodes of [1, 2]) {
     rows.push(await benchDispatch(sql, nodes));
+    if (ONLY === "dispatch") continue;
     rows.push(await benchGraphile(sql, pg.url, nodes, false));
     rows.push(await benchGraphile(sql, pg.url, nodes, true));
   }
@@ -240,15 +243,17 @@ try {
     Math.min(...rs.map((r) => Number(r.client_cpu_us_per_event) + Number(r.pg_cpu_us_per_event)));
   const best = (rs: Row[]) => Math.max(...rs.map((r) => Number(r.events_per_s)));
   report("dispatch", rows, {
-    ratio: Number((best(ours) / best(peer)).toFixed(3)),
+    ratio: peer.length ? Number((best(ours) / best(peer)).toFixed(3)) : 0,
     events: N,
     events_per_s: Math.round(best(ours)),
-    peer_events_per_s: Math.round(best(peer)),
+    peer_events_per_s: peer.length ? Math.round(best(peer)) : null,
     // Client + server CPU per event, the least of each side's runs: a figure that other load on the
     // machine barely moves.
     cpu_us_per_event: Math.round(leastCpu(ours)),
-    peer_cpu_us_per_event: Math.round(leastCpu(peer)),
-    peer: peer.reduce((a, b) => Number(b.events_per_s) > Number(a.events_per_s) ? b : a).system,
+    peer_cpu_us_per_event: peer.length ? Math.round(leastCpu(peer)) : null,
+    peer: peer.length
+      ? peer.reduce((a, b) => Number(b.events_per_s) > Number(a.events_per_s) ? b : a).system
+      : null,
     p50_ms: ours[0].idle_p50_ms,
     p99_ms: ours[0].idle_p99_ms,
     bulk_p50_ms: ours[0].bulk_p50_ms,
