@@ -10,7 +10,7 @@ import { createLogger } from "../../shared/log.ts";
 import { freePort } from "../../shared/stack/process.ts";
 import { LOCAL_S3_CREDENTIALS } from "../../shared/stack/s3.ts";
 import { EVENTS_PATH } from "../../shared/stack/s3_events.ts";
-import { testBucketName, testEnv } from "../../shared/testing/mod.ts";
+import { createTestDatabase, testBucketName, testEnv } from "../../shared/testing/mod.ts";
 import { thumbnailKeyFor } from "../../web/feed/s3.ts";
 import { S3Objects } from "../../web/feed/s3_objects.ts";
 import { bridgeOnce, runBridge } from "../../workers/imgproc/bridge.ts";
@@ -274,4 +274,52 @@ Deno.test("a message claimed by a copy that died comes back to another copy afte
   assert.equal(again.receiveCount, 2);
   await alive.ack(again);
   assert.equal(await alive.depth(), 0);
+});
+
+Deno.test("a backlog after the queue was analyzed in a quiet moment is claimed by the ready index, a few rows each", async () => {
+  await using db = await createTestDatabase();
+  // One connection throughout, its statistics flushed before each reading.
+  const conn = await db.sql.reserve();
+  try {
+    // A quiet moment when autovacuum looks: a few messages, none visible. Then a backlog.
+    await conn`insert into control.imgproc_messages (dedupe_key, body)
+               select 'quiet' || g, '{}' from generate_series(1, 20) g`;
+    await conn`update control.imgproc_messages set visible_at = now() + interval '1 hour'`;
+    await conn`analyze control.imgproc_messages`;
+    await conn`insert into control.imgproc_messages (dedupe_key, body)
+               select 'k' || g, 'body ' || g from generate_series(1, 10000) g`;
+    /** Index tuples read from the queue's indexes by `run`. */
+    const readBy = async (run: () => Promise<unknown>) => {
+      const read = async () => {
+        await conn`select pg_stat_force_next_flush()`;
+        await conn`select pg_stat_clear_snapshot()`;
+        const [s] = await conn`select coalesce(sum(idx_tup_read), 0)::int as n from pg_stat_user_indexes
+                                where relid = 'control.imgproc_messages'::regclass`;
+        return s.n as number;
+      };
+      const before = await read();
+      const rows = await run();
+      return { rows, read: (await read()) - before };
+    };
+    // The claim as it was: the misled planner reads every visible message and sorts them.
+    const plain = await readBy(async () => {
+      await conn`begin`;
+      await conn`update control.imgproc_messages m set attempts = attempts + 1
+                  where id in (select id from control.imgproc_messages
+                                where dead_at is null and visible_at <= now()
+                                order by id limit 1 for update skip locked)`;
+      await conn`rollback`;
+    });
+    assert.ok(plain.read >= 10_000, `the setup no longer misleads the planner (${plain.read} read)`);
+    const queue = new PgQueue({ sql: conn as unknown as typeof db.sql, consumerId: "c" });
+    const signal = new AbortController().signal;
+    const got = await readBy(() => queue.receive(4, 0, signal));
+    const bodies = (got.rows as { body: string; receiveCount: number }[]).map((
+      m,
+    ) => [m.body, m.receiveCount]);
+    assert.deepEqual(bodies, [["body 1", 1], ["body 2", 1], ["body 3", 1], ["body 4", 1]]);
+    assert.ok(got.read < 50, `${got.read} index tuples read for a claim of 4`);
+  } finally {
+    conn.release();
+  }
 });

@@ -35,19 +35,9 @@ export class PgQueue implements MessageQueue {
 
   async #claim(max: number): Promise<QueueMessage[]> {
     const { sql, consumerId, visibilityMs } = this.#o;
-    // Claim and hide in one statement: the row lock is held only for this update, and visible_at
-    // (not a lock) keeps the row away from other copies while this one works on it.
+    // By the ready index whatever the statistics say (sql/0025_imgproc_claim.sql).
     const rows = await sql`
-      update control.imgproc_messages m
-         set visible_at = now() + make_interval(secs => ${visibilityMs / 1000}),
-             attempts = attempts + 1, claimed_by = ${consumerId}
-       where id in (
-         select id from control.imgproc_messages
-          where dead_at is null and visible_at <= now()
-          order by id
-          limit ${max}
-          for update skip locked)
-      returning id, body, attempts`;
+      select id, body, attempts from control.imgproc_claim(${consumerId}, ${max}, ${visibilityMs})`;
     return rows.map((r) => ({
       handle: String(r.id),
       body: r.body as string,
