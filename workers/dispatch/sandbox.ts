@@ -44,6 +44,39 @@ function toWire(e: DispatchEvent | WireEvent): WireEvent {
   };
 }
 
+/**
+ * A batch's events as posted to the worker: one array per field rather than an object per event, which a
+ * structured clone writes and rebuilds field name by field name (measured: about half the cost of the
+ * message pair per event).
+ */
+function packEvents(events: (DispatchEvent | WireEvent)[]) {
+  const n = events.length;
+  const p = {
+    id: new Array<string>(n),
+    function: new Array<string>(n),
+    source: new Array<string>(n),
+    table: new Array<string | null>(n),
+    op: new Array<string | null>(n),
+    row_id: new Array<string | null>(n),
+    new_json: new Array<string | null>(n),
+    old_json: new Array<string | null>(n),
+    attempt: new Array<number>(n),
+  };
+  for (let i = 0; i < n; i++) {
+    const e = toWire(events[i]);
+    p.id[i] = e.id;
+    p.function[i] = e.function;
+    p.source[i] = e.source;
+    p.table[i] = e.table;
+    p.op[i] = e.op;
+    p.row_id[i] = e.row_id;
+    p.new_json[i] = e.new_json;
+    p.old_json[i] = e.old_json;
+    p.attempt[i] = e.attempt;
+  }
+  return p;
+}
+
 /** The outcome of one call. */
 export type SandboxResult =
   | { ok: true; ms: number }
@@ -260,9 +293,9 @@ function execBatch(
         errors.set(m.index, { message: String(m.message), stack: String(m.stack) });
       } else if (m.type === "query") answerQuery(worker, o, m, () => settled);
       else if (m.type === "batch-done") {
-        (m.errors as ({ message: string; stack: string } | null)[]).forEach((err, i) => {
-          if (err) errors.set(i, { message: String(err.message), stack: String(err.stack) });
-        });
+        for (const err of m.errors as { index: number; message: string; stack: string }[]) {
+          errors.set(err.index, { message: String(err.message), stack: String(err.stack) });
+        }
         finish(o.items.map((_, i) => progress[1 + i] ? resultOf(i) : { started: false }), true);
       }
     };
@@ -273,7 +306,7 @@ function execBatch(
     worker.postMessage({
       type: "batch",
       code: o.code,
-      events: o.items.map((i) => toWire(i.event)),
+      events: packEvents(o.items.map((i) => i.event)),
       progress: progress.buffer,
     });
   });

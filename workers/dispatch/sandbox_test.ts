@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createTestDatabase } from "../../shared/testing/mod.ts";
-import { type DispatchEvent, runInSandbox, SandboxPool } from "./sandbox.ts";
+import { type DispatchEvent, runInSandbox, SandboxPool, type WireEvent } from "./sandbox.ts";
 
 Deno.test("a function that loops forever is stopped by its timeout and the caller stays responsive", async () => {
   let ticks = 0;
@@ -98,23 +98,22 @@ Deno.test("the pool reuses a warm worker for the same code but never one that ti
 
 Deno.test("a batch runs its events in order; a throw fails only its event; a timeout leaves later ones unstarted", async () => {
   const pool = new SandboxPool(4);
-  const ev = (id: string, more: Record<string, unknown> = {}) =>
-    ({ id, ...more }) as unknown as DispatchEvent;
+  const ev = (id: string, op: string | null = null) => ({ id, op }) as unknown as DispatchEvent;
   try {
     const code = `const seen = [];
       export default (e) => {
         seen.push(e.id);
-        if (e.fail) throw new Error("failed " + seen.join(","));
-        if (e.loop) { while (true) {} }
+        if (e.op === "fail") throw new Error("failed " + seen.join(","));
+        if (e.op === "loop") { while (true) {} }
       };`;
     const t0 = performance.now();
     const r = await pool.runBatch({
       code,
       items: [
         { event: ev("1"), timeoutMs: 30_000 },
-        { event: ev("2", { fail: true }), timeoutMs: 30_000 },
+        { event: ev("2", "fail"), timeoutMs: 30_000 },
         { event: ev("3"), timeoutMs: 30_000 },
-        { event: ev("4", { loop: true }), timeoutMs: 300 },
+        { event: ev("4", "loop"), timeoutMs: 300 },
         { event: ev("5"), timeoutMs: 30_000 },
       ],
     });
@@ -146,6 +145,59 @@ Deno.test("a batch runs its events in order; a throw fails only its event; a tim
     // Each event's duration is known, a lone one's included.
     const [ran] = await pending;
     assert.ok(ran.started && ran.ms >= 250 && ran.ms < 5_000, `ms: ${ran.started && ran.ms}`);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("a batch's events reach the function whole: every field, rows as objects, short or wide", async () => {
+  const pool = new SandboxPool(2);
+  const wide = "x".repeat(5_000);
+  const event = (id: string, n: unknown, o: unknown): WireEvent => ({
+    id,
+    function: "shape",
+    source: "trigger",
+    table: "public.t",
+    op: "update",
+    row_id: id,
+    new_json: n === null ? null : JSON.stringify(n),
+    old_json: o === null ? null : JSON.stringify(o),
+    attempt: 2,
+  });
+  try {
+    // The function reports what it saw through its error message.
+    const code = `export default (e) => {
+      throw new Error(JSON.stringify({ keys: Object.keys(e), spread: { ...e }, wide: e.new?.s?.length ?? null }));
+    };`;
+    const r = await pool.runBatch({
+      code,
+      items: [
+        { event: event("1", { id: 1, s: "short" }, { id: 1, s: "before" }), timeoutMs: 5_000 },
+        { event: event("2", { id: 2, s: wide }, null), timeoutMs: 5_000 },
+      ],
+    });
+    const seen = r.map((x) => JSON.parse(x.started && !x.ok ? x.error : "null"));
+    const keys = ["id", "function", "source", "table", "op", "row_id", "attempt", "new", "old"];
+    assert.deepEqual(seen[0], {
+      keys,
+      spread: {
+        id: "1",
+        function: "shape",
+        source: "trigger",
+        table: "public.t",
+        op: "update",
+        row_id: "1",
+        attempt: 2,
+        new: { id: 1, s: "short" },
+        old: { id: 1, s: "before" },
+      },
+      wide: 5,
+    });
+    // A wide row is parsed on first read, and is then an ordinary property like the others.
+    assert.deepEqual(seen[1].keys, keys);
+    assert.equal(seen[1].wide, 5_000);
+    assert.deepEqual(seen[1].spread.new, { id: 2, s: wide });
+    assert.equal(seen[1].spread.old, null);
   } finally {
     pool.close();
   }

@@ -60,14 +60,14 @@ function describe(err: unknown) {
 }
 
 /** Defines `key` on `target` as `text` parsed as JSON on first read (null stays null). */
-function lazyJson(target: Record<string, unknown>, key: string, text: string | null) {
+function lazyJson(target: Record<string, unknown>, key: string, text: string) {
   const settle = (value: unknown) =>
     Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
   Object.defineProperty(target, key, {
     enumerable: true,
     configurable: true,
     get() {
-      const value = text === null ? null : JSON.parse(text);
+      const value = JSON.parse(text);
       settle(value);
       return value;
     },
@@ -75,11 +75,43 @@ function lazyJson(target: Record<string, unknown>, key: string, text: string | n
   });
 }
 
-/** The event a function receives, from the one posted (rows as JSON text, parsed when read). */
-function fromWire(w: Record<string, unknown>): Record<string, unknown> {
-  const { new_json, old_json, ...event } = w;
-  lazyJson(event, "new", new_json as string | null);
-  lazyJson(event, "old", old_json as string | null);
+/**
+ * Rows up to this length (JSON text) are parsed when the event is built: cheaper than deferring (an
+ * accessor turns the event into a slow object and costs more than parsing a short row). Longer ones are
+ * parsed on first read, so a function that never reads a wide row does not pay for it.
+ */
+const EAGER_JSON = 2048;
+
+/** Events of a batch as posted (`packEvents` in sandbox.ts): one array per field. */
+interface PackedEvents {
+  id: string[];
+  function: string[];
+  source: string[];
+  table: (string | null)[];
+  op: (string | null)[];
+  row_id: (string | null)[];
+  new_json: (string | null)[];
+  old_json: (string | null)[];
+  attempt: number[];
+}
+
+/** Event `i` of a batch as a function receives it (rows as JSON text: parsed now or on first read). */
+function eventAt(p: PackedEvents, i: number): Record<string, unknown> {
+  const nj = p.new_json[i];
+  const oj = p.old_json[i];
+  const event: Record<string, unknown> = {
+    id: p.id[i],
+    function: p.function[i],
+    source: p.source[i],
+    table: p.table[i],
+    op: p.op[i],
+    row_id: p.row_id[i],
+    attempt: p.attempt[i],
+    new: nj === null ? null : nj.length <= EAGER_JSON ? JSON.parse(nj) : undefined,
+    old: oj === null ? null : oj.length <= EAGER_JSON ? JSON.parse(oj) : undefined,
+  };
+  if (nj !== null && nj.length > EAGER_JSON) lazyJson(event, "new", nj);
+  if (oj !== null && oj.length > EAGER_JSON) lazyJson(event, "old", oj);
   return event;
 }
 
@@ -91,9 +123,9 @@ function fromWire(w: Record<string, unknown>): Record<string, unknown> {
  * when the batch ended (epoch ms; with the start times it gives each event's duration, a lone one's too). A
  * throw is also posted at once, so its message survives a later timeout of the same batch.
  */
-async function runBatch(code: string, events: unknown[], progress: Float64Array) {
-  const n = events.length;
-  const errors: ({ message: string; stack: string } | null)[] = [];
+async function runBatch(code: string, events: PackedEvents, progress: Float64Array) {
+  const n = events.id.length;
+  const errors: { index: number; message: string; stack: string }[] = [];
   let fn: ((e: unknown, d: typeof db) => unknown) | undefined;
   let loadError: { message: string; stack: string } | undefined;
   try {
@@ -108,13 +140,12 @@ async function runBatch(code: string, events: unknown[], progress: Float64Array)
     progress[0] = i;
     try {
       if (loadError) throw Object.assign(new Error(loadError.message), { stack: loadError.stack });
-      await fn!(fromWire(events[i] as Record<string, unknown>), db);
+      await fn!(eventAt(events, i), db);
       progress[1 + n + i] = 1;
-      errors.push(null);
     } catch (err) {
       const d = describe(err);
       progress[1 + n + i] = 2;
-      errors.push(d);
+      errors.push({ index: i, ...d });
       self.postMessage({ type: "batch-error", index: i, ...d });
     }
   }
