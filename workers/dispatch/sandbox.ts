@@ -324,9 +324,18 @@ export function runInSandbox(o: SandboxOptions): Promise<SandboxResult> {
  * module do; different functions never share a worker.
  */
 export class SandboxPool {
-  #idle = new Map<string, Worker[]>();
+  /** Idle workers per code, the most recently used last. */
+  #idle = new Map<string, { worker: Worker; at: number }[]>();
   #count = 0;
-  constructor(readonly maxIdle = 32) {}
+  #reaper: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * `maxIdle`: idle workers kept at most. A burst leaves several warm workers behind; those beyond the most
+   * recently used one of each function are terminated once idle for `idleMs`, and that one after ten times
+   * as long (so a function called every few minutes stays warm, and the code of a function since changed
+   * or deleted does not hold a worker for ever).
+   */
+  constructor(readonly maxIdle = 32, readonly idleMs = 60_000) {}
 
   /** Runs `o` on a warm worker for its code, or a new one. Never throws. */
   run(o: SandboxOptions): Promise<SandboxResult> {
@@ -338,25 +347,60 @@ export class SandboxPool {
     return execBatch(this.#take(o.code), o, (worker, reusable) => this.#give(o.code, worker, reusable));
   }
 
+  /** Idle workers now. */
+  get idle(): number {
+    return this.#count;
+  }
+
   #take(code: string): Worker {
     const list = this.#idle.get(code);
     const w = list?.pop();
     if (w) this.#count--;
     if (list && !list.length) this.#idle.delete(code);
-    return w ?? newWorker();
+    return w?.worker ?? newWorker();
   }
 
   #give(code: string, worker: Worker, reusable: boolean): void {
     if (!reusable || this.#count >= this.maxIdle) return worker.terminate();
     const l = this.#idle.get(code) ?? [];
-    l.push(worker);
+    l.push({ worker, at: performance.now() });
     this.#idle.set(code, l);
     this.#count++;
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#reaper !== undefined || !this.#count) return;
+    const timer = setTimeout(() => {
+      this.#reaper = undefined;
+      this.reap();
+      this.#schedule();
+    }, this.idleMs);
+    // Idle workers never keep the process alive on their own.
+    Deno.unrefTimer(timer);
+    this.#reaper = timer;
+  }
+
+  /** Terminates the workers idle for too long as of `now` (the pool's own timer calls it). */
+  reap(now = performance.now()): void {
+    for (const [code, list] of this.#idle) {
+      const keep = list.filter((e, i) => {
+        const limit = i === list.length - 1 ? this.idleMs * 10 : this.idleMs;
+        if (now - e.at < limit) return true;
+        e.worker.terminate();
+        this.#count--;
+        return false;
+      });
+      if (keep.length) this.#idle.set(code, keep);
+      else this.#idle.delete(code);
+    }
   }
 
   /** Terminates every idle worker. */
   close(): void {
-    for (const l of this.#idle.values()) for (const w of l) w.terminate();
+    clearTimeout(this.#reaper);
+    this.#reaper = undefined;
+    for (const l of this.#idle.values()) for (const e of l) e.worker.terminate();
     this.#idle.clear();
     this.#count = 0;
   }

@@ -202,3 +202,33 @@ Deno.test("a batch's events reach the function whole: every field, rows as objec
     pool.close();
   }
 });
+
+Deno.test("warm workers a burst left behind are terminated once idle, all but the last one of each function", async () => {
+  const pool = new SandboxPool(8, 60_000);
+  const ev = (id: string) => ({ id }) as unknown as DispatchEvent;
+  try {
+    const slow = "export default () => new Promise((r) => setTimeout(r, 100));";
+    // Four batches at once: four workers, idle once they finish.
+    await Promise.all(
+      [1, 2, 3, 4].map((i) =>
+        pool.runBatch({ code: slow, items: [{ event: ev(String(i)), timeoutMs: 5_000 }] })
+      ),
+    );
+    await pool.run({ code: "export default () => {}", event: ev("5"), timeoutMs: 5_000 });
+    assert.equal(pool.idle, 5);
+    // Not yet idle long enough: nothing goes.
+    pool.reap(performance.now() + 30_000);
+    assert.equal(pool.idle, 5);
+    // Past the idle time the extra ones go; each function keeps its most recently used worker.
+    pool.reap(performance.now() + 61_000);
+    assert.equal(pool.idle, 2);
+    // Ten times the idle time later, those go too.
+    pool.reap(performance.now() + 601_000);
+    assert.equal(pool.idle, 0);
+    // And the pool still runs calls.
+    const [r] = await pool.runBatch({ code: slow, items: [{ event: ev("6"), timeoutMs: 5_000 }] });
+    assert.ok(r.started && r.ok);
+  } finally {
+    pool.close();
+  }
+});
