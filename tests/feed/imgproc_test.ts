@@ -42,10 +42,11 @@ async function seedFeed(w: Awaited<ReturnType<typeof feedWorld>>, key: string) {
 
 Deno.test("the same event twice makes one thumbnail, and a creation older than the removal after it is skipped", async () => {
   await using w = await feedWorld();
+  using objects = new S3Objects(w.s3);
   const deps = {
     sql: w.db.sql,
     s3: w.s3,
-    objects: new S3Objects(w.s3),
+    objects,
     mediaBucket: w.cfg.FEED_MEDIA_BUCKET,
     thumbnailsBucket: w.cfg.FEED_THUMBNAILS_BUCKET,
     thumbnail: { size: 32, maxPixels: 1_000_000, quality: 70 },

@@ -27,111 +27,115 @@ Deno.test("encodeKey() percent-encodes each segment the way S3 signs paths", () 
   assert.equal(encodeKey("ü/é~_-.x"), "%C3%BC/%C3%A9~_-.x");
 });
 
-Deno.test("S3Objects reads and writes what the SDK reads and writes, tricky keys included", async () => {
-  const s3 = client();
-  const bucket = testBucketName("obj");
-  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-  const objects = new S3Objects(s3);
-  try {
-    const big = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => (i * 31) % 251);
-    for (const key of ["u/1/one photo.jpg", "u/1/a+b%20(c)!.jpg", "ü/ключ/写真.jpg", "plain", "/rooted"]) {
-      // Written by the SDK, read by S3Objects.
-      await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: big }));
-      assert.deepEqual(await objects.get(bucket, key), big);
-      // Written by S3Objects, read by the SDK, with its headers.
-      const thumb = new TextEncoder().encode(`thumbnail of ${key}`);
-      await objects.put(bucket, key + ".thumb", thumb, {
-        contentType: "image/jpeg",
-        cacheControl: "max-age=60",
-      });
-      const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key + ".thumb" }));
-      assert.deepEqual(await got.Body!.transformToByteArray(), thumb);
-      const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key + ".thumb" }));
-      assert.equal(head.ContentType, "image/jpeg");
-      assert.equal(head.CacheControl, "max-age=60");
-    }
-    // An empty object.
-    await objects.put(bucket, "empty", new Uint8Array());
-    assert.equal((await objects.get(bucket, "empty")).byteLength, 0);
-  } finally {
-    s3.destroy();
-  }
-});
-
-Deno.test("S3Objects reports S3's error code, and never the secret", async () => {
-  const s3 = client();
-  const bucket = testBucketName("obj");
-  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-  const secret = "not-the-right-secret-for-this-server";
-  const wrong = client(secret);
-  try {
-    const missing = await new S3Objects(s3).get(bucket, "no/such key.jpg").catch((e) => e);
-    assert.ok(missing instanceof S3ObjectError);
-    assert.equal(missing.code, "NoSuchKey");
-    assert.equal(missing.status, 404);
-    assert.match(missing.message, /no\/such key\.jpg/);
-    const noBucket = await new S3Objects(s3).put(testBucketName("none"), "k", new Uint8Array([1])).catch((
-      e,
-    ) => e);
-    assert.equal(noBucket.code, "NoSuchBucket");
-    const denied = await new S3Objects(wrong).put(bucket, "k", new Uint8Array([1])).catch((e) => e);
-    assert.ok(denied instanceof S3ObjectError);
-    assert.equal(denied.status, 403);
-    assert.equal(denied.code, "SignatureDoesNotMatch");
-    assert.ok(!denied.message.includes(secret));
-  } finally {
-    s3.destroy();
-    wrong.destroy();
-  }
-});
-
-Deno.test("S3Objects.withObject lends pooled buffers: each use sees its own object's bytes", async () => {
-  const s3 = client();
-  const bucket = testBucketName("obj");
-  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-  const objects = new S3Objects(s3);
-  try {
-    // Sizes that share a pool buffer (3 MiB + 17 and 2 MiB + 5 both fit a 4 MiB one), a larger one and
-    // an empty one, each with its own content.
-    const sizes = [3 * 1024 * 1024 + 17, 2 * 1024 * 1024 + 5, 5 * 1024 * 1024, 0, 100];
-    const bodies = sizes.map((n, k) => new Uint8Array(n).map((_, i) => (i * 31 + k * 7) % 251));
-    for (const [k, body] of bodies.entries()) {
-      await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `o${k}`, Body: body }));
-    }
-    // In turn (each read reuses what the last gave back) and four at a time (each lent its own buffer,
-    // checked after the others have been read into theirs).
-    for (let round = 0; round < 3; round++) {
-      for (const [k, body] of bodies.entries()) {
-        const same = await objects.withObject(
-          bucket,
-          `o${k}`,
-          (bytes) => Promise.resolve(equal(bytes, body)),
-        );
-        assert.ok(same, `object o${k} read back in round ${round}`);
+for (const transport of ["http1", "fetch"] as const) {
+  Deno.test(`S3Objects reads and writes what the SDK reads and writes, tricky keys included (${transport})`, async () => {
+    const s3 = client();
+    const bucket = testBucketName("obj");
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    using objects = new S3Objects(s3, { transport });
+    try {
+      const big = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => (i * 31) % 251);
+      for (const key of ["u/1/one photo.jpg", "u/1/a+b%20(c)!.jpg", "ü/ключ/写真.jpg", "plain", "/rooted"]) {
+        // Written by the SDK, read by S3Objects.
+        await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: big }));
+        assert.deepEqual(await objects.get(bucket, key), big);
+        // Written by S3Objects, read by the SDK, with its headers.
+        const thumb = new TextEncoder().encode(`thumbnail of ${key}`);
+        await objects.put(bucket, key + ".thumb", thumb, {
+          contentType: "image/jpeg",
+          cacheControl: "max-age=60",
+        });
+        const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key + ".thumb" }));
+        assert.deepEqual(await got.Body!.transformToByteArray(), thumb);
+        const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key + ".thumb" }));
+        assert.equal(head.ContentType, "image/jpeg");
+        assert.equal(head.CacheControl, "max-age=60");
       }
+      // An empty object.
+      await objects.put(bucket, "empty", new Uint8Array());
+      assert.equal((await objects.get(bucket, "empty")).byteLength, 0);
+    } finally {
+      s3.destroy();
     }
-    let reading = 0;
-    const all = await Promise.all(
-      bodies.map((body, k) =>
-        objects.withObject(bucket, `o${k}`, async (bytes) => {
-          reading++;
-          while (reading < bodies.length) await new Promise((r) => setTimeout(r, 5));
-          return equal(bytes, body);
-        })
-      ),
-    );
-    assert.deepEqual(all, bodies.map(() => true));
-    // What `use` throws is thrown, and a missing object is S3's NoSuchKey.
-    await assert.rejects(
-      objects.withObject(bucket, "o0", () => Promise.reject(new Error("thumbnail failed"))),
-      /thumbnail failed/,
-    );
-    const missing = await objects.withObject(bucket, "none", () => Promise.resolve(1)).catch((e) => e);
-    assert.equal((missing as S3ObjectError).code, "NoSuchKey");
-  } finally {
-    s3.destroy();
-  }
-});
+  });
+
+  Deno.test(`S3Objects reports S3's error code, and never the secret (${transport})`, async () => {
+    const s3 = client();
+    const bucket = testBucketName("obj");
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    const secret = "not-the-right-secret-for-this-server";
+    const wrong = client(secret);
+    using objects = new S3Objects(s3, { transport });
+    using wrongObjects = new S3Objects(wrong, { transport });
+    try {
+      const missing = await objects.get(bucket, "no/such key.jpg").catch((e) => e);
+      assert.ok(missing instanceof S3ObjectError);
+      assert.equal(missing.code, "NoSuchKey");
+      assert.equal(missing.status, 404);
+      assert.match(missing.message, /no\/such key\.jpg/);
+      const noBucket = await objects.put(testBucketName("none"), "k", new Uint8Array([1])).catch((
+        e,
+      ) => e);
+      assert.equal(noBucket.code, "NoSuchBucket");
+      const denied = await wrongObjects.put(bucket, "k", new Uint8Array([1])).catch((e) => e);
+      assert.ok(denied instanceof S3ObjectError);
+      assert.equal(denied.status, 403);
+      assert.equal(denied.code, "SignatureDoesNotMatch");
+      assert.ok(!denied.message.includes(secret));
+    } finally {
+      s3.destroy();
+      wrong.destroy();
+    }
+  });
+
+  Deno.test(`S3Objects.withObject lends pooled buffers: each use sees its own object's bytes (${transport})`, async () => {
+    const s3 = client();
+    const bucket = testBucketName("obj");
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    using objects = new S3Objects(s3, { transport });
+    try {
+      // Sizes that share a pool buffer (3 MiB + 17 and 2 MiB + 5 both fit a 4 MiB one), a larger one and
+      // an empty one, each with its own content.
+      const sizes = [3 * 1024 * 1024 + 17, 2 * 1024 * 1024 + 5, 5 * 1024 * 1024, 0, 100];
+      const bodies = sizes.map((n, k) => new Uint8Array(n).map((_, i) => (i * 31 + k * 7) % 251));
+      for (const [k, body] of bodies.entries()) {
+        await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `o${k}`, Body: body }));
+      }
+      // In turn (each read reuses what the last gave back) and four at a time (each lent its own buffer,
+      // checked after the others have been read into theirs).
+      for (let round = 0; round < 3; round++) {
+        for (const [k, body] of bodies.entries()) {
+          const same = await objects.withObject(
+            bucket,
+            `o${k}`,
+            (bytes) => Promise.resolve(equal(bytes, body)),
+          );
+          assert.ok(same, `object o${k} read back in round ${round}`);
+        }
+      }
+      let reading = 0;
+      const all = await Promise.all(
+        bodies.map((body, k) =>
+          objects.withObject(bucket, `o${k}`, async (bytes) => {
+            reading++;
+            while (reading < bodies.length) await new Promise((r) => setTimeout(r, 5));
+            return equal(bytes, body);
+          })
+        ),
+      );
+      assert.deepEqual(all, bodies.map(() => true));
+      // What `use` throws is thrown, and a missing object is S3's NoSuchKey.
+      await assert.rejects(
+        objects.withObject(bucket, "o0", () => Promise.reject(new Error("thumbnail failed"))),
+        /thumbnail failed/,
+      );
+      const missing = await objects.withObject(bucket, "none", () => Promise.resolve(1)).catch((e) => e);
+      assert.equal((missing as S3ObjectError).code, "NoSuchKey");
+    } finally {
+      s3.destroy();
+    }
+  });
+}
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && a.every((v, i) => v === b[i]);

@@ -36,10 +36,11 @@ export interface ImgprocOptions {
 /** Runs until `signal` aborts. */
 export async function runImgproc(o: ImgprocOptions): Promise<void> {
   const outcomes = o.metrics?.counter("wharf_imgproc_events_total", "Object events by outcome");
+  using objects = new S3Objects(o.s3);
   const deps = {
     sql: o.sql,
     s3: o.s3,
-    objects: new S3Objects(o.s3),
+    objects,
     mediaBucket: o.mediaBucket,
     thumbnailsBucket: o.thumbnailsBucket,
     thumbnail: o.thumbnail,
