@@ -9,6 +9,10 @@
  * Ratio: s3rver's server CPU per GET ÷ ours (how many times less CPU the local server spends serving a
  * photo, the request the feed and imgproc make most).
  *
+ * A second table compares the clients against wharf's server, GET 3.4 MiB and PUT 30 KB: the SDK's
+ * `S3Client.send`, and imgproc's `S3Objects` (web/feed/s3_objects.ts) over `fetch` and over wharf's
+ * HTTP/1.1 client (the GET read into a pooled buffer, as imgproc reads an upload).
+ *
  * `BENCH_GETS` (60), `BENCH_SMALL_PUTS` (300), `BENCH_BIG_PUTS` (8), `BENCH_CONCURRENCY` (4).
  */
 import { GetObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
@@ -17,9 +21,10 @@ import { fileURLToPath } from "node:url";
 import { freePort, type ManagedProcess, startProcess, tcpOpen } from "../shared/stack/process.ts";
 import { LOCAL_S3_CREDENTIALS, startS3 } from "../shared/stack/s3.ts";
 import { createS3Client } from "../web/feed/s3.ts";
+import { S3Objects } from "../web/feed/s3_objects.ts";
 import type { S3Settings } from "../web/feed/s3_config.ts";
 import { S3RVER_CREDENTIALS } from "./_s3rver.ts";
-import { cpuMsOf, report, type Row } from "./_util.ts";
+import { cpuMsOf, formatTable, report, type Row } from "./_util.ts";
 
 const GETS = Number(Deno.env.get("BENCH_GETS") ?? 60);
 const SMALL_PUTS = Number(Deno.env.get("BENCH_SMALL_PUTS") ?? 300);
@@ -148,9 +153,17 @@ const ops: Record<Op, { n: number; one: (s: Server, i: number) => Promise<void> 
   },
 };
 
+const add = (a: Figures, b: Figures): Figures => ({
+  serverMs: a.serverMs + b.serverMs,
+  clientMs: a.clientMs + b.clientMs,
+  secs: a.secs + b.secs,
+  n: a.n + b.n,
+});
+
 const root = await Deno.makeTempDir({ prefix: "wharf-bench-s3-" });
 const servers: Server[] = [];
 const results = new Map<string, Record<Op, Figures>>();
+const clientResults = new Map<string, Record<"get" | "small", Figures>>();
 try {
   // All three run at once (idle ones cost nothing) and take turns, in one order then the reverse, so
   // that neither the client's warm-up nor the machine's load favours one of them.
@@ -167,15 +180,41 @@ try {
       for (const s of order) {
         const f = await measure(s, Math.ceil(n / 2), (i) => one(s, i));
         const r = results.get(s.name)!;
-        const prev = r[op];
-        r[op] = prev
-          ? {
-            serverMs: prev.serverMs + f.serverMs,
-            clientMs: prev.clientMs + f.clientMs,
-            secs: prev.secs + f.secs,
-            n: prev.n + f.n,
-          }
-          : f;
+        r[op] = r[op] ? add(r[op], f) : f;
+      }
+    }
+  }
+  // The clients, against wharf's server: the SDK, and imgproc's S3Objects over fetch and over its
+  // HTTP/1.1 client (GET into a pooled buffer, as imgproc reads an upload).
+  const ourServer = servers[0];
+  using overFetch = new S3Objects(ourServer.client, { transport: "fetch" });
+  using overHttp1 = new S3Objects(ourServer.client, { transport: "http1" });
+  const viaObjects = (o: S3Objects): Record<"get" | "small", (i: number) => Promise<void>> => ({
+    get: () =>
+      o.withObject(BUCKET, "photos/p.jpg", (b) => {
+        if (b.length !== photo.length) throw new Error(`short GET (${b.length} bytes)`);
+        return Promise.resolve();
+      }),
+    small: (i) => o.put(BUCKET, `thumbs/${i}.jpg`, thumb),
+  });
+  const clients: [string, Record<"get" | "small", (i: number) => Promise<void>>][] = [
+    ["SDK S3Client.send", {
+      get: (i) => ops.get.one(ourServer, i),
+      small: (i) => ops.small.one(ourServer, i),
+    }],
+    ["S3Objects over fetch", viaObjects(overFetch)],
+    ["S3Objects over HTTP/1.1", viaObjects(overHttp1)],
+  ];
+  for (const [name, c] of clients) {
+    for (let i = 0; i < 3; i++) await c.get(i), await c.small(i); // warm up
+    clientResults.set(name, {} as Record<"get" | "small", Figures>);
+  }
+  for (const op of ["get", "small"] as const) {
+    for (const order of [clients, [...clients].reverse()]) {
+      for (const [name, c] of order) {
+        const f = await measure(ourServer, Math.ceil(ops[op].n / 2), c[op]);
+        const r = clientResults.get(name)!;
+        r[op] = r[op] ? add(r[op], f) : f;
       }
     }
   }
@@ -208,6 +247,21 @@ const pick = (name: string) => {
   return { get: perReq(r.get), small: perReq(r.small), big: perReq(r.big) };
 };
 const ours = pick("wharf local S3"), peer = pick("s3rver");
+const clientRows: Row[] = [];
+for (const op of ["get", "small"] as const) {
+  for (const [name, r] of clientResults) {
+    const f = perReq(r[op]);
+    clientRows.push({
+      workload: labels[op],
+      client: name,
+      "client CPU ms/req": f.clientMs,
+      "server CPU ms/req": f.serverMs,
+      "req/s": f.rps,
+    });
+  }
+}
+console.log(formatTable(clientRows) + "\n");
+const clientGet = (name: string) => Number(perReq(clientResults.get(name)!.get).clientMs.toFixed(2));
 report("s3", rows, {
   ratio: Number((peer.get.serverMs / ours.get.serverMs).toFixed(2)),
   ratio_is: "s3rver server CPU per 3.4 MiB GET ÷ wharf local S3's",
@@ -218,6 +272,11 @@ report("s3", rows, {
   put_30k_server_cpu_ms: {
     ours: Number(ours.small.serverMs.toFixed(2)),
     s3rver: Number(peer.small.serverMs.toFixed(2)),
+  },
+  get_client_cpu_ms: {
+    sdk: clientGet("SDK S3Client.send"),
+    s3objects_fetch: clientGet("S3Objects over fetch"),
+    s3objects_http1: clientGet("S3Objects over HTTP/1.1"),
   },
   put_16m_server_cpu_ms: {
     ours: Number(ours.big.serverMs.toFixed(2)),
