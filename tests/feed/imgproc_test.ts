@@ -277,6 +277,30 @@ Deno.test("a message claimed by a copy that died comes back to another copy afte
   assert.equal(await alive.depth(), 0);
 });
 
+Deno.test("a waiting copy takes a new message as soon as it is queued, not at its next poll", async () => {
+  await using db = await createTestDatabase();
+  // Polls ten seconds apart: only the notice of the insert can wake it in time.
+  const queue = new PgQueue({ sql: db.sql, consumerId: "waiting", pollMs: 10_000 });
+  const controller = new AbortController();
+  try {
+    for (const key of ["first", "second"]) {
+      let queuedAt = 0;
+      const receiving = queue.receive(1, 20_000, controller.signal);
+      await new Promise((r) => setTimeout(r, 300)); // waiting by now
+      queuedAt = performance.now();
+      assert.equal(await enqueue(db.sql, key, `body of ${key}`), true);
+      const [m] = await receiving;
+      const ms = performance.now() - queuedAt;
+      assert.equal(m.body, `body of ${key}`);
+      assert.ok(ms < 2_000, `picked up ${Math.round(ms)} ms after it was queued`);
+      await queue.ack(m);
+    }
+  } finally {
+    controller.abort();
+    await queue.close();
+  }
+});
+
 Deno.test("a backlog after the queue was analyzed in a quiet moment is claimed by the ready index, a few rows each", async () => {
   await using db = await createTestDatabase();
   // One connection throughout, its statistics flushed before each reading.

@@ -2,10 +2,20 @@
  * The local queue: `control.imgproc_messages`. Copies of imgproc claim rows with `FOR UPDATE SKIP LOCKED`
  * (no two copies get one row) and hide them for a visibility timeout, like SQS: a copy that dies while
  * working lets the row come back by itself. A row's dedupe key makes a record delivered twice one row.
+ *
+ * A waiting copy is woken by a notice on {@linkcode IMGPROC_CHANNEL} (sent by the table's insert trigger,
+ * sql/0051_imgproc_notify.sql), so a new upload is picked up at once rather than at the next poll; it
+ * still polls every `pollMs`, as a notice sent while its listening connection was being re-established
+ * reaches nobody.
  */
 import type { Sql } from "../../shared/db.ts";
-import { abortableSleep } from "../../shared/worker.ts";
 import type { MessageQueue, QueueMessage } from "./queue.ts";
+
+/** The channel an insert into the queue notifies. */
+export const IMGPROC_CHANNEL = "wharf_imgproc";
+
+/** After a failed LISTEN, how long a queue only polls before it tries again. */
+const LISTEN_RETRY_MS = 30_000;
 
 /** Options for {@linkcode PgQueue}. */
 export interface PgQueueOptions {
@@ -29,8 +39,48 @@ export async function enqueue(sql: Sql, dedupeKey: string, body: string): Promis
 /** The Postgres implementation of {@linkcode MessageQueue}. */
 export class PgQueue implements MessageQueue {
   readonly #o: Required<PgQueueOptions>;
+  /** Notices received; a wait ends early when this moved since its claim began. */
+  #nudges = 0;
+  #wake: (() => void) | undefined;
+  #listener: { unlisten(): Promise<void> } | undefined;
+  #listenFailedAt = -Infinity;
+  #closed = false;
+
   constructor(o: PgQueueOptions) {
     this.#o = { visibilityMs: 60_000, pollMs: 200, ...o };
+  }
+
+  /** Starts listening; false when it cannot (then the queue only polls for a while). */
+  async #listen(): Promise<boolean> {
+    if (this.#listener) return true;
+    if (this.#closed || Date.now() - this.#listenFailedAt < LISTEN_RETRY_MS) return false;
+    try {
+      this.#listener = await this.#o.sql.listen(IMGPROC_CHANNEL, () => {
+        this.#nudges++;
+        this.#wake?.();
+      });
+      return true;
+    } catch {
+      this.#listenFailedAt = Date.now();
+      return false;
+    }
+  }
+
+  /** Waits `ms`, or less when a notice comes; false when `signal` aborted. */
+  #wait(ms: number, signal: AbortSignal): Promise<boolean> {
+    if (signal.aborted) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const done = (full: boolean) => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        this.#wake = undefined;
+        resolve(full);
+      };
+      const onAbort = () => done(false);
+      const timer = setTimeout(() => done(true), Math.max(0, ms));
+      this.#wake = () => done(true);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
   }
 
   async #claim(max: number): Promise<QueueMessage[]> {
@@ -48,11 +98,17 @@ export class PgQueue implements MessageQueue {
 
   async receive(max: number, waitMs: number, signal: AbortSignal): Promise<QueueMessage[]> {
     const deadline = Date.now() + waitMs;
+    let listening = this.#listener !== undefined;
     for (;;) {
       if (signal.aborted) return [];
+      const seen = this.#nudges;
       const got = await this.#claim(max);
       if (got.length || Date.now() >= deadline) return got;
-      if (!await abortableSleep(Math.min(this.#o.pollMs, deadline - Date.now()), signal)) return [];
+      // About to wait: listen first, and claim once more, since a message added before LISTEN took
+      // effect notified nobody.
+      if (!listening && (listening = await this.#listen())) continue;
+      if (this.#nudges !== seen) continue;
+      if (!await this.#wait(Math.min(this.#o.pollMs, deadline - Date.now()), signal)) return [];
     }
   }
 
@@ -80,5 +136,10 @@ export class PgQueue implements MessageQueue {
     return r.n as number;
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.#closed = true;
+    const l = this.#listener;
+    this.#listener = undefined;
+    await l?.unlisten().catch(() => {});
+  }
 }
