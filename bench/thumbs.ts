@@ -5,6 +5,9 @@
  * concurrency, in the same run (the loop before and after imgproc, averaged). Ratio: loop time ÷ imgproc time
  * (imgproc's throughput over the loop's).
  *
+ * Then `BENCH_IDLE_PHOTOS` (20) uploads one at a time to an idle imgproc with its default queue settings: the
+ * latency from the S3 PUT's answer to the feed marked ready (p50, p99).
+ *
  * `BENCH_PHOTOS` (500), `BENCH_CONCURRENCY` (4), `BENCH_WIDTH` × `BENCH_HEIGHT` (4032 × 3024, a 12-megapixel phone photo).
  */
 import { PutObjectCommand } from "@aws-sdk/client-s3";
@@ -25,13 +28,14 @@ import { PgQueue } from "../workers/imgproc/pg_queue.ts";
 import { runImgproc } from "../workers/imgproc/run.ts";
 import { DEFAULT_THUMBNAIL_OPTIONS } from "../workers/imgproc/thumbnail.ts";
 import process from "node:process";
-import { cpuMsOf, report, type Row } from "./_util.ts";
+import { cpuMsOf, percentile, report, type Row } from "./_util.ts";
 
 const PHOTOS = Number(Deno.env.get("BENCH_PHOTOS") ?? 500);
 const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 4);
 const W = Number(Deno.env.get("BENCH_WIDTH") ?? 4032);
 const H = Number(Deno.env.get("BENCH_HEIGHT") ?? 3024);
 const DISTINCT = 10;
+const IDLE_PHOTOS = Number(Deno.env.get("BENCH_IDLE_PHOTOS") ?? 20);
 const log = createLogger("bench-thumbs", { level: "error" });
 const opts = DEFAULT_THUMBNAIL_OPTIONS;
 
@@ -198,6 +202,46 @@ try {
   const c1 = cpu();
   const loopMs = (loopBefore + await sharpLoop(inputs)) / 2;
   const loopCpu = perPhoto(c1, cpu());
+  // Latency of one upload at a time (the S3 PUT's answer to the feed marked ready), imgproc with its
+  // default queue settings: what a user waits for after an upload when imgproc is idle.
+  const latencies: number[] = [];
+  {
+    const idle = new AbortController();
+    const idleMetrics = new Registry();
+    const idleWorker = runImgproc({
+      sql,
+      s3,
+      queue: new PgQueue({ sql, consumerId: "bench-idle" }),
+      eventsUrl: services.s3.endpoint + EVENTS_PATH,
+      mediaBucket: "bench-media",
+      thumbnailsBucket: "bench-thumbs",
+      thumbnail: opts,
+      concurrency: CONC,
+      maxAttempts: 5,
+      log,
+      metrics: idleMetrics,
+      signal: idle.signal,
+    });
+    const made = idleMetrics.counter("wharf_imgproc_events_total", "Object events by outcome");
+    await abortableSleep(500); // the bridge and the queue are waiting
+    for (let i = 0; i < IDLE_PHOTOS; i++) {
+      const before = made.get({ outcome: "thumbnail" });
+      await s3.send(
+        new PutObjectCommand({ Bucket: "bench-media", Key: `idle/${i}.jpg`, Body: distinct[i % DISTINCT] }),
+      );
+      const t = performance.now();
+      const until = Date.now() + 30_000;
+      while (made.get({ outcome: "thumbnail" }) === before) {
+        if (Date.now() > until) throw new Error(`Timed out waiting for idle upload ${i}`);
+        await abortableSleep(1);
+      }
+      latencies.push(performance.now() - t);
+      await abortableSleep(100 + (i * 37) % 150); // uploads arrive at no fixed phase of a poll
+    }
+    idle.abort();
+    await idleWorker;
+  }
+
   const [done] = await sql`select count(*) filter (where thumbnail_status = 'ready')::int as ready,
                                    count(*) filter (where thumbnail_status = 'failed')::int as failed
                               from app.feeds`;
@@ -220,6 +264,11 @@ try {
       ...loopCpu,
     },
     {
+      run: "one upload at a time, idle (ms: p50 upload → ready)",
+      photos: IDLE_PHOTOS,
+      "ms": percentile(latencies, 50),
+    },
+    {
       run: "(upload to S3, not timed)",
       photos: PHOTOS,
       "ms": uploadMs,
@@ -234,6 +283,8 @@ try {
     ),
     sharp_cpu_ms_per_photo: Math.round(loopCpu.cpu_ms_self),
     sharp_photos_per_s: Number((PHOTOS / (loopMs / 1000)).toFixed(1)),
+    idle_latency_p50_ms: Number(percentile(latencies, 50).toFixed(1)),
+    idle_latency_p99_ms: Number(percentile(latencies, 99).toFixed(1)),
     photos: PHOTOS,
     concurrency: CONC,
     size: `${W}x${H}`,
