@@ -20,8 +20,8 @@ export interface Http1Request {
   headers?: Record<string, string>;
   body?: Uint8Array;
   /**
-   * Where a body of known length goes: a buffer of at least `length` bytes, lent by the caller (the
-   * answer's `body` is then a view of it). Without it a fresh buffer is allocated.
+   * Where the body of a 2xx answer of known length goes: a buffer of at least `length` bytes, lent by the
+   * caller (the answer's `body` is then a view of it). Other bodies get a fresh buffer.
    */
   bodyBuffer?: (length: number) => ArrayBuffer;
   /** Deadline for the whole exchange; defaults to the client's. */
@@ -327,7 +327,8 @@ export class Http1Client {
         if (!/^\d+$/.test(cl) || !Number.isSafeInteger(length)) {
           throw new Http1Error(`Cannot ${what}: bad content-length in the answer`);
         }
-        body = new Uint8Array(req.bodyBuffer ? req.bodyBuffer(length) : new ArrayBuffer(length), 0, length);
+        const lend = req.bodyBuffer && status >= 200 && status < 300;
+        body = new Uint8Array(lend ? req.bodyBuffer!(length) : new ArrayBuffer(length), 0, length);
         const first = Math.min(length, rest.length);
         body.set(rest.subarray(0, first));
         if (rest.length > length) keep = false;

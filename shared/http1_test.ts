@@ -102,7 +102,11 @@ async function write(conn: Deno.Conn, ...parts: (string | Uint8Array)[]) {
 
 Deno.test("Http1Client reads a large body into the lent buffer and keeps the connection", async () => {
   const big = new Uint8Array(3 * 1024 * 1024 + 5).map((_, i) => (i * 7) % 253);
-  await using srv = rawServer(async (conn, head) => {
+  await using srv = rawServer(async (conn, head, _body, n) => {
+    if (n === 4) {
+      await write(conn, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nNoSuchKey");
+      return "keep";
+    }
     assert.match(head, /^GET \/obj\?a=1 HTTP\/1\.1\r\n/);
     assert.match(head, /\r\nx-test: yes/);
     // Headers and the first bytes of the body in one write, the rest in pieces.
@@ -133,7 +137,17 @@ Deno.test("Http1Client reads a large body into the lent buffer and keeps the con
     assert.equal(res.body.buffer, lent);
     assert.deepEqual(res.body, big);
   }
-  assert.equal(srv.connections, 1, "one kept connection served the three requests");
+  // An error's body is not read into the lent buffer.
+  const missing = await client.request({
+    method: "GET",
+    url: srv.url("/obj?a=1"),
+    bodyBuffer: () => {
+      throw new Error("lent for an error");
+    },
+  });
+  assert.equal(missing.status, 404);
+  assert.equal(new TextDecoder().decode(missing.body), "NoSuchKey");
+  assert.equal(srv.connections, 1, "one kept connection served the four requests");
   assert.equal(client.idle, 1);
 });
 
