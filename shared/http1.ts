@@ -6,8 +6,8 @@
  *
  * What it does: `http:` and `https:` (`Deno.connectTls`, the runtime's certificate checks), bodies by
  * `Content-Length`, `Transfer-Encoding: chunked` or up to the close, 1xx interim answers skipped,
- * `Connection: close` honoured, a connection found closed by the server while idle retried once on a fresh
- * one (only when not one byte of the answer had come: the request did not reach the server), and a deadline
+ * `Connection: close` honoured, a request of an idempotent method whose kept connection turns out closed by
+ * the server retried once on a fresh one (only when not one byte of the answer had come), and a deadline
  * per request (the connection is closed when it passes). What it leaves to `fetch`: proxies, redirects,
  * content decoding (a stored `Content-Encoding` arrives as stored), HTTP/2. Header names and values with a
  * line break are refused, so no caller can inject a header.
@@ -62,6 +62,9 @@ interface Connection {
   head: Uint8Array;
   idleSince: number;
 }
+
+/** Methods a request may be repeated with (RFC 9110, 9.2.2). */
+const IDEMPOTENT = new Set(["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]);
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -121,8 +124,9 @@ export class Http1Client {
       try {
         return await this.#exchange(c, origin, req, wire);
       } catch (e) {
-        // A kept connection the server had closed fails before any answer: the request never arrived.
-        if (pooled && e instanceof StaleConnection) continue;
+        // A kept connection the server had closed fails before any answer: most likely the request never
+        // arrived. Sent again only when doing so twice is harmless.
+        if (pooled && e instanceof StaleConnection && IDEMPOTENT.has(req.method)) continue;
         if (e instanceof StaleConnection) {
           throw new Http1Error(
             `Cannot ${req.method} ${origin}${url.pathname}: the server closed the connection`,
