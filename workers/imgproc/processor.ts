@@ -35,43 +35,77 @@ function isNoSuchKey(e: unknown): boolean {
   return e instanceof S3ObjectError && (e.code === "NoSuchKey" || e.status === 404);
 }
 
-/** Applies `ev`; throws on a transient failure (S3 or the database), which the consumer retries. */
+/** A connection held for one event's transaction. */
+type Tx = postgres.ReservedSql<Record<string, unknown>>;
+
+/**
+ * Applies `ev`; throws on a transient failure (S3 or the database), which the consumer retries.
+ *
+ * The transaction is driven on a reserved connection so that its statements go in two pipelined round
+ * trips instead of five: BEGIN, the key's lock and the read of its last sequencer together, then the
+ * feed's update with COMMIT. The read may share the lock's round trip because under READ COMMITTED each
+ * statement takes its snapshot when it starts, and the server starts it only once the lock is held: it
+ * sees what the previous holder of the lock committed.
+ */
 export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Outcome> {
   if (ev.bucket !== d.mediaBucket) return "ignored";
   const thumbKey = thumbnailKeyFor(ev.key);
-  return await d.sql.begin(async (tx) => {
-    // One event per key at a time, across every copy; released with the transaction. The read of the
-    // last sequencer is a separate statement on purpose: under READ COMMITTED each statement takes its
-    // snapshot when it starts, so only a statement begun after the lock sees what the previous holder of
-    // the lock committed.
-    await tx`select pg_advisory_xact_lock(hashtextextended(${ev.bucket + "/" + ev.key}, 0))`;
-    const [last] = await tx`
-      select sequencer from control.imgproc_objects where bucket = ${ev.bucket} and key = ${ev.key}`;
-    if (last && ev.sequencer && compareSequencer(ev.sequencer, last.sequencer as string) <= 0) return "stale";
+  const tx = await d.sql.reserve();
+  // Until the transaction ended: any failure sends ROLLBACK, so the connection goes back clean (a ROLLBACK
+  // with no transaction open only warns).
+  let open = true;
+  try {
+    // One event per key at a time, across every copy; released with the transaction.
+    const [, , rows] = await Promise.all([
+      tx`begin`,
+      tx`select pg_advisory_xact_lock(hashtextextended(${ev.bucket + "/" + ev.key}, 0))`,
+      tx`select sequencer from control.imgproc_objects where bucket = ${ev.bucket} and key = ${ev.key}`,
+    ]);
+    const last = rows[0];
+    if (last && ev.sequencer && compareSequencer(ev.sequencer, last.sequencer as string) <= 0) {
+      await rollback(tx);
+      open = false;
+      return "stale";
+    }
+    let outcome: Outcome;
     if (ev.kind === "created") {
-      let thumb: Awaited<ReturnType<typeof makeThumbnail>>;
+      let thumb: Awaited<ReturnType<typeof makeThumbnail>> | undefined;
       try {
         // The upload's bytes live only while the thumbnail is made: a pooled buffer serves the next one.
         thumb = await d.objects.withObject(ev.bucket, ev.key, (bytes) => makeThumbnail(bytes, d.thumbnail));
       } catch (e) {
         // Removed since: its removal event follows and settles the key.
-        if (isNoSuchKey(e)) return "gone";
+        if (isNoSuchKey(e)) {
+          await rollback(tx);
+          open = false;
+          return "gone";
+        }
         if (!(e instanceof ImageRejectedError)) throw e;
-        return await reject(d, tx, ev, e);
+        d.log.warn("image rejected", { key: ev.key, reason: e.message });
+        await settle(
+          tx,
+          ev,
+          tx`
+          update app.feeds set thumbnail_status = 'failed', thumbnail_error = ${e.message}, updated_at = now()
+           where media_key = ${ev.key}`,
+        );
+        outcome = "rejected";
       }
-      await d.objects.put(d.thumbnailsBucket, thumbKey, thumb.data, {
-        contentType: "image/jpeg",
-        cacheControl: "public, max-age=31536000, immutable",
-      });
-      await settle(
-        tx,
-        ev,
-        tx`
-        update app.feeds set thumbnail_status = 'ready', thumbnail_key = ${thumbKey}, thumbnail_error = null,
-               updated_at = now()
-         where media_key = ${ev.key}`,
-      );
-      return "thumbnail";
+      if (thumb) {
+        await d.objects.put(d.thumbnailsBucket, thumbKey, thumb.data, {
+          contentType: "image/jpeg",
+          cacheControl: "public, max-age=31536000, immutable",
+        });
+        await settle(
+          tx,
+          ev,
+          tx`
+          update app.feeds set thumbnail_status = 'ready', thumbnail_key = ${thumbKey}, thumbnail_error = null,
+                 updated_at = now()
+           where media_key = ${ev.key}`,
+        );
+        outcome = "thumbnail";
+      }
     } else {
       await d.s3.send(new DeleteObjectCommand({ Bucket: d.thumbnailsBucket, Key: thumbKey }));
       // Normally the feed row is gone already; an image removed behind the API's back fails its feed.
@@ -83,48 +117,40 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
                thumbnail_error = 'The image was removed', updated_at = now()
          where media_key = ${ev.key}`,
       );
-      return "removed";
+      outcome = "removed";
     }
-  });
+    open = false;
+    return outcome!;
+  } finally {
+    if (open) await rollback(tx).catch(() => {});
+    tx.release();
+  }
 }
 
-/** Marks the feed of a rejected image failed, with the reason, and records the event. */
-async function reject(
-  d: ProcessorDeps,
-  tx: postgres.TransactionSql<Record<string, unknown>>,
-  ev: ObjectEvent,
-  e: ImageRejectedError,
-): Promise<Outcome> {
-  d.log.warn("image rejected", { key: ev.key, reason: e.message });
-  await settle(
-    tx,
-    ev,
-    tx`
-    update app.feeds set thumbnail_status = 'failed', thumbnail_error = ${e.message}, updated_at = now()
-     where media_key = ${ev.key}`,
-  );
-  return "rejected";
+async function rollback(tx: Tx): Promise<void> {
+  await tx`rollback`;
 }
 
 /**
- * Runs `feedUpdate` and records `ev` as the key's last applied event, in one statement (one round trip
- * of the event's transaction instead of two).
+ * Runs `feedUpdate`, records `ev` as the key's last applied event (one statement), and commits, in one
+ * round trip. A failed statement leaves the transaction aborted, and the COMMIT behind it then rolls it back.
  */
 async function settle(
-  tx: postgres.TransactionSql<Record<string, unknown>>,
+  tx: Tx,
   ev: ObjectEvent,
   feedUpdate: postgres.PendingQuery<postgres.Row[]>,
 ): Promise<void> {
-  if (!ev.sequencer) {
-    await feedUpdate;
-    return;
-  }
-  await tx`
+  const write = ev.sequencer
+    ? tx`
     with feed as (${feedUpdate})
     insert into control.imgproc_objects (bucket, key, sequencer, event_name)
     values (${ev.bucket}, ${ev.key}, ${ev.sequencer}, ${ev.eventName})
     on conflict (bucket, key) do update
-      set sequencer = excluded.sequencer, event_name = excluded.event_name, applied_at = now()`;
+      set sequencer = excluded.sequencer, event_name = excluded.event_name, applied_at = now()`
+    : feedUpdate;
+  const [written, committed] = await Promise.allSettled([write, tx`commit`]);
+  if (written.status === "rejected") throw written.reason;
+  if (committed.status === "rejected") throw committed.reason;
 }
 
 /** Marks the feed of `key` failed (after its event was dead-lettered). */
