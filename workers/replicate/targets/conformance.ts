@@ -18,7 +18,8 @@ export interface ConformanceSubject {
   dispose(): Promise<void>;
 }
 
-const TABLE = (name: string): TableInfo => ({
+/** The suite's table shape (`id` integer key, `v` and `big` text), named `name` in `public`. */
+export const conformanceTable = (name: string): TableInfo => ({
   schema: "public",
   name,
   columns: [{ name: "id", type: "integer" }, { name: "v", type: "text" }, { name: "big", type: "text" }],
@@ -26,14 +27,19 @@ const TABLE = (name: string): TableInfo => ({
   keyIsAllColumns: false,
 });
 
-type Change = [number, "U" | "D", string | null, string | null | undefined];
+/** A change row: id, op, v, big (undefined: unchanged). */
+export type Change = [number | string, "U" | "D", string | null, string | null | undefined];
 
 async function put(s: ConformanceSubject, key: string, lines: string): Promise<number> {
   await s.s3.send(new PutObjectCommand({ Bucket: s.bucket, Key: key, Body: lines }));
   return new TextEncoder().encode(lines).length;
 }
 
-async function changes(
+/**
+ * A change batch of `rows` (`[id, op, v, big]`; `big` undefined marks it unchanged) at `lsn`, uploaded to
+ * the subject's bucket.
+ */
+export async function conformanceChanges(
   s: ConformanceSubject,
   table: TableInfo,
   lsn: bigint,
@@ -63,7 +69,7 @@ export function targetConformance(name: string, make: () => Promise<ConformanceS
       const s = await make();
       try {
         await s.target.prepare();
-        const t = TABLE(`conf_${crypto.randomUUID().slice(0, 8)}`);
+        const t = conformanceTable(`conf_${crypto.randomUUID().slice(0, 8)}`);
         await s.target.ensureTable(t);
         await fn(s, t);
       } finally {
@@ -92,10 +98,15 @@ export function targetConformance(name: string, make: () => Promise<ConformanceS
 
   test("a batch applies its net effect per key, including key changes and unchanged values", async (s, t) => {
     await s.target.load(
-      await changes(s, t, 10n, [[1, "U", "one", "B1"], [2, "U", "two", "B2"], [3, "U", "x", null]]),
+      await conformanceChanges(s, t, 10n, [[1, "U", "one", "B1"], [2, "U", "two", "B2"], [
+        3,
+        "U",
+        "x",
+        null,
+      ]]),
     );
     await s.target.load(
-      await changes(s, t, 20n, [
+      await conformanceChanges(s, t, 20n, [
         [1, "U", "one!", undefined], // unchanged big: keep the target's B1
         [4, "U", "four", "B4"],
         [4, "U", "four!", undefined], // unchanged big: take B4 from earlier in the batch
@@ -115,8 +126,8 @@ export function targetConformance(name: string, make: () => Promise<ConformanceS
   });
 
   test("a batch flagged as one row per key is merged the same way", async (s, t) => {
-    await s.target.load(await changes(s, t, 10n, [[1, "U", "one", "B1"], [2, "U", "two", "B2"]]));
-    const b = await changes(s, t, 20n, [[1, "U", "one!", undefined], [2, "D", null, null], [
+    await s.target.load(await conformanceChanges(s, t, 10n, [[1, "U", "one", "B1"], [2, "U", "two", "B2"]]));
+    const b = await conformanceChanges(s, t, 20n, [[1, "U", "one!", undefined], [2, "D", null, null], [
       3,
       "U",
       "",
@@ -127,7 +138,7 @@ export function targetConformance(name: string, make: () => Promise<ConformanceS
   });
 
   test("an inserts-only batch is appended as it is, tricky values included", async (s, t) => {
-    await s.target.load(await changes(s, t, 10n, [[1, "U", "one", null]]));
+    await s.target.load(await conformanceChanges(s, t, 10n, [[1, "U", "one", null]]));
     const text = csvLine(["1", "I", "-", "2", 'a,"b"\nc', null]) + csvLine(["2", "I", "-", "3", "", "\\N"]);
     const key = `conf/${t.name}/ins.csv`;
     const bytes = await put(s, key, text);
@@ -145,24 +156,24 @@ export function targetConformance(name: string, make: () => Promise<ConformanceS
   });
 
   test("a batch at or below the stored LSN changes nothing", async (s, t) => {
-    assert.equal(await s.target.load(await changes(s, t, 10n, [[1, "U", "a", null]])), true);
-    assert.equal(await s.target.load(await changes(s, t, 10n, [[1, "U", "twice", null]])), false);
-    assert.equal(await s.target.load(await changes(s, t, 5n, [[2, "U", "old", null]])), false);
+    assert.equal(await s.target.load(await conformanceChanges(s, t, 10n, [[1, "U", "a", null]])), true);
+    assert.equal(await s.target.load(await conformanceChanges(s, t, 10n, [[1, "U", "twice", null]])), false);
+    assert.equal(await s.target.load(await conformanceChanges(s, t, 5n, [[2, "U", "old", null]])), false);
     assert.deepEqual(await s.rows(t), [["1", "a", null]]);
   });
 
   test("a truncate empties the table before the batch's rows", async (s, t) => {
-    await s.target.load(await changes(s, t, 10n, [[1, "U", "a", null], [2, "U", "b", null]]));
-    await s.target.load(await changes(s, t, 20n, [[3, "U", "c", null]], true));
+    await s.target.load(await conformanceChanges(s, t, 10n, [[1, "U", "a", null], [2, "U", "b", null]]));
+    await s.target.load(await conformanceChanges(s, t, 20n, [[3, "U", "c", null]], true));
     assert.deepEqual(await s.rows(t), [["3", "c", null]]);
-    await s.target.load(await changes(s, t, 30n, [], true));
+    await s.target.load(await conformanceChanges(s, t, 30n, [], true));
     assert.deepEqual(await s.rows(t), []);
   });
 
   test("ensureTable() adds a column the source gained", async (s, t) => {
     await s.target.ensureTable({ ...t, columns: [...t.columns, { name: "extra", type: "text" }] });
     await s.target.ensureTable({ ...t, columns: [...t.columns, { name: "extra", type: "text" }] });
-    await s.target.load(await changes(s, t, 10n, [[1, "U", "a", null]]));
+    await s.target.load(await conformanceChanges(s, t, 10n, [[1, "U", "a", null]]));
     assert.deepEqual(await s.rows(t), [["1", "a", null]]);
   });
 }
