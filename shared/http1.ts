@@ -46,6 +46,8 @@ export interface Http1ClientOptions {
   timeoutMs?: number;
   /** Largest status line plus headers (64 KiB). */
   maxHeaderBytes?: number;
+  /** PEM certificates trusted for `https:` besides the runtime's store (a private CA). */
+  caCerts?: string[];
 }
 
 /** The request failed on the way (connection, protocol or deadline): no status to report. */
@@ -93,6 +95,7 @@ export class Http1Client {
   readonly #idleMs: number;
   readonly #timeoutMs: number;
   readonly #maxHeader: number;
+  readonly #caCerts: string[] | undefined;
   #closed = false;
 
   constructor(o: Http1ClientOptions = {}) {
@@ -100,6 +103,7 @@ export class Http1Client {
     this.#idleMs = o.idleMs ?? 4_000;
     this.#timeoutMs = o.timeoutMs ?? 60_000;
     this.#maxHeader = o.maxHeaderBytes ?? 64 * 1024;
+    this.#caCerts = o.caCerts;
   }
 
   /** Idle connections, all origins (for tests and metrics). */
@@ -198,8 +202,18 @@ export class Http1Client {
   async #connect(url: URL, timeoutMs: number): Promise<Connection> {
     const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
     const port = Number(url.port || (url.protocol === "https:" ? 443 : 80));
-    const connecting = url.protocol === "https:"
-      ? Deno.connectTls({ hostname, port })
+    // The TLS handshake is completed here, so that a refused certificate is reported as such (it would
+    // otherwise surface at the first read as a closed connection).
+    const connecting: Promise<Deno.Conn> = url.protocol === "https:"
+      ? Deno.connectTls({ hostname, port, caCerts: this.#caCerts }).then(async (tls) => {
+        try {
+          await tls.handshake();
+          return tls;
+        } catch (e) {
+          closeQuietly(tls);
+          throw e;
+        }
+      })
       : Deno.connect({ hostname, port, transport: "tcp" });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<never>((_, reject) => {

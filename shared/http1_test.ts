@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Http1Client, Http1Error } from "./http1.ts";
+import { ensureTls } from "./stack/postgres.ts";
 
 const enc = new TextEncoder();
 
@@ -258,4 +259,33 @@ Deno.test("Http1Client fails clearly: a cut body, a silent server, a refused por
   assert.equal(client.idle, 0, "no failed connection is kept");
   client.close();
   await assert.rejects(client.request({ method: "GET", url: srv.url() }), /client is closed/);
+});
+
+Deno.test("Http1Client speaks TLS to https: URLs and checks the server's certificate", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "wharf-http1-tls-" });
+  const tls = await ensureTls(dir);
+  const [ca, cert, key] = await Promise.all([tls.ca, tls.cert, tls.key].map((f) => Deno.readTextFile(f)));
+  const body = new Uint8Array(1024 * 1024).map((_, i) => i % 251);
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, cert, key, onListen: () => {} },
+    () => new Response(body),
+  );
+  try {
+    const url = new URL(`https://localhost:${server.addr.port}/obj`);
+    using trusting = new Http1Client({ caCerts: [ca] });
+    for (let i = 0; i < 2; i++) {
+      const res = await trusting.request({ method: "GET", url });
+      assert.equal(res.status, 200);
+      assert.deepEqual(res.body, body);
+    }
+    assert.equal(trusting.idle, 1);
+    // Without the private CA the certificate is refused.
+    using strict = new Http1Client();
+    const refused = await strict.request({ method: "GET", url }).catch((e) => e);
+    assert.ok(refused instanceof Http1Error, String(refused));
+    assert.match(refused.message, /certificate|UnknownIssuer/i);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
