@@ -201,6 +201,7 @@ export const PROCESSES: ProcessSpec[] = [
       IMGPROC_CONCURRENCY: "the default (4 images at once) fits the resource requests",
       IMGPROC_MAX_ATTEMPTS: "the default (5) before a message is dead-lettered",
       IMGPROC_MAX_PIXELS: "the default (40 MP) refuses decompression bombs",
+      IMGPROC_MAX_BYTES: "the default (64 MiB) refuses larger files before reading them",
       IMGPROC_THUMB_SIZE: "the default (320 px) the feed API's clients expect",
       IMGPROC_THUMB_QUALITY: "the default (80)",
       IMGPROC_SQS_DLQ:

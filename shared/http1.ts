@@ -21,7 +21,8 @@ export interface Http1Request {
   body?: Uint8Array;
   /**
    * Where the body of a 2xx answer of known length goes: a buffer of at least `length` bytes, lent by the
-   * caller (the answer's `body` is then a view of it). Other bodies get a fresh buffer.
+   * caller (the answer's `body` is then a view of it). Other bodies get a fresh buffer. What it throws
+   * (a body too large for the caller, say) is what the request throws, the body left unread.
    */
   bodyBuffer?: (length: number) => ArrayBuffer;
   /** Deadline for the whole exchange; defaults to the client's. */
@@ -262,6 +263,7 @@ export class Http1Client {
       keep = res.keep;
       return res.response;
     } catch (e) {
+      if (e instanceof Refused) throw e.cause;
       if (timedOut) throw new Http1Error(`Cannot ${what}: no answer within ${timeoutMs} ms`, { cause: e });
       if (e instanceof StaleConnection && answered) {
         throw new Http1Error(`Cannot ${what}: the connection broke`, { cause: e.cause });
@@ -345,8 +347,15 @@ export class Http1Client {
         if (!/^\d+$/.test(cl) || !Number.isSafeInteger(length)) {
           throw new Http1Error(`Cannot ${what}: bad content-length in the answer`);
         }
-        const lend = req.bodyBuffer && status >= 200 && status < 300;
-        body = new Uint8Array(lend ? req.bodyBuffer!(length) : new ArrayBuffer(length), 0, length);
+        let into: ArrayBuffer;
+        if (req.bodyBuffer && status >= 200 && status < 300) {
+          try {
+            into = req.bodyBuffer(length);
+          } catch (e) {
+            throw new Refused(e); // the body stays unread: the connection is closed
+          }
+        } else into = new ArrayBuffer(length);
+        body = new Uint8Array(into, 0, length);
         const first = Math.min(length, rest.length);
         body.set(rest.subarray(0, first));
         if (rest.length > length) keep = false;
@@ -374,6 +383,13 @@ export class Http1Client {
         keep,
       };
     }
+  }
+}
+
+/** `bodyBuffer` threw: its error is the request's. */
+class Refused extends Error {
+  constructor(cause: unknown) {
+    super("refused by the caller", { cause });
   }
 }
 

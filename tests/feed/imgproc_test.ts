@@ -78,6 +78,52 @@ Deno.test("the same event twice makes one thumbnail, and a creation older than t
   assert.equal(await applyEvent(deps, other), "ignored");
 });
 
+Deno.test("a file over the size limit is refused, unread when its event says so, else from the answer's length", async () => {
+  await using w = await feedWorld();
+  using objects = new S3Objects(w.s3);
+  const image = await jpeg();
+  const deps = {
+    sql: w.db.sql,
+    s3: w.s3,
+    objects,
+    mediaBucket: w.cfg.FEED_MEDIA_BUCKET,
+    thumbnailsBucket: w.cfg.FEED_THUMBNAILS_BUCKET,
+    thumbnail: { size: 32, maxPixels: 1_000_000, maxBytes: image.length - 1, quality: 70 },
+    log,
+  };
+  for (const [key, size] of [["u/3/told.jpg", image.length], ["u/3/untold.jpg", undefined]] as const) {
+    await seedFeed(w, key);
+    await w.s3.send(new PutObjectCommand({ Bucket: deps.mediaBucket, Key: key, Body: image }));
+    const record = JSON.stringify({
+      Records: [{
+        eventName: "ObjectCreated:Put",
+        s3: {
+          bucket: { name: deps.mediaBucket },
+          object: { key: encodeEventKey(key), sequencer: "01", ...(size === undefined ? {} : { size }) },
+        },
+      }],
+    });
+    const [ev] = parseEvents(record);
+    assert.equal(await applyEvent(deps, ev), "rejected", key);
+    const [f] = await w.db
+      .sql`select thumbnail_status, thumbnail_error from app.feeds where media_key = ${key}`;
+    assert.equal(f.thumbnail_status, "failed");
+    assert.equal(
+      f.thumbnail_error,
+      `Cannot make a thumbnail: the file is ${image.length} bytes, over the limit of ${image.length - 1}`,
+    );
+  }
+  // At the limit it is read and made.
+  const key = "u/3/fits.jpg";
+  await seedFeed(w, key);
+  await w.s3.send(new PutObjectCommand({ Bucket: deps.mediaBucket, Key: key, Body: image }));
+  const [fits] = parseEvents(body("ObjectCreated:Put", deps.mediaBucket, key, "01"));
+  assert.equal(
+    await applyEvent({ ...deps, thumbnail: { ...deps.thumbnail, maxBytes: image.length } }, fits),
+    "thumbnail",
+  );
+});
+
 Deno.test("a failing message is retried then dead-lettered with its feed failed; a poison body is dead at once", async () => {
   await using w = await feedWorld();
   const key = "u/2/a.jpg";

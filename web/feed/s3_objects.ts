@@ -22,6 +22,14 @@ import { SignatureV4 } from "@smithy/signature-v4";
 import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
 import { Http1Client } from "../../shared/http1.ts";
 
+/** An object is larger than the reader accepts (see {@linkcode S3Objects.withObject}); nothing was read. */
+export class ObjectTooLargeError extends Error {
+  constructor(readonly size: number, readonly limit: number, where: string) {
+    super(`Cannot read ${where}: it is ${size} bytes, over the limit of ${limit}`);
+    this.name = "ObjectTooLargeError";
+  }
+}
+
 /** An S3 error answer: `code` is S3's error code (`NoSuchKey`, `AccessDenied`…), `status` the HTTP status. */
 export class S3ObjectError extends Error {
   constructor(readonly code: string, readonly status: number, message: string) {
@@ -215,6 +223,7 @@ export class S3Objects {
     let status: number, statusText: string, answer: Uint8Array;
     if (this.#http) {
       const res = await this.#http.request({ method, url, headers: send, body, bodyBuffer }).catch((e) => {
+        if (e instanceof ObjectTooLargeError) throw e;
         throw new S3ObjectError(
           "NetworkError",
           502,
@@ -230,12 +239,14 @@ export class S3Objects {
       const length = header === null || res.headers.has("content-encoding") ? NaN : Number(header);
       if (!res.ok || !Number.isSafeInteger(length) || length < 0) answer = await readAll(res.body!);
       else {
-        answer = await readExactly(
-          res.body!,
-          length,
-          bodyBuffer ? bodyBuffer(length) : new ArrayBuffer(length),
-          where,
-        );
+        let into: ArrayBuffer;
+        try {
+          into = bodyBuffer ? bodyBuffer(length) : new ArrayBuffer(length);
+        } catch (e) {
+          await res.body?.cancel().catch(() => {});
+          throw e;
+        }
+        answer = await readExactly(res.body!, length, into, where);
       }
     }
     if (status >= 200 && status < 300) return answer;
@@ -254,11 +265,20 @@ export class S3Objects {
    * Runs `use` on the bytes of an object, read into a buffer lent from a small pool, and takes the buffer
    * back when `use` settles: `use` must not keep the bytes (or a view of them) after that. For a worker
    * reading one large object after another this spares a fresh multi-MiB allocation per object, whose
-   * page faults and collection cost about as much as reading it. Throws like {@linkcode get}.
+   * page faults and collection cost about as much as reading it. Throws like {@linkcode get}, and
+   * {@linkcode ObjectTooLargeError} (before reading the body) for an object over `o.maxBytes`.
    */
-  async withObject<T>(bucket: string, key: string, use: (bytes: Uint8Array) => Promise<T>): Promise<T> {
+  async withObject<T>(
+    bucket: string,
+    key: string,
+    use: (bytes: Uint8Array) => Promise<T>,
+    o: { maxBytes?: number } = {},
+  ): Promise<T> {
     let lent = false;
     const bytes = await this.#send("GET", bucket, key, GET_HEADERS, undefined, (length) => {
+      if (o.maxBytes !== undefined && length > o.maxBytes) {
+        throw new ObjectTooLargeError(length, o.maxBytes, `s3://${bucket}/${key}`);
+      }
       lent = true;
       return this.#borrow(length);
     });

@@ -10,7 +10,7 @@ import { testBucketName, testEnv } from "../../shared/testing/mod.ts";
 import { loadConfig } from "../../shared/config.ts";
 import { S3Config } from "./s3_config.ts";
 import { createS3Client } from "./s3.ts";
-import { encodeKey, S3ObjectError, S3Objects } from "./s3_objects.ts";
+import { encodeKey, ObjectTooLargeError, S3ObjectError, S3Objects } from "./s3_objects.ts";
 
 function client(secret: string = LOCAL_S3_CREDENTIALS.secretAccessKey) {
   return createS3Client(loadConfig(S3Config, {
@@ -128,6 +128,18 @@ for (const transport of ["http1", "fetch"] as const) {
       await assert.rejects(
         objects.withObject(bucket, "o0", () => Promise.reject(new Error("thumbnail failed"))),
         /thumbnail failed/,
+      );
+      // Over the reader's limit: refused before the body is read, and the next read is served.
+      const over = await objects.withObject(bucket, "o0", () => Promise.resolve(1), {
+        maxBytes: sizes[0] - 1,
+      })
+        .catch((e) => e);
+      assert.ok(over instanceof ObjectTooLargeError, String(over));
+      assert.equal(over.size, sizes[0]);
+      assert.ok(
+        await objects.withObject(bucket, "o0", (b) => Promise.resolve(equal(b, bodies[0])), {
+          maxBytes: sizes[0],
+        }),
       );
       const missing = await objects.withObject(bucket, "none", () => Promise.resolve(1)).catch((e) => e);
       assert.equal((missing as S3ObjectError).code, "NoSuchKey");

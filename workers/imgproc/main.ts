@@ -5,8 +5,8 @@
  *
  * Env: `DATABASE_URL` (or `POSTGRESS_*`), `S3_*`, `FEED_MEDIA_BUCKET`/`AWS_MEDIA_BUCKET`,
  * `FEED_THUMBNAILS_BUCKET`/`AWS_THUMBNAILS_BUCKET`, `IMGPROC_CONCURRENCY` (4), `IMGPROC_MAX_ATTEMPTS` (5),
- * `IMGPROC_MAX_PIXELS` (40 000 000), `IMGPROC_THUMB_SIZE` (320), `IMGPROC_SQS_DLQ`, `IMGPROC_SQS_ENDPOINT`,
- * `IMGPROC_EVENTS_URL` (default: `S3_ENDPOINT` + `/_wharf/events`).
+ * `IMGPROC_MAX_PIXELS` (40 000 000), `IMGPROC_MAX_BYTES` (64 MiB), `IMGPROC_THUMB_SIZE` (320),
+ * `IMGPROC_SQS_DLQ`, `IMGPROC_SQS_ENDPOINT`, `IMGPROC_EVENTS_URL` (default: `S3_ENDPOINT` + `/_wharf/events`).
  */
 import { z } from "zod";
 import { urlVar } from "../../shared/config.ts";
@@ -20,6 +20,7 @@ import { PgQueue } from "./pg_queue.ts";
 import type { MessageQueue } from "./queue.ts";
 import { runImgproc } from "./run.ts";
 import { createSqsClient, resolveQueueUrl, SqsQueue } from "./sqs_queue.ts";
+import { DEFAULT_MAX_BYTES } from "./thumbnail.ts";
 
 /** imgproc's settings. */
 export const ImgprocConfig = S3Config.extend({
@@ -27,6 +28,7 @@ export const ImgprocConfig = S3Config.extend({
   IMGPROC_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
   IMGPROC_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(5),
   IMGPROC_MAX_PIXELS: z.coerce.number().int().min(1).default(40_000_000),
+  IMGPROC_MAX_BYTES: z.coerce.number().int().min(1).default(DEFAULT_MAX_BYTES),
   IMGPROC_THUMB_SIZE: z.coerce.number().int().min(16).max(2048).default(320),
   IMGPROC_THUMB_QUALITY: z.coerce.number().int().min(1).max(100).default(80),
   IMGPROC_SQS_QUEUE: z.string().optional(),
@@ -102,6 +104,7 @@ if (import.meta.main) {
           thumbnail: {
             size: cfg.IMGPROC_THUMB_SIZE,
             maxPixels: cfg.IMGPROC_MAX_PIXELS,
+            maxBytes: cfg.IMGPROC_MAX_BYTES,
             quality: cfg.IMGPROC_THUMB_QUALITY,
           },
           concurrency: cfg.IMGPROC_CONCURRENCY,

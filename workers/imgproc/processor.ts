@@ -12,9 +12,9 @@ import type postgres from "postgres";
 import type { Sql } from "../../shared/db.ts";
 import type { Logger } from "../../shared/log.ts";
 import { thumbnailKeyFor } from "../../web/feed/s3.ts";
-import { S3ObjectError, type S3Objects } from "../../web/feed/s3_objects.ts";
+import { ObjectTooLargeError, S3ObjectError, type S3Objects } from "../../web/feed/s3_objects.ts";
 import { compareSequencer, type ObjectEvent } from "./events.ts";
-import { ImageRejectedError, makeThumbnail, type ThumbnailOptions } from "./thumbnail.ts";
+import { DEFAULT_MAX_BYTES, ImageRejectedError, makeThumbnail, type ThumbnailOptions } from "./thumbnail.ts";
 
 /** What {@linkcode applyEvent} needs. */
 export interface ProcessorDeps {
@@ -33,6 +33,12 @@ export type Outcome = "thumbnail" | "removed" | "rejected" | "stale" | "gone" | 
 
 function isNoSuchKey(e: unknown): boolean {
   return e instanceof S3ObjectError && (e.code === "NoSuchKey" || e.status === 404);
+}
+
+function tooLarge(size: number, limit: number): ImageRejectedError {
+  return new ImageRejectedError(
+    `Cannot make a thumbnail: the file is ${size} bytes, over the limit of ${limit}`,
+  );
 }
 
 /** A connection held for one event's transaction. */
@@ -70,9 +76,19 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
     let outcome: Outcome;
     if (ev.kind === "created") {
       let thumb: Awaited<ReturnType<typeof makeThumbnail>> | undefined;
+      const maxBytes = d.thumbnail.maxBytes ?? DEFAULT_MAX_BYTES;
       try {
+        // Refused unread when the event says it is too large, else as soon as the answer's length does.
+        if (ev.size !== undefined && ev.size > maxBytes) throw tooLarge(ev.size, maxBytes);
         // The upload's bytes live only while the thumbnail is made: a pooled buffer serves the next one.
-        thumb = await d.objects.withObject(ev.bucket, ev.key, (bytes) => makeThumbnail(bytes, d.thumbnail));
+        thumb = await d.objects.withObject(
+          ev.bucket,
+          ev.key,
+          (bytes) => makeThumbnail(bytes, d.thumbnail),
+          { maxBytes },
+        ).catch((e) => {
+          throw e instanceof ObjectTooLargeError ? tooLarge(e.size, e.limit) : e;
+        });
       } catch (e) {
         // Removed since: its removal event follows and settles the key.
         if (isNoSuchKey(e)) {

@@ -11,12 +11,22 @@ export interface ThumbnailOptions {
   size: number;
   /** Largest input, in pixels (width × height). */
   maxPixels: number;
+  /** Largest input file, in bytes (default 64 MiB): a larger object is refused before it is read. */
+  maxBytes?: number;
   /** JPEG quality, 1-100. */
   quality: number;
 }
 
-/** Defaults: 320 px, 40 megapixels, quality 80. */
-export const DEFAULT_THUMBNAIL_OPTIONS: ThumbnailOptions = { size: 320, maxPixels: 40_000_000, quality: 80 };
+/** The default {@linkcode ThumbnailOptions.maxBytes}. */
+export const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
+
+/** Defaults: 320 px, 40 megapixels, 64 MiB, quality 80. */
+export const DEFAULT_THUMBNAIL_OPTIONS: ThumbnailOptions = {
+  size: 320,
+  maxPixels: 40_000_000,
+  maxBytes: DEFAULT_MAX_BYTES,
+  quality: 80,
+};
 
 /** An input that can never make a thumbnail (not an image, too large, corrupt): not worth a retry. */
 export class ImageRejectedError extends Error {
