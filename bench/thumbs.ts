@@ -162,25 +162,33 @@ try {
     cpu_ms_pg: (b.pg - a.pg) / PHOTOS,
   });
 
+  /** imgproc over `queue`, bridging the S3 server's event log, with the bench's settings. */
+  const startImgproc = (queue: PgQueue, metrics: Registry, signal: AbortSignal) =>
+    runImgproc({
+      sql,
+      s3,
+      queue,
+      eventsUrl: services.s3.endpoint + EVENTS_PATH,
+      mediaBucket: "bench-media",
+      thumbnailsBucket: "bench-thumbs",
+      thumbnail: opts,
+      concurrency: CONC,
+      maxAttempts: 5,
+      log,
+      metrics,
+      signal,
+    });
+
   // imgproc starts with the 500 creation events waiting in the S3 server's event log.
   const controller = new AbortController();
   const metrics = new Registry();
   const c0 = cpu();
   const t0 = performance.now();
-  const worker = runImgproc({
-    sql,
-    s3,
-    queue: new PgQueue({ sql, consumerId: "bench", pollMs: 20 }),
-    eventsUrl: services.s3.endpoint + EVENTS_PATH,
-    mediaBucket: "bench-media",
-    thumbnailsBucket: "bench-thumbs",
-    thumbnail: opts,
-    concurrency: CONC,
-    maxAttempts: 5,
-    log,
+  const worker = startImgproc(
+    new PgQueue({ sql, consumerId: "bench", pollMs: 20 }),
     metrics,
-    signal: controller.signal,
-  });
+    controller.signal,
+  );
   // Completion is watched in this process, on imgproc's own outcome counter (an event's outcome is counted
   // once its transaction committed): polling the feeds table instead cost Postgres about 0.6 ms of CPU
   // per photo (and this process more), charged to imgproc. The table is checked once at the end.
@@ -208,20 +216,7 @@ try {
   {
     const idle = new AbortController();
     const idleMetrics = new Registry();
-    const idleWorker = runImgproc({
-      sql,
-      s3,
-      queue: new PgQueue({ sql, consumerId: "bench-idle" }),
-      eventsUrl: services.s3.endpoint + EVENTS_PATH,
-      mediaBucket: "bench-media",
-      thumbnailsBucket: "bench-thumbs",
-      thumbnail: opts,
-      concurrency: CONC,
-      maxAttempts: 5,
-      log,
-      metrics: idleMetrics,
-      signal: idle.signal,
-    });
+    const idleWorker = startImgproc(new PgQueue({ sql, consumerId: "bench-idle" }), idleMetrics, idle.signal);
     const made = idleMetrics.counter("wharf_imgproc_events_total", "Object events by outcome");
     await abortableSleep(500); // the bridge and the queue are waiting
     for (let i = 0; i < IDLE_PHOTOS; i++) {

@@ -17,7 +17,8 @@ import { bridgeOnce, runBridge } from "../../workers/imgproc/bridge.ts";
 import { type ConsumerStatus, runConsumer } from "../../workers/imgproc/consumer.ts";
 import { encodeEventKey, parseEvents } from "../../workers/imgproc/events.ts";
 import { enqueue, PgQueue } from "../../workers/imgproc/pg_queue.ts";
-import { applyEvent } from "../../workers/imgproc/processor.ts";
+import { applyEvent, type ProcessorDeps } from "../../workers/imgproc/processor.ts";
+import type { ThumbnailOptions } from "../../workers/imgproc/thumbnail.ts";
 import { runImgproc } from "../../workers/imgproc/run.ts";
 import { eventually, feedWorld, jpeg } from "./_util.ts";
 
@@ -33,6 +34,23 @@ function body(eventName: string, bucket: string, key: string, sequencer: string)
   });
 }
 
+/** What `applyEvent` needs, over the world's database and buckets. */
+function processorDeps(
+  w: Awaited<ReturnType<typeof feedWorld>>,
+  objects: S3Objects,
+  thumbnail: ThumbnailOptions,
+): ProcessorDeps {
+  return {
+    sql: w.db.sql,
+    s3: w.s3,
+    objects,
+    mediaBucket: w.cfg.FEED_MEDIA_BUCKET,
+    thumbnailsBucket: w.cfg.FEED_THUMBNAILS_BUCKET,
+    thumbnail,
+    log,
+  };
+}
+
 async function seedFeed(w: Awaited<ReturnType<typeof feedWorld>>, key: string) {
   const [u] = await w.db.sql`insert into app.users (email, username, password)
     values (${key.replace(/\W/g, "") + "@x.io"}, ${key.replace(/\W/g, "").slice(0, 30)}, 'x') returning id`;
@@ -43,15 +61,7 @@ async function seedFeed(w: Awaited<ReturnType<typeof feedWorld>>, key: string) {
 Deno.test("the same event twice makes one thumbnail, and a creation older than the removal after it is skipped", async () => {
   await using w = await feedWorld();
   using objects = new S3Objects(w.s3);
-  const deps = {
-    sql: w.db.sql,
-    s3: w.s3,
-    objects,
-    mediaBucket: w.cfg.FEED_MEDIA_BUCKET,
-    thumbnailsBucket: w.cfg.FEED_THUMBNAILS_BUCKET,
-    thumbnail: { size: 32, maxPixels: 1_000_000, quality: 70 },
-    log,
-  };
+  const deps = processorDeps(w, objects, { size: 32, maxPixels: 1_000_000, quality: 70 });
   const key = "u/1/one photo.jpg";
   await seedFeed(w, key);
   await w.s3.send(new PutObjectCommand({ Bucket: deps.mediaBucket, Key: key, Body: await jpeg() }));
@@ -82,15 +92,12 @@ Deno.test("a file over the size limit is refused, unread when its event says so,
   await using w = await feedWorld();
   using objects = new S3Objects(w.s3);
   const image = await jpeg();
-  const deps = {
-    sql: w.db.sql,
-    s3: w.s3,
-    objects,
-    mediaBucket: w.cfg.FEED_MEDIA_BUCKET,
-    thumbnailsBucket: w.cfg.FEED_THUMBNAILS_BUCKET,
-    thumbnail: { size: 32, maxPixels: 1_000_000, maxBytes: image.length - 1, quality: 70 },
-    log,
-  };
+  const deps = processorDeps(w, objects, {
+    size: 32,
+    maxPixels: 1_000_000,
+    maxBytes: image.length - 1,
+    quality: 70,
+  });
   for (const [key, size] of [["u/3/told.jpg", image.length], ["u/3/untold.jpg", undefined]] as const) {
     await seedFeed(w, key);
     await w.s3.send(new PutObjectCommand({ Bucket: deps.mediaBucket, Key: key, Body: image }));

@@ -57,8 +57,8 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
   if (ev.bucket !== d.mediaBucket) return "ignored";
   const thumbKey = thumbnailKeyFor(ev.key);
   const tx = await d.sql.reserve();
-  // Until the transaction ended: any failure sends ROLLBACK, so the connection goes back clean (a ROLLBACK
-  // with no transaction open only warns).
+  // Until COMMIT went through; otherwise (a failure, or a path that wrote nothing) `finally` sends ROLLBACK,
+  // so the connection goes back clean (a ROLLBACK with no transaction open only warns).
   let open = true;
   try {
     // One event per key at a time, across every copy; released with the transaction.
@@ -68,11 +68,7 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
       tx`select sequencer from control.imgproc_objects where bucket = ${ev.bucket} and key = ${ev.key}`,
     ]);
     const last = rows[0];
-    if (last && ev.sequencer && compareSequencer(ev.sequencer, last.sequencer as string) <= 0) {
-      await rollback(tx);
-      open = false;
-      return "stale";
-    }
+    if (last && ev.sequencer && compareSequencer(ev.sequencer, last.sequencer as string) <= 0) return "stale";
     let outcome: Outcome;
     if (ev.kind === "created") {
       let thumb: Awaited<ReturnType<typeof makeThumbnail>> | undefined;
@@ -91,11 +87,7 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
         });
       } catch (e) {
         // Removed since: its removal event follows and settles the key.
-        if (isNoSuchKey(e)) {
-          await rollback(tx);
-          open = false;
-          return "gone";
-        }
+        if (isNoSuchKey(e)) return "gone";
         if (!(e instanceof ImageRejectedError)) throw e;
         d.log.warn("image rejected", { key: ev.key, reason: e.message });
         await settle(
@@ -138,13 +130,9 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
     open = false;
     return outcome!;
   } finally {
-    if (open) await rollback(tx).catch(() => {});
+    if (open) await tx`rollback`.catch(() => {});
     tx.release();
   }
-}
-
-async function rollback(tx: Tx): Promise<void> {
-  await tx`rollback`;
 }
 
 /**
