@@ -6,6 +6,11 @@
  *
  * Rows are written as bytes straight from the replication message ({@linkcode TableSpool.writeTuple}):
  * the format is the one `csvLine()` writes (every value quoted, NULL the bare `\N`).
+ *
+ * While every row of a table is an insert, each file also gets a plain twin: the same rows without the
+ * change columns, which a target can copy straight into the table (an inserts-only batch needs no
+ * merge). Writing it costs one copy of each row's bytes; taking the change columns off when loading
+ * would cost a scan of every byte. The twin is dropped at the first row that is not an insert.
  */
 import { join } from "node:path";
 import { KIND_TEXT, KIND_UNCHANGED, type Tuple } from "./pgoutput.ts";
@@ -25,6 +30,8 @@ interface OpenSegment {
   columns: Column[];
   rows: number;
   bytes: number;
+  /** The plain twin (see above), while every row is an insert. */
+  plain?: { path: string; file: Deno.FsFile; bytes: number };
 }
 
 /**
@@ -48,6 +55,13 @@ export function integerKey(msg: Uint8Array, start: number, len: number): number 
   return negative ? -v : v;
 }
 
+/** Writes all of `bytes` to `file`; returns their length. */
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<number> {
+  let off = 0;
+  while (off < bytes.length) off += await file.write(bytes.subarray(off));
+  return bytes.length;
+}
+
 /** The spooled changes of one table in one batch. */
 export class TableSpool {
   table: TableInfo;
@@ -63,6 +77,9 @@ export class TableSpool {
   readonly segments: OpenSegment[] = [];
   #buf = new Uint8Array(0);
   #len = 0;
+  /** The plain twin's write buffer (bytes for the last segment's `plain` file). */
+  #plainBuf = new Uint8Array(0);
+  #plainLen = 0;
   #n = 0;
   readonly #dir: string;
   readonly #slug: string;
@@ -84,7 +101,7 @@ export class TableSpool {
     if (last && last.columns === this.table.columns) return last;
     await this.#flush();
     const path = join(this.#dir, `${this.#slug}.${++this.#n}.csv`);
-    const seg = {
+    const seg: OpenSegment = {
       path,
       file: await Deno.open(path, { write: true, create: true, truncate: true }),
       columns: this.table.columns,
@@ -92,20 +109,40 @@ export class TableSpool {
       bytes: 0,
       unchanged: new Set<number>(),
     };
+    if (this.#insertsOnly) {
+      const plain = join(this.#dir, `${this.#slug}.${this.#n}.plain.csv`);
+      seg.plain = {
+        path: plain,
+        file: await Deno.open(plain, { write: true, create: true, truncate: true }),
+        bytes: 0,
+      };
+    }
     this.segments.push(seg);
     return seg;
+  }
+
+  /** Stops writing the plain twins (a row that is not an insert came): their files are left to `discard`. */
+  #dropPlain(): void {
+    for (const s of this.segments) {
+      s.plain?.file.close();
+      s.plain = undefined;
+    }
+    this.#plainLen = 0;
+    this.#plainBuf = new Uint8Array(0);
   }
 
   async #flush(): Promise<void> {
     const last = this.segments.at(-1);
     if (!last || !this.#len) return;
-    const bytes = this.#buf.subarray(0, this.#len);
-    let off = 0;
-    while (off < bytes.length) off += await last.file.write(bytes.subarray(off));
-    last.bytes += bytes.length;
+    last.bytes += await writeAll(last.file, this.#buf.subarray(0, this.#len));
     this.#len = 0;
-    // A huge row grew the buffer: do not keep it.
+    if (last.plain && this.#plainLen) {
+      last.plain.bytes += await writeAll(last.plain.file, this.#plainBuf.subarray(0, this.#plainLen));
+      this.#plainLen = 0;
+    }
+    // A huge row grew the buffers: do not keep them.
     if (this.#buf.length > 4 * FLUSH_AT) this.#buf = new Uint8Array(0);
+    if (this.#plainBuf.length > 4 * FLUSH_AT) this.#plainBuf = new Uint8Array(0);
   }
 
   /** Room for `more` bytes after what is buffered. */
@@ -172,6 +209,7 @@ export class TableSpool {
     }
     if (!marked) buf[p++] = 0x2d; // -
     buf[p++] = QUOTE;
+    const data = p + 1; // the data columns start after the next comma
     for (let i = 0; i < ncols; i++) {
       buf[p++] = COMMA;
       if (i < n && t.kind[i] === KIND_TEXT) {
@@ -190,7 +228,24 @@ export class TableSpool {
     }
     buf[p++] = 0x0a;
     this.#len = p;
-    if (op !== "I") this.#insertsOnly = false;
+    if (op !== "I" && this.#insertsOnly) {
+      this.#insertsOnly = false;
+      this.#dropPlain();
+    }
+    if (seg.plain) {
+      // A table without columns has no comma after the change columns: its plain row is the newline.
+      const from = ncols ? data : p - 1;
+      const n = p - from;
+      if (this.#plainLen + n > this.#plainBuf.length) {
+        const grown = new Uint8Array(
+          Math.max(this.#plainLen + n, FLUSH_AT + 64 * 1024, this.#plainBuf.length * 2),
+        );
+        grown.set(this.#plainBuf.subarray(0, this.#plainLen));
+        this.#plainBuf = grown;
+      }
+      this.#plainBuf.set(buf.subarray(from, p), this.#plainLen);
+      this.#plainLen += n;
+    }
     if (this.#keys) this.#trackKey(msg, t);
     seg.rows++;
     return this.#len >= FLUSH_AT ? this.#flush() : undefined;
@@ -270,11 +325,16 @@ export class TableSpool {
   /** A TRUNCATE: what was spooled before it no longer matters. */
   async truncateAll(): Promise<void> {
     this.#len = 0;
+    this.#plainLen = 0;
     this.#keys = new Set();
     this.#insertsOnly = true;
     for (const s of this.segments.splice(0)) {
       s.file.close();
       await Deno.remove(s.path).catch(() => {});
+      if (s.plain) {
+        s.plain.file.close();
+        await Deno.remove(s.plain.path).catch(() => {});
+      }
     }
     this.truncate = true;
   }
@@ -283,7 +343,11 @@ export class TableSpool {
   async close(): Promise<(Segment & { path: string })[]> {
     await this.#flush();
     this.#buf = new Uint8Array(0);
-    for (const s of this.segments) s.file.close();
+    this.#plainBuf = new Uint8Array(0);
+    for (const s of this.segments) {
+      s.file.close();
+      s.plain?.file.close();
+    }
     return this.segments.filter((s) => s.rows > 0).map((s) => ({
       key: "",
       path: s.path,
@@ -291,6 +355,7 @@ export class TableSpool {
       rows: s.rows,
       bytes: s.bytes,
       unchanged: [...s.unchanged],
+      ...(s.plain ? { plain: { path: s.plain.path, bytes: s.plain.bytes } } : {}),
     }));
   }
 }
@@ -329,9 +394,9 @@ export class BatchSpool {
   /** Removes the batch's folder. */
   async discard(): Promise<void> {
     for (const t of this.tables.values()) {
-      for (const s of t.segments) {
+      for (const f of t.segments.flatMap((s) => [s.file, s.plain?.file])) {
         try {
-          s.file.close();
+          f?.close();
         } catch { /* closed */ }
       }
     }

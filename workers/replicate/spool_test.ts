@@ -30,7 +30,7 @@ function tuple(values: (string | null | undefined)[]): number[] {
         (b.length >>> 8) & 255,
         b.length & 255,
       );
-      out.push(...b);
+      for (const x of b) out.push(x);
     }
   }
   return out;
@@ -41,9 +41,10 @@ function message(
   parts: { old?: ["K" | "O", (string | null | undefined)[]]; new?: (string | null | undefined)[] },
 ): RawChange {
   const bytes = [op, 0, 0, 0, 42];
-  if (parts.old) bytes.push(parts.old[0].charCodeAt(0), ...tuple(parts.old[1]));
-  if (parts.new) bytes.push(0x4e, ...tuple(parts.new));
-  return { tag: "raw", op, relationOid: 42, bytes: new Uint8Array(bytes) };
+  const all = [bytes];
+  if (parts.old) all.push([parts.old[0].charCodeAt(0)], tuple(parts.old[1]));
+  if (parts.new) all.push([0x4e], tuple(parts.new));
+  return { tag: "raw", op, relationOid: 42, bytes: new Uint8Array(all.flat()) };
 }
 
 const TABLE: TableInfo = {
@@ -101,6 +102,53 @@ Deno.test("rows written from pgoutput bytes are the same CSV csvLine() writes, t
     assert.equal(parseCsv(text)[2][4], 'say "hi"');
     assert.equal(spool.insertsOnly, false);
     assert.equal(spool.distinctKeys, false, "key 1 and key 2 were written twice");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("an inserts-only spool also writes its rows without the change columns, until a row is not an insert", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const batch = new BatchSpool(dir);
+    const spool = batch.spool("public.t", TABLE);
+    const d = fresh();
+    const plain: string[] = [];
+    // Rows much larger than the write buffer too, so that both files are flushed in several parts.
+    const values = [...TRICKY, "z".repeat(700_000), ...TRICKY];
+    for (const [i, v] of values.entries()) {
+      const m = message(OP_INSERT, { new: [String(i), v, i % 2 ? null : v] });
+      decodeChange(m, d);
+      await spool.writeTuple(i + 1, "I", m.bytes, d.new);
+      plain.push(csvLine([String(i), v, i % 2 ? null : v]));
+    }
+    let [seg] = await spool.close();
+    assert.ok(seg.plain, "an inserts-only segment has its plain twin");
+    assert.equal(await Deno.readTextFile(seg.plain.path), plain.join(""));
+    assert.equal(seg.plain.bytes, (await Deno.stat(seg.plain.path)).size);
+    assert.equal(parseCsv(await Deno.readTextFile(seg.path)).length, values.length);
+
+    // A delete ends the twin; a truncate starts it again.
+    const other = new BatchSpool(dir + "/b");
+    await Deno.mkdir(other.dir);
+    const s2 = other.spool("public.t", TABLE);
+    const ins = message(OP_INSERT, { new: ["1", "a", null] });
+    decodeChange(ins, d);
+    await s2.writeTuple(1, "I", ins.bytes, d.new);
+    const del = message(OP_DELETE, { old: ["K", ["1", null, null]] });
+    decodeChange(del, d);
+    await s2.writeTuple(2, "D", del.bytes, d.old);
+    await s2.writeTuple(3, "I", ins.bytes, d.new);
+    const s3 = other.spool("public.u", { ...TABLE, name: "u" });
+    await s3.writeTuple(4, "D", del.bytes, d.old);
+    await s3.truncateAll();
+    await s3.writeTuple(5, "I", ins.bytes, d.new);
+    [seg] = await s2.close();
+    assert.equal(seg.plain, undefined);
+    assert.equal(seg.rows, 3);
+    const [seg3] = await s3.close();
+    assert.equal(await Deno.readTextFile(seg3.plain!.path), csvLine(["1", "a", null]));
+    assert.equal(await Deno.readTextFile(seg3.path), csvLine(["5", "I", "-", "1", "a", null]));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -243,6 +243,9 @@ export class PostgresTarget implements Target {
     seg: Segment,
     stripChangeColumns = false,
   ): Promise<void> {
+    if (stripChangeColumns && seg.plain) {
+      return await copyLocalFile(tx, statement, seg.plain.path, seg.plain.bytes, false);
+    }
     if (seg.path) return await copyLocalFile(tx, statement, seg.path, seg.bytes, stripChangeColumns);
     const body = await openObject(this.#s3, bucket, seg.key);
     const { stream: writable, done } = await copyIn(tx, statement);

@@ -23,6 +23,11 @@ export interface Segment {
    * target that loads through its client reads that instead of downloading the object again.
    */
   path?: string;
+  /**
+   * The same rows without the change columns in a local file (written while every row of the table was
+   * an insert): an inserts-only load can copy it straight into the table.
+   */
+  plain?: { path: string; bytes: number };
 }
 
 /** What a target applies in one transaction. */
