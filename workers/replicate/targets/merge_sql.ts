@@ -64,7 +64,6 @@ export function mergeSql(
   staging: string,
   unchangedIdx: number[],
   distinctKeys = false,
-  useMerge = false,
 ): string[] {
   const t = qualified(table.schema, table.name);
   const s = quoteIdent(staging);
@@ -98,10 +97,6 @@ export function mergeSql(
         `order by _seq desc) as _rn from ${s}) where _rn = 1`,
     );
   }
-  if (useMerge && dialect === "postgres" && !table.keyIsAllColumns) {
-    out.push(mergeStatement(table, fin, unchangedIdx));
-    return out;
-  }
   out.push(
     `delete from ${t} using ${fin} f where ${
       keyMatch(table, t, "f")
@@ -124,40 +119,6 @@ export function mergeSql(
   out.push(`insert into ${t} (${cols}) select ${cols} from ${fin} where _op <> 'D' and _unchanged = '-'`);
   if (dialect === "redshift") out.push(...(distinctKeys ? [] : [`drop table ${fin}`]), `drop table ${s}`);
   return out;
-}
-
-/**
- * Step 3 as one `MERGE` (Postgres 15 and later), for a table with a real key: one pass over the batch
- * and one key lookup per row instead of a delete, an update and an insert that each join the batch to
- * the table, and a rewritten row is updated in place rather than deleted and inserted again. The key
- * columns are not assigned (they are equal), so an update can stay on its page without touching the
- * key's index. The effect is the one of the three statements, row for row.
- */
-function mergeStatement(table: TableInfo, fin: string, unchangedIdx: number[]): string {
-  const t = qualified(table.schema, table.name);
-  const keys = new Set(table.key);
-  const rest = table.columns.map((col, i) => ({ c: quoteIdent(col.name), i, key: keys.has(col.name) }))
-    .filter((x) => !x.key);
-  const setAll = rest.map(({ c }) => `${c} = f.${c}`).join(", ");
-  const cols = table.columns.map((c) => quoteIdent(c.name));
-  const arms = [
-    `when matched and f._op = 'D' then delete`,
-    `when matched and f._unchanged = '-' then ${rest.length ? `update set ${setAll}` : "do nothing"}`,
-  ];
-  if (unchangedIdx.length && rest.length) {
-    const sets = rest.map(({ c, i }) =>
-      unchangedIdx.includes(i)
-        ? `${c} = case when ${hasIdx("postgres", "f", i)} then ${t}.${c} else f.${c} end`
-        : `${c} = f.${c}`
-    );
-    arms.push(`when matched and f._op <> 'D' then update set ${sets.join(", ")}`);
-  }
-  arms.push(
-    `when not matched and f._op <> 'D' and f._unchanged = '-' then insert (${cols.join(", ")}) values (${
-      cols.map((c) => `f.${c}`).join(", ")
-    })`,
-  );
-  return `merge into ${t} using ${fin} f on ${keyMatch(table, t, "f")} ${arms.join(" ")}`;
 }
 
 /** The table's definition in the target, with its merge key as primary key when it has one. */

@@ -97,24 +97,13 @@ export class PostgresTarget implements Target {
   readonly kind = "postgres" as const;
   readonly sql: Sql;
   readonly #s3: S3Client;
-  /** Whether the merge is one `MERGE` statement (decided by {@linkcode prepare} unless given). */
-  #merge?: boolean;
 
-  /**
-   * `merge: false` keeps to the delete + update + insert form of the merge even on a server that has
-   * `MERGE` (Postgres 15 and later, used there by default).
-   */
-  constructor(url: string, s3: S3Client, options: { merge?: boolean } = {}) {
+  constructor(url: string, s3: S3Client) {
     this.sql = connectPostgres(url, { max: 4, applicationName: "wharf-replicate-target", connectTimeout: 5 });
     this.#s3 = s3;
-    this.#merge = options.merge;
   }
 
   async prepare(): Promise<void> {
-    if (this.#merge === undefined) {
-      const [v] = await this.sql<{ v: number }[]>`select current_setting('server_version_num')::int as v`;
-      this.#merge = v.v >= 150000;
-    }
     await this.sql.unsafe(`create schema if not exists ${quoteIdent(STATE_SCHEMA)}`);
     await this.sql.unsafe(`create table if not exists ${qualified(STATE_SCHEMA, STATE_TABLE)} (
       pipeline text not null, table_name text not null, lsn pg_lsn not null,
@@ -209,7 +198,6 @@ export class PostgresTarget implements Target {
           staging,
           idx.map((r) => r.i).sort((a, b) => a - b),
           batch.distinctKeys,
-          this.#merge ?? false,
         );
         // Sent now (a query starts when first observed), so that the target merges while the batch's
         // upload may still be going on; a refusal is handled here and reported by `all` below.
