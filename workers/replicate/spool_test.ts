@@ -122,11 +122,17 @@ Deno.test("an inserts-only spool also writes its rows without the change columns
       await spool.writeTuple(i + 1, "I", m.bytes, d.new);
       plain.push(csvLine([String(i), v, i % 2 ? null : v]));
     }
-    let [seg] = await spool.close();
+    // A column added while running starts a new file, with its own twin.
+    spool.table = { ...TABLE, columns: [...TABLE.columns, { name: "extra", type: "text" }] };
+    const wide = message(OP_INSERT, { new: ["99", "w", null, "x"] });
+    decodeChange(wide, d);
+    await spool.writeTuple(values.length + 1, "I", wide.bytes, d.new);
+    let [seg, seg2] = await spool.close();
     assert.ok(seg.plain, "an inserts-only segment has its plain twin");
     assert.equal(await Deno.readTextFile(seg.plain.path), plain.join(""));
     assert.equal(seg.plain.bytes, (await Deno.stat(seg.plain.path)).size);
     assert.equal(parseCsv(await Deno.readTextFile(seg.path)).length, values.length);
+    assert.equal(await Deno.readTextFile(seg2.plain!.path), csvLine(["99", "w", null, "x"]));
 
     // A delete ends the twin; a truncate starts it again.
     const other = new BatchSpool(dir + "/b");
