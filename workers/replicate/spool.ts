@@ -10,7 +10,9 @@
  * While every row of a table is an insert, each file also gets a plain twin: the same rows without the
  * change columns, which a target can copy straight into the table (an inserts-only batch needs no
  * merge). Writing it costs one copy of each row's bytes; taking the change columns off when loading
- * would cost a scan of every byte. The twin is dropped at the first row that is not an insert.
+ * would cost a scan of every byte. The twin is dropped (and its files removed) at the first row that is
+ * not an insert, and past {@linkcode PLAIN_TWIN_LIMIT} bytes, so that a huge bulk load does not take twice
+ * its size on disk (the target then strips the change columns itself).
  */
 import { join } from "node:path";
 import { KIND_TEXT, KIND_UNCHANGED, type Tuple } from "./pgoutput.ts";
@@ -18,6 +20,8 @@ import type { Segment } from "./targets/target.ts";
 import type { Column, TableInfo } from "./schema.ts";
 
 const FLUSH_AT = 512 * 1024;
+/** Bytes of a table's plain twins in one batch past which they are dropped (see above). */
+export const PLAIN_TWIN_LIMIT = 256 * 1024 * 1024;
 const KEY_TRACK_LIMIT = 200_000;
 const QUOTE = 0x22;
 const COMMA = 0x2c;
@@ -80,12 +84,21 @@ export class TableSpool {
   /** The plain twin's write buffer (bytes for the last segment's `plain` file). */
   #plainBuf = new Uint8Array(0);
   #plainLen = 0;
+  /** Whether new segments get a plain twin: every row an insert, and the twins under the limit so far. */
+  #plainOn = true;
+  /** Bytes written to the plain twins since the last truncate. */
+  #plainBytes = 0;
+  /** Removals of dropped twins' files. */
+  #removing: Promise<void>[] = [];
   #n = 0;
   readonly #dir: string;
   readonly #slug: string;
 
-  constructor(dir: string, table: TableInfo) {
+  readonly #plainLimit: number;
+
+  constructor(dir: string, table: TableInfo, plainTwinLimit = PLAIN_TWIN_LIMIT) {
     this.#dir = dir;
+    this.#plainLimit = plainTwinLimit;
     this.table = table;
     this.#keyIdx = table.key.map((k) => table.columns.findIndex((c) => c.name === k));
     this.#slug = `${table.schema}.${table.name}`.replace(/[^A-Za-z0-9_.-]/g, "_");
@@ -109,7 +122,7 @@ export class TableSpool {
       bytes: 0,
       unchanged: new Set<number>(),
     };
-    if (this.#insertsOnly) {
+    if (this.#plainOn) {
       const plain = join(this.#dir, `${this.#slug}.${this.#n}.plain.csv`);
       seg.plain = {
         path: plain,
@@ -121,13 +134,18 @@ export class TableSpool {
     return seg;
   }
 
-  /** Stops writing the plain twins (a row that is not an insert came): their files are left to `discard`. */
+  /** Stops writing the plain twins and removes their files (in the background, until `close`). */
   #dropPlain(): void {
+    this.#plainOn = false;
     for (const s of this.segments) {
-      s.plain?.file.close();
+      if (!s.plain) continue;
+      s.plain.file.close();
+      // A file left behind goes with the batch's folder.
+      this.#removing.push(Deno.remove(s.plain.path).catch(() => {}));
       s.plain = undefined;
     }
     this.#plainLen = 0;
+    this.#plainBytes = 0;
     this.#plainBuf = new Uint8Array(0);
   }
 
@@ -228,10 +246,11 @@ export class TableSpool {
     }
     buf[p++] = 0x0a;
     this.#len = p;
-    if (op !== "I" && this.#insertsOnly) {
+    if (op !== "I") {
       this.#insertsOnly = false;
-      this.#dropPlain();
+      if (this.#plainOn) this.#dropPlain();
     }
+    if (seg.plain && (this.#plainBytes += p - data) > this.#plainLimit) this.#dropPlain();
     if (seg.plain) {
       // A table without columns has no comma after the change columns: its plain row is the newline.
       const from = ncols ? data : p - 1;
@@ -326,6 +345,8 @@ export class TableSpool {
   async truncateAll(): Promise<void> {
     this.#len = 0;
     this.#plainLen = 0;
+    this.#plainBytes = 0;
+    this.#plainOn = true;
     this.#keys = new Set();
     this.#insertsOnly = true;
     for (const s of this.segments.splice(0)) {
@@ -342,6 +363,7 @@ export class TableSpool {
   /** Flushes and closes the files; returns them as segments (key left empty for the uploader). */
   async close(): Promise<(Segment & { path: string })[]> {
     await this.#flush();
+    await Promise.all(this.#removing.splice(0));
     this.#buf = new Uint8Array(0);
     this.#plainBuf = new Uint8Array(0);
     for (const s of this.segments) {
@@ -375,17 +397,23 @@ export class BatchSpool {
   firstCommitMs?: number;
   readonly createdAt = Date.now();
 
-  /** `seq` continues from the previous batch, so batches loaded together keep their order. */
-  constructor(dir: string, seq = 0) {
+  readonly #plainTwinLimit: number;
+
+  /**
+   * `seq` continues from the previous batch, so batches loaded together keep their order.
+   * `plainTwinLimit`: see {@linkcode PLAIN_TWIN_LIMIT} (per table).
+   */
+  constructor(dir: string, seq = 0, o: { plainTwinLimit?: number } = {}) {
     this.dir = dir;
     this.seq = seq;
+    this.#plainTwinLimit = o.plainTwinLimit ?? PLAIN_TWIN_LIMIT;
   }
 
   /** The spool of `table` (created on first use). */
   spool(id: string, table: TableInfo): TableSpool {
     let s = this.tables.get(id);
     if (!s) {
-      s = new TableSpool(this.dir, table);
+      s = new TableSpool(this.dir, table, this.#plainTwinLimit);
       this.tables.set(id, s);
     }
     return s;

@@ -151,10 +151,34 @@ Deno.test("an inserts-only spool also writes its rows without the change columns
     await s3.writeTuple(5, "I", ins.bytes, d.new);
     [seg] = await s2.close();
     assert.equal(seg.plain, undefined);
+    assert.deepEqual(
+      (await Array.fromAsync(Deno.readDir(other.dir))).map((e) => e.name).filter((n) => n.includes("plain")),
+      [`public.u.2.plain.csv`],
+      "a dropped twin's file is removed (public.u's second file is the twin written after the truncate)",
+    );
     assert.equal(seg.rows, 3);
     const [seg3] = await s3.close();
     assert.equal(await Deno.readTextFile(seg3.plain!.path), csvLine(["1", "a", null]));
     assert.equal(await Deno.readTextFile(seg3.path), csvLine(["5", "I", "-", "1", "a", null]));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the plain twins are dropped past their size limit, and the rows stay in the batch file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const spool = new BatchSpool(dir, 0, { plainTwinLimit: 1_000 }).spool("public.t", TABLE);
+    const d = fresh();
+    for (let i = 0; i < 100; i++) {
+      const m = message(OP_INSERT, { new: [String(i), "v".repeat(20), null] });
+      decodeChange(m, d);
+      await spool.writeTuple(i + 1, "I", m.bytes, d.new);
+    }
+    const [seg] = await spool.close();
+    assert.equal(seg.plain, undefined);
+    assert.equal(spool.insertsOnly, true, "still inserts only: the target strips the change columns itself");
+    assert.equal(parseCsv(await Deno.readTextFile(seg.path)).length, 100);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
