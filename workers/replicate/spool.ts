@@ -11,8 +11,8 @@
  * change columns, which a target can copy straight into the table (an inserts-only batch needs no
  * merge). Writing it costs one copy of each row's bytes; taking the change columns off when loading
  * would cost a scan of every byte. The twin is dropped (and its files removed) at the first row that is
- * not an insert, and past {@linkcode PLAIN_TWIN_LIMIT} bytes, so that a huge bulk load does not take twice
- * its size on disk (the target then strips the change columns itself).
+ * not an insert, and by the table whose row takes a batch's twins past {@linkcode PLAIN_TWIN_LIMIT} bytes, so
+ * that a huge bulk load does not take twice its size on disk (the target then strips the change columns).
  */
 import { join } from "node:path";
 import { KIND_TEXT, KIND_UNCHANGED, type Tuple } from "./pgoutput.ts";
@@ -20,8 +20,13 @@ import type { Segment } from "./targets/target.ts";
 import type { Column, TableInfo } from "./schema.ts";
 
 const FLUSH_AT = 512 * 1024;
-/** Bytes of a table's plain twins in one batch past which they are dropped (see above). */
+/** Bytes of plain twins a batch may hold on disk (see above). */
 export const PLAIN_TWIN_LIMIT = 256 * 1024 * 1024;
+
+/** What is left of a batch's {@linkcode PLAIN_TWIN_LIMIT}, shared by its tables. */
+interface TwinBudget {
+  left: number;
+}
 const KEY_TRACK_LIMIT = 200_000;
 const QUOTE = 0x22;
 const COMMA = 0x2c;
@@ -86,7 +91,7 @@ export class TableSpool {
   #plainLen = 0;
   /** Whether new segments get a plain twin: every row an insert, and the twins under the limit so far. */
   #plainOn = true;
-  /** Bytes written to the plain twins since the last truncate. */
+  /** Bytes of this table's plain twins, taken from the batch's budget. */
   #plainBytes = 0;
   /** Removals of dropped twins' files. */
   #removing: Promise<void>[] = [];
@@ -94,11 +99,11 @@ export class TableSpool {
   readonly #dir: string;
   readonly #slug: string;
 
-  readonly #plainLimit: number;
+  readonly #budget: TwinBudget;
 
-  constructor(dir: string, table: TableInfo, plainTwinLimit = PLAIN_TWIN_LIMIT) {
+  constructor(dir: string, table: TableInfo, budget: TwinBudget = { left: PLAIN_TWIN_LIMIT }) {
     this.#dir = dir;
-    this.#plainLimit = plainTwinLimit;
+    this.#budget = budget;
     this.table = table;
     this.#keyIdx = table.key.map((k) => table.columns.findIndex((c) => c.name === k));
     this.#slug = `${table.schema}.${table.name}`.replace(/[^A-Za-z0-9_.-]/g, "_");
@@ -145,6 +150,7 @@ export class TableSpool {
       s.plain = undefined;
     }
     this.#plainLen = 0;
+    this.#budget.left += this.#plainBytes; // the files are gone
     this.#plainBytes = 0;
     this.#plainBuf = new Uint8Array(0);
   }
@@ -250,7 +256,10 @@ export class TableSpool {
       this.#insertsOnly = false;
       if (this.#plainOn) this.#dropPlain();
     }
-    if (seg.plain && (this.#plainBytes += p - data) > this.#plainLimit) this.#dropPlain();
+    if (seg.plain) {
+      this.#plainBytes += p - data;
+      if ((this.#budget.left -= p - data) < 0) this.#dropPlain();
+    }
     if (seg.plain) {
       // A table without columns has no comma after the change columns: its plain row is the newline.
       const from = ncols ? data : p - 1;
@@ -345,6 +354,7 @@ export class TableSpool {
   async truncateAll(): Promise<void> {
     this.#len = 0;
     this.#plainLen = 0;
+    this.#budget.left += this.#plainBytes; // removed below
     this.#plainBytes = 0;
     this.#plainOn = true;
     this.#keys = new Set();
@@ -397,23 +407,23 @@ export class BatchSpool {
   firstCommitMs?: number;
   readonly createdAt = Date.now();
 
-  readonly #plainTwinLimit: number;
+  readonly #twins: TwinBudget;
 
   /**
    * `seq` continues from the previous batch, so batches loaded together keep their order.
-   * `plainTwinLimit`: see {@linkcode PLAIN_TWIN_LIMIT} (per table).
+   * `plainTwinLimit`: see {@linkcode PLAIN_TWIN_LIMIT}.
    */
   constructor(dir: string, seq = 0, o: { plainTwinLimit?: number } = {}) {
     this.dir = dir;
     this.seq = seq;
-    this.#plainTwinLimit = o.plainTwinLimit ?? PLAIN_TWIN_LIMIT;
+    this.#twins = { left: o.plainTwinLimit ?? PLAIN_TWIN_LIMIT };
   }
 
   /** The spool of `table` (created on first use). */
   spool(id: string, table: TableInfo): TableSpool {
     let s = this.tables.get(id);
     if (!s) {
-      s = new TableSpool(this.dir, table, this.#plainTwinLimit);
+      s = new TableSpool(this.dir, table, this.#twins);
       this.tables.set(id, s);
     }
     return s;

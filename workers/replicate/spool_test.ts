@@ -165,20 +165,29 @@ Deno.test("an inserts-only spool also writes its rows without the change columns
   }
 });
 
-Deno.test("the plain twins are dropped past their size limit, and the rows stay in the batch file", async () => {
+Deno.test("the plain twins of a batch share a size limit: the table that crosses it drops its own", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const spool = new BatchSpool(dir, 0, { plainTwinLimit: 1_000 }).spool("public.t", TABLE);
+    const batch = new BatchSpool(dir, 0, { plainTwinLimit: 1_500 });
+    const a = batch.spool("public.a", { ...TABLE, name: "a" });
+    const b = batch.spool("public.b", { ...TABLE, name: "b" });
     const d = fresh();
-    for (let i = 0; i < 100; i++) {
+    const row = (i: number) => {
       const m = message(OP_INSERT, { new: [String(i), "v".repeat(20), null] });
       decodeChange(m, d);
-      await spool.writeTuple(i + 1, "I", m.bytes, d.new);
-    }
-    const [seg] = await spool.close();
-    assert.equal(seg.plain, undefined);
-    assert.equal(spool.insertsOnly, true, "still inserts only: the target strips the change columns itself");
-    assert.equal(parseCsv(await Deno.readTextFile(seg.path)).length, 100);
+      return m;
+    };
+    let seq = 0;
+    // a: 20 rows of ~33 bytes (about 660 of the 1,500); then b takes the rest and crosses the limit.
+    for (let i = 0; i < 20; i++) await a.writeTuple(++seq, "I", row(i).bytes, d.new);
+    for (let i = 0; i < 40; i++) await b.writeTuple(++seq, "I", row(i).bytes, d.new);
+    const [segA] = await a.close();
+    const [segB] = await b.close();
+    assert.ok(segA.plain, "the table under the limit keeps its twin");
+    assert.equal(parseCsv(await Deno.readTextFile(segA.plain.path)).length, 20);
+    assert.equal(segB.plain, undefined);
+    assert.equal(b.insertsOnly, true, "still inserts only: the target strips the change columns itself");
+    assert.equal(parseCsv(await Deno.readTextFile(segB.path)).length, 40);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
