@@ -12,6 +12,7 @@
  * content decoding (a stored `Content-Encoding` arrives as stored), HTTP/2. Header names and values with a
  * line break are refused, so no caller can inject a header.
  */
+import { writeAll } from "./io.ts";
 
 /** A request. The body, when there is one, is sent with its `Content-Length`. */
 export interface Http1Request {
@@ -406,11 +407,6 @@ function closeQuietly(conn: Deno.Conn): void {
   } catch {
     // already closed
   }
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
 /** A growable byte buffer. */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Http1Client, Http1Error } from "./http1.ts";
 import { ensureTls } from "./stack/postgres.ts";
+import { writeAll } from "./io.ts";
 
 const enc = new TextEncoder();
 
@@ -94,11 +95,7 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 }
 
 async function write(conn: Deno.Conn, ...parts: (string | Uint8Array)[]) {
-  for (const p of parts) {
-    const b = typeof p === "string" ? enc.encode(p) : p;
-    let off = 0;
-    while (off < b.length) off += await conn.write(b.subarray(off));
-  }
+  for (const p of parts) await writeAll(conn, typeof p === "string" ? enc.encode(p) : p);
 }
 
 Deno.test("Http1Client reads a large body into the lent buffer and keeps the connection", async () => {

@@ -38,6 +38,38 @@ export function abortableSleep(ms: number, signal?: AbortSignal): Promise<boolea
 }
 
 /**
+ * A sleep that another part of the program can cut short: a loop waits with {@linkcode Waker.sleep}, a
+ * notification handler calls {@linkcode Waker.wake}. `wake()` while nobody sleeps does nothing (a caller
+ * that must not miss it keeps its own flag, checked before sleeping).
+ */
+export class Waker {
+  #wake: (() => void) | undefined;
+
+  /** Like {@linkcode abortableSleep}; a `wake()` ends it early with `true`. */
+  sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
+    if (signal?.aborted) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const done = (result: boolean) => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        if (this.#wake === onWake) this.#wake = undefined;
+        resolve(result);
+      };
+      const onAbort = () => done(false);
+      const onWake = () => done(true);
+      const timer = setTimeout(onWake, Math.max(0, ms));
+      this.#wake = onWake;
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** Ends the current sleep, if any. */
+  wake(): void {
+    this.#wake?.();
+  }
+}
+
+/**
  * Exponential backoff with full jitter: attempt 0 → up to `baseMs`, doubling, capped at `maxMs`.
  * Background loops use it after an error so that many copies do not retry in step.
  */

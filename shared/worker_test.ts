@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { waitUntil } from "./stack/process.ts";
 import { captureText, createTestDatabase } from "./testing/mod.ts";
-import { abortableSleep, backoffMs, startWorker } from "./worker.ts";
+import { abortableSleep, backoffMs, startWorker, Waker } from "./worker.ts";
 
 Deno.test("abortableSleep() returns true after the time and false at once when aborted", async () => {
   assert.equal(await abortableSleep(5), true);
@@ -14,6 +14,23 @@ Deno.test("abortableSleep() returns true after the time and false at once when a
   assert.equal(await p, false);
   assert.ok(performance.now() - t0 < 1_000);
   assert.equal(await abortableSleep(10_000, c.signal), false);
+});
+
+Deno.test("Waker: wake() ends a sleep early with true, abort with false, and a wake with nobody asleep is lost", async () => {
+  const waker = new Waker();
+  waker.wake(); // nobody sleeps: nothing to end
+  let t = performance.now();
+  const woken = waker.sleep(5_000);
+  setTimeout(() => waker.wake(), 20);
+  assert.equal(await woken, true);
+  assert.ok(performance.now() - t < 1_000);
+  const ac = new AbortController();
+  t = performance.now();
+  const aborted = waker.sleep(5_000, ac.signal);
+  setTimeout(() => ac.abort(), 20);
+  assert.equal(await aborted, false);
+  assert.ok(performance.now() - t < 1_000);
+  assert.equal(await waker.sleep(10), true, "the full time passed");
 });
 
 Deno.test("backoffMs() grows exponentially with jitter and stays under the cap", () => {

@@ -12,7 +12,7 @@
  */
 import type { Sql } from "../../shared/db.ts";
 import type { Logger } from "../../shared/log.ts";
-import { abortableSleep } from "../../shared/worker.ts";
+import { abortableSleep, Waker } from "../../shared/worker.ts";
 import { nextRun, parseCron } from "./cron.ts";
 import { SandboxPool, type WireEvent } from "./sandbox.ts";
 import { outcomesJson, OutcomeWriter } from "./outcomes.ts";
@@ -128,13 +128,13 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     on conflict (node_id) do update set heartbeat_at = now(), lease_until = excluded.lease_until,
       stopped_at = null, released = false`;
 
-  let wake: (() => void) | undefined;
+  const waker = new Waker();
   // A nudge that arrives while the loop is not waiting (a claim in flight) must not be lost: it may be
   // the only notice of an event committed just after that claim's snapshot.
   let nudged = false;
   const nudge = () => {
     nudged = true;
-    wake?.();
+    waker.wake();
   };
   const listener = await sql.listen(channelFor(schema), nudge);
 
@@ -241,17 +241,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
       }
     }
     if (nudged) continue;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(done, o.pollMs);
-      function done() {
-        clearTimeout(t);
-        wake = undefined;
-        signal.removeEventListener("abort", done);
-        resolve();
-      }
-      wake = done;
-      signal.addEventListener("abort", done, { once: true });
-    });
+    await waker.sleep(o.pollMs, signal);
   }
   // Graceful stop: hand back what was claimed but not started, let the rest finish, write all outcomes.
   await handBack(o, queue.splice(0));

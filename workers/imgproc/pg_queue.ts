@@ -9,6 +9,7 @@
  * reaches nobody.
  */
 import type { Sql } from "../../shared/db.ts";
+import { Waker } from "../../shared/worker.ts";
 import type { MessageQueue, QueueMessage } from "./queue.ts";
 
 /** The channel an insert into the queue notifies. */
@@ -41,7 +42,7 @@ export class PgQueue implements MessageQueue {
   readonly #o: Required<PgQueueOptions>;
   /** Notices received; a wait ends early when this moved since its claim began. */
   #nudges = 0;
-  #wake: (() => void) | undefined;
+  readonly #waker = new Waker();
   #listener: { unlisten(): Promise<void> } | undefined;
   #listenFailedAt = -Infinity;
   #closed = false;
@@ -57,30 +58,13 @@ export class PgQueue implements MessageQueue {
     try {
       this.#listener = await this.#o.sql.listen(IMGPROC_CHANNEL, () => {
         this.#nudges++;
-        this.#wake?.();
+        this.#waker.wake();
       });
       return true;
     } catch {
       this.#listenFailedAt = Date.now();
       return false;
     }
-  }
-
-  /** Waits `ms`, or less when a notice comes; false when `signal` aborted. */
-  #wait(ms: number, signal: AbortSignal): Promise<boolean> {
-    if (signal.aborted) return Promise.resolve(false);
-    return new Promise((resolve) => {
-      const done = (full: boolean) => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
-        this.#wake = undefined;
-        resolve(full);
-      };
-      const onAbort = () => done(false);
-      const timer = setTimeout(() => done(true), Math.max(0, ms));
-      this.#wake = () => done(true);
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
   }
 
   async #claim(max: number): Promise<QueueMessage[]> {
@@ -108,7 +92,8 @@ export class PgQueue implements MessageQueue {
       // effect notified nobody.
       if (!listening && (listening = await this.#listen())) continue;
       if (this.#nudges !== seen) continue;
-      if (!await this.#wait(Math.min(this.#o.pollMs, deadline - Date.now()), signal)) return [];
+      // Until the poll interval, or less when a notice comes.
+      if (!await this.#waker.sleep(Math.min(this.#o.pollMs, deadline - Date.now()), signal)) return [];
     }
   }
 

@@ -15,6 +15,7 @@
  * that a huge bulk load does not take twice its size on disk (the target then strips the change columns).
  */
 import { join } from "node:path";
+import { writeAll } from "../../shared/io.ts";
 import { KIND_TEXT, KIND_UNCHANGED, type Tuple } from "./pgoutput.ts";
 import type { Segment } from "./targets/target.ts";
 import type { Column, TableInfo } from "./schema.ts";
@@ -22,11 +23,6 @@ import type { Column, TableInfo } from "./schema.ts";
 const FLUSH_AT = 512 * 1024;
 /** Bytes of plain twins a batch may hold on disk (see above). */
 export const PLAIN_TWIN_LIMIT = 256 * 1024 * 1024;
-
-/** What is left of a batch's {@linkcode PLAIN_TWIN_LIMIT}, shared by its tables. */
-interface TwinBudget {
-  left: number;
-}
 const KEY_TRACK_LIMIT = 200_000;
 const QUOTE = 0x22;
 const COMMA = 0x2c;
@@ -64,11 +60,17 @@ export function integerKey(msg: Uint8Array, start: number, len: number): number 
   return negative ? -v : v;
 }
 
-/** Writes all of `bytes` to `file`; returns their length. */
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<number> {
-  let off = 0;
-  while (off < bytes.length) off += await file.write(bytes.subarray(off));
-  return bytes.length;
+/** What is left of a batch's {@linkcode PLAIN_TWIN_LIMIT}, shared by its tables. */
+interface TwinBudget {
+  left: number;
+}
+
+/** `buf` with room for `need` bytes, its first `len` kept (a new, larger buffer when it has not). */
+function withRoom(buf: Uint8Array<ArrayBuffer>, len: number, need: number): Uint8Array<ArrayBuffer> {
+  if (need <= buf.length) return buf;
+  const grown = new Uint8Array(Math.max(need, FLUSH_AT + 64 * 1024, buf.length * 2));
+  grown.set(buf.subarray(0, len));
+  return grown;
 }
 
 /** The spooled changes of one table in one batch. */
@@ -158,10 +160,12 @@ export class TableSpool {
   async #flush(): Promise<void> {
     const last = this.segments.at(-1);
     if (!last || !this.#len) return;
-    last.bytes += await writeAll(last.file, this.#buf.subarray(0, this.#len));
+    await writeAll(last.file, this.#buf.subarray(0, this.#len));
+    last.bytes += this.#len;
     this.#len = 0;
     if (last.plain && this.#plainLen) {
-      last.plain.bytes += await writeAll(last.plain.file, this.#plainBuf.subarray(0, this.#plainLen));
+      await writeAll(last.plain.file, this.#plainBuf.subarray(0, this.#plainLen));
+      last.plain.bytes += this.#plainLen;
       this.#plainLen = 0;
     }
     // A huge row grew the buffers: do not keep them.
@@ -171,13 +175,7 @@ export class TableSpool {
 
   /** Room for `more` bytes after what is buffered. */
   #reserve(more: number): Uint8Array {
-    const need = this.#len + more;
-    if (need > this.#buf.length) {
-      const grown = new Uint8Array(Math.max(need, FLUSH_AT + 64 * 1024, this.#buf.length * 2));
-      grown.set(this.#buf.subarray(0, this.#len));
-      this.#buf = grown;
-    }
-    return this.#buf;
+    return this.#buf = withRoom(this.#buf, this.#len, this.#len + more);
   }
 
   /**
@@ -257,22 +255,16 @@ export class TableSpool {
       if (this.#plainOn) this.#dropPlain();
     }
     if (seg.plain) {
-      this.#plainBytes += p - data;
-      if ((this.#budget.left -= p - data) < 0) this.#dropPlain();
-    }
-    if (seg.plain) {
       // A table without columns has no comma after the change columns: its plain row is the newline.
       const from = ncols ? data : p - 1;
       const n = p - from;
-      if (this.#plainLen + n > this.#plainBuf.length) {
-        const grown = new Uint8Array(
-          Math.max(this.#plainLen + n, FLUSH_AT + 64 * 1024, this.#plainBuf.length * 2),
-        );
-        grown.set(this.#plainBuf.subarray(0, this.#plainLen));
-        this.#plainBuf = grown;
+      this.#plainBytes += n;
+      if ((this.#budget.left -= n) < 0) this.#dropPlain();
+      else {
+        this.#plainBuf = withRoom(this.#plainBuf, this.#plainLen, this.#plainLen + n);
+        this.#plainBuf.set(buf.subarray(from, p), this.#plainLen);
+        this.#plainLen += n;
       }
-      this.#plainBuf.set(buf.subarray(from, p), this.#plainLen);
-      this.#plainLen += n;
     }
     if (this.#keys) this.#trackKey(msg, t);
     seg.rows++;
