@@ -31,7 +31,7 @@ import {
   Tuple,
 } from "./pgoutput.ts";
 import { uploadFile } from "./s3.ts";
-import { describeTable, publishedTables, tableId, type TableInfo } from "./schema.ts";
+import { type Column, describeTable, publishedTables, tableId, type TableInfo } from "./schema.ts";
 import { progressBar, runSnapshot } from "./snapshot.ts";
 import { BatchSpool, TableSpool } from "./spool.ts";
 import type { Segment, Target } from "./targets/target.ts";
@@ -376,7 +376,9 @@ async function runSession(
           await o.target.load({
             pipeline: o.name,
             bucket: o.bucket,
-            table: job.table,
+            // The table as it is now, which the target was just brought in line with: files written
+            // before a column change load by column number (see `Segment.columns`).
+            table: tables.get(id) ?? job.table,
             kind: "changes",
             truncate: job.truncate,
             segments,
@@ -457,22 +459,61 @@ async function runSession(
       while (inFlight.size >= MAX_BATCHES_IN_FLIGHT) await Promise.race(inFlight).catch(() => {});
     };
 
+    /** Per table, the columns (name, type oid, modifier) of the last relation message seen. */
+    const relationSigs = new Map<string, string>();
+    /**
+     * The table as a relation message describes it. Types and column numbers come from the catalog (the
+     * stream carries type oids only), looked up when the message's columns differ from the last ones seen:
+     * a column added, dropped, renamed, or given another type. A name the catalog no longer has (the
+     * stream is behind a later rename or drop: changes made before it, or a restart that replays them)
+     * is the column of that name as last known, else the one at its place as last known when the message
+     * lacks that one's name.
+     */
     const relationTable = async (rel: MessageRelation): Promise<TableInfo | undefined> => {
       const id = `${rel.schema}.${rel.name}`;
       const known = tables.get(id);
       if (!known) return undefined;
       const names = rel.columns.map((c) => c.name);
-      if (names.length === known.columns.length && names.every((n, i) => n === known.columns[i].name)) {
-        return known;
-      }
-      // A column was added (or dropped) on the source: take types from the catalog, order from the stream.
+      const sig = rel.columns.map((c) => `${c.name}\u0000${c.typeOid}\u0000${c.typeMod}`).join("\u0001");
+      const seen = relationSigs.get(id);
+      relationSigs.set(id, sig);
+      const sameNames = names.length === known.columns.length &&
+        names.every((n, i) => n === known.columns[i].name);
+      // The first message of a session with the known names: the description just read is current.
+      if (seen === sig || (seen === undefined && sameNames)) return known;
       const fresh = await describeTable(source, rel.schema, rel.name);
-      const info: TableInfo = {
-        ...known,
-        columns: names.map((n) => fresh.columns.find((c) => c.name === n) ?? { name: n, type: "text" }),
+      const columns = names.map((n, i): Column => {
+        const c = fresh.columns.find((f) => f.name === n);
+        if (c) return c;
+        // Not in the catalog any more: the column of that name as last known (dropped or renamed later in
+        // the same transaction), else the one at its place whose name the message lacks (renamed since).
+        let was = known.columns.find((k) => k.name === n);
+        const at = known.columns[i];
+        if (!was && at && !names.includes(at.name)) was = at;
+        if (!was) return { name: n, type: "text", num: -(i + 1) }; // unknown: kept as text
+        const now = was.num === undefined ? undefined : fresh.columns.find((f) => f.num === was.num);
+        return { name: n, type: now?.type ?? was.type, num: was.num };
+      });
+      const have = new Set(names);
+      const byNum = (k: string) => {
+        const num = known.columns.find((c) => c.name === k)?.num;
+        return num === undefined ? k : columns.find((c) => c.num === num)?.name ?? k;
       };
+      const info: TableInfo = fresh.keyIsAllColumns
+        ? { ...known, columns, key: names, keyIsAllColumns: true }
+        : fresh.key.every((k) => have.has(k))
+        ? { ...known, columns, key: fresh.key, keyIsAllColumns: false }
+        : { ...known, columns, key: known.key.map(byNum) };
+      if (
+        info.columns.length === known.columns.length &&
+        info.columns.every((c, i) => c.name === known.columns[i].name && c.type === known.columns[i].type) &&
+        info.key.join("\u0000") === known.key.join("\u0000")
+      ) return known;
       tables.set(id, info);
-      log.info("table columns changed", { table: id, columns: names });
+      log.info("table columns changed", {
+        table: id,
+        columns: info.columns.map((c) => `${c.name} ${c.type}`),
+      });
       return info;
     };
 

@@ -9,6 +9,19 @@ export interface Column {
   name: string;
   /** `format_type()` of the column; types outside `pg_catalog` (enums, domains…) travel as `text`. */
   type: string;
+  /**
+   * The column's number on the source (`attnum`): what stays when the column is renamed or its type
+   * changes. Absent in hand-built descriptions (see {@linkcode columnNum}).
+   */
+  num?: number;
+}
+
+/**
+ * The number that identifies column `i` of `columns` in `_unchanged` marks and across renames: its source
+ * `attnum`, else its position counted from 1 (which is the `attnum` of a table that never dropped a column).
+ */
+export function columnNum(columns: readonly Column[], i: number): number {
+  return columns[i].num ?? i + 1;
 }
 
 /** A replicated table, as the targets create and merge it. */
@@ -29,8 +42,10 @@ export function tableId(t: { schema: string; name: string }): string {
 
 /** Reads a table's columns and merge key from the source catalog. */
 export async function describeTable(sql: Sql, schema: string, name: string): Promise<TableInfo> {
-  const rows = await sql<{ name: string; type: string; builtin: boolean; pk: boolean; ri: boolean }[]>`
-    select a.attname as name, format_type(a.atttypid, a.atttypmod) as type,
+  const rows = await sql<
+    { name: string; type: string; num: number; builtin: boolean; pk: boolean; ri: boolean }[]
+  >`
+    select a.attname as name, format_type(a.atttypid, a.atttypmod) as type, a.attnum::int as num,
            t.typnamespace = 'pg_catalog'::regnamespace as builtin,
            coalesce(a.attnum = any(pk.indkey), false) as pk,
            coalesce(a.attnum = any(ri.indkey), false) as ri
@@ -44,7 +59,7 @@ export async function describeTable(sql: Sql, schema: string, name: string): Pro
        and a.attgenerated = ''
      order by a.attnum`;
   if (!rows.length) throw new Error(`Cannot describe table ${schema}.${name}: it does not exist`);
-  const columns = rows.map((r) => ({ name: r.name, type: r.builtin ? r.type : "text" }));
+  const columns = rows.map((r) => ({ name: r.name, type: r.builtin ? r.type : "text", num: r.num }));
   let key = rows.filter((r) => r.pk).map((r) => r.name);
   if (!key.length) key = rows.filter((r) => r.ri).map((r) => r.name);
   const keyIsAllColumns = key.length === 0;

@@ -18,7 +18,7 @@ import { join } from "node:path";
 import { writeAll } from "../../shared/io.ts";
 import { KIND_TEXT, KIND_UNCHANGED, type Tuple } from "./pgoutput.ts";
 import type { Segment } from "./targets/target.ts";
-import type { Column, TableInfo } from "./schema.ts";
+import { type Column, columnNum, type TableInfo } from "./schema.ts";
 
 const FLUSH_AT = 512 * 1024;
 /** Bytes of plain twins a batch may hold on disk (see above). */
@@ -75,7 +75,7 @@ function withRoom(buf: Uint8Array<ArrayBuffer>, len: number, need: number): Uint
 
 /** The spooled changes of one table in one batch. */
 export class TableSpool {
-  table: TableInfo;
+  #table: TableInfo;
   truncate = false;
   /**
    * Keys written so far, to know whether every key occurs once in the batch (then the target can skip
@@ -106,9 +106,24 @@ export class TableSpool {
   constructor(dir: string, table: TableInfo, budget: TwinBudget = { left: PLAIN_TWIN_LIMIT }) {
     this.#dir = dir;
     this.#budget = budget;
-    this.table = table;
-    this.#keyIdx = table.key.map((k) => table.columns.findIndex((c) => c.name === k));
+    this.#table = table;
+    this.#keyIdx = TableSpool.#keyIndexes(table);
     this.#slug = `${table.schema}.${table.name}`.replace(/[^A-Za-z0-9_.-]/g, "_");
+  }
+
+  static #keyIndexes(table: TableInfo): number[] {
+    return table.key.map((k) => table.columns.findIndex((c) => c.name === k));
+  }
+
+  /** The table as the rows being written have it (a change of its columns starts a new file). */
+  get table(): TableInfo {
+    return this.#table;
+  }
+
+  set table(table: TableInfo) {
+    this.#table = table;
+    // The key's place in the rows may have moved (a column dropped before it, the key renamed).
+    this.#keyIdx = TableSpool.#keyIndexes(table);
   }
 
   /** Rows written since the last truncate. */
@@ -118,13 +133,13 @@ export class TableSpool {
 
   async #current(): Promise<OpenSegment> {
     const last = this.segments.at(-1);
-    if (last && last.columns === this.table.columns) return last;
+    if (last && last.columns === this.#table.columns) return last;
     await this.#flush();
     const path = join(this.#dir, `${this.#slug}.${++this.#n}.csv`);
     const seg: OpenSegment = {
       path,
       file: await Deno.open(path, { write: true, create: true, truncate: true }),
-      columns: this.table.columns,
+      columns: this.#table.columns,
       rows: 0,
       bytes: 0,
       unchanged: new Set<number>(),
@@ -186,7 +201,7 @@ export class TableSpool {
    */
   writeTuple(seq: number, op: "I" | "U" | "D", msg: Uint8Array, tuple: Tuple): Promise<void> | undefined {
     const last = this.segments.at(-1);
-    if (last && last.columns === this.table.columns) return this.#append(last, seq, op, msg, tuple);
+    if (last && last.columns === this.#table.columns) return this.#append(last, seq, op, msg, tuple);
     return this.#current().then((seg) => this.#append(seg, seq, op, msg, tuple));
   }
 
@@ -215,7 +230,7 @@ export class TableSpool {
     buf[p++] = op.charCodeAt(0);
     buf[p++] = QUOTE;
     buf[p++] = COMMA;
-    // "_unchanged": ",3,7," or "-"
+    // "_unchanged": ",3,7," (the columns' numbers) or "-"
     buf[p++] = QUOTE;
     let marked = false;
     if (op !== "D") {
@@ -223,8 +238,9 @@ export class TableSpool {
         if (t.kind[i] !== KIND_UNCHANGED) continue;
         if (!marked) buf[p++] = COMMA;
         marked = true;
-        seg.unchanged.add(i);
-        const d = String(i);
+        const num = columnNum(seg.columns, i);
+        seg.unchanged.add(num);
+        const d = String(num);
         for (let j = 0; j < d.length; j++) buf[p++] = d.charCodeAt(j);
         buf[p++] = COMMA;
       }

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { csvLine } from "../csv.ts";
-import type { TableInfo } from "../schema.ts";
+import { columnNum, type TableInfo } from "../schema.ts";
 import type { TableBatch, Target } from "./target.ts";
 
 /** What a factory hands the suite: a target, a way to read its rows, the bucket, and cleanup. */
@@ -47,7 +47,14 @@ export async function conformanceChanges(
   truncate = false,
 ): Promise<TableBatch> {
   const text = rows.map(([id, op, v, big], i) =>
-    csvLine([String(i + 1), op, big === undefined ? ",2," : "-", String(id), v, big])
+    csvLine([
+      String(i + 1),
+      op,
+      big === undefined ? `,${columnNum(table.columns, 2)},` : "-",
+      String(id),
+      v,
+      big,
+    ])
   ).join("");
   const key = `conf/${table.name}/${lsn}.csv`;
   const bytes = await put(s, key, text);

@@ -4,8 +4,8 @@
  * (apart from the dialect switches below).
  *
  * Staging holds change rows: `_seq` (order in the batch), `_op` (`I` insert, `U` update, `D` delete) and
- * `_unchanged` (`,3,7,`: indexes of columns whose TOASTed value did not change and so was not in the WAL;
- * `-` when none). The merge:
+ * `_unchanged` (`,3,7,`: numbers ({@linkcode columnNum}) of columns whose TOASTed value did not change and
+ * so was not in the WAL; `-` when none). The merge:
  * 1. fills unchanged columns from the latest earlier row of the same key in the batch, where there is one;
  * 2. keeps the last row per key (`_seq` order) — the batch's net effect;
  * 3. deletes target rows whose key is deleted or fully rewritten, updates in place the rows that still
@@ -15,7 +15,8 @@
  * Only identifiers (quoted) and column indexes go into this text: no value ever does.
  */
 import { quoteIdent, type Sql } from "../../../shared/db.ts";
-import type { TableInfo } from "../schema.ts";
+import { type Column, columnNum, type TableInfo } from "../schema.ts";
+import { STATE_SCHEMA } from "./target.ts";
 
 /** The SQL dialect. */
 export type Dialect = "postgres" | "redshift";
@@ -25,9 +26,50 @@ export function qualified(schema: string, name: string): string {
   return `${quoteIdent(schema)}.${quoteIdent(name)}`;
 }
 
-/** The staging table's definition (columns typed like the target; change columns first). */
-export function createStagingSql(dialect: Dialect, table: TableInfo, staging: string): string {
-  const cols = table.columns.map((c) => `${quoteIdent(c.name)} ${redshiftType(dialect, c.type)}`);
+/**
+ * The names a file's columns load into: each column goes to the column of `table` (the table as it is now)
+ * with the same number, so a file written before a rename loads into the renamed column; a column the
+ * table no longer has (dropped on the source) keeps its own name, which the warehouse still has.
+ */
+export function loadNames(table: TableInfo, columns: readonly Column[]): string[] {
+  return columns.map((c) => {
+    if (c.num === undefined) return c.name;
+    return table.columns.find((t) => t.num === c.num)?.name ?? c.name;
+  });
+}
+
+/** Columns of `segments` that `table` no longer has (dropped on the source since they were written). */
+export function droppedColumns(
+  table: TableInfo,
+  segments: readonly { columns: readonly Column[] }[],
+): Column[] {
+  const out: Column[] = [];
+  const have = new Set(table.columns.map((c) => c.name));
+  for (const s of segments) {
+    for (const [i, c] of s.columns.entries()) {
+      const name = loadNames(table, [c])[0];
+      if (!have.has(name)) {
+        have.add(name);
+        out.push({ ...c, name, num: columnNum(s.columns, i) });
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * The staging table's definition (columns typed like the target; change columns first). `extra`: columns
+ * the files hold besides the table's own (see {@linkcode droppedColumns}), staged and left out of the merge.
+ */
+export function createStagingSql(
+  dialect: Dialect,
+  table: TableInfo,
+  staging: string,
+  extra: Column[] = [],
+): string {
+  const cols = [...table.columns, ...extra].map((c) =>
+    `${quoteIdent(c.name)} ${redshiftType(dialect, c.type)}`
+  );
   const head = `create temp table ${
     quoteIdent(staging)
   } (_seq bigint, _op char(1), _unchanged varchar(4096), ${cols.join(", ")})`;
@@ -48,23 +90,26 @@ function keyMatch(table: TableInfo, a: string, b: string): string {
   return table.key.map((k) => `${a}.${quoteIdent(k)}${op}${b}.${quoteIdent(k)}`).join(" and ");
 }
 
-function hasIdx(dialect: Dialect, alias: string, idx: number): string {
+function hasNum(dialect: Dialect, alias: string, num: number): string {
   return dialect === "postgres"
-    ? `strpos(${alias}._unchanged, ',${idx},') > 0`
-    : `position(',${idx},' in ${alias}._unchanged) > 0`;
+    ? `strpos(${alias}._unchanged, ',${num},') > 0`
+    : `position(',${num},' in ${alias}._unchanged) > 0`;
 }
 
 /**
  * Statements 1–3 above (run inside the load's transaction after the staging table is filled).
- * `unchangedIdx` lists the column indexes that appear in `_unchanged` in this batch (often none).
+ * `unchangedNums` lists the column numbers that appear in `_unchanged` in this batch (often none); those of
+ * columns `table` no longer has are ignored.
  */
 export function mergeSql(
   dialect: Dialect,
   table: TableInfo,
   staging: string,
-  unchangedIdx: number[],
+  unchangedNums: number[],
   distinctKeys = false,
 ): string[] {
+  const nums = table.columns.map((_, i) => columnNum(table.columns, i));
+  const unchangedIdx = unchangedNums.map((n) => nums.indexOf(n)).filter((i) => i >= 0);
   const t = qualified(table.schema, table.name);
   const s = quoteIdent(staging);
   // With one row per key, staging already is the net effect (and no earlier row can fill a value in).
@@ -72,15 +117,14 @@ export function mergeSql(
   const out: string[] = [];
   for (const idx of distinctKeys ? [] : unchangedIdx) {
     const c = quoteIdent(table.columns[idx].name);
+    const num = nums[idx];
     const earlier = `from ${s} p where ${keyMatch(table, "p", "x")} and p._seq < x._seq and p._op <> 'D'
-        and not ${hasIdx(dialect, "p", idx)}`;
-    const removeIdx = dialect === "postgres"
-      ? `replace(x._unchanged, ',${idx},', ',')`
-      : `replace(x._unchanged, ',${idx},', ',')`;
+        and not ${hasNum(dialect, "p", num)}`;
+    const removeNum = `replace(x._unchanged, ',${num},', ',')`;
     out.push(
       `update ${s} x set ${c} = (select p.${c} ${earlier} order by p._seq desc limit 1), ` +
-        `_unchanged = case when ${removeIdx} = ',' then '-' else ${removeIdx} end ` +
-        `where ${hasIdx(dialect, "x", idx)} and exists (select 1 ${earlier})`,
+        `_unchanged = case when ${removeNum} = ',' then '-' else ${removeNum} end ` +
+        `where ${hasNum(dialect, "x", num)} and exists (select 1 ${earlier})`,
     );
   }
   const keys = table.key.map(quoteIdent).join(", ");
@@ -106,7 +150,7 @@ export function mergeSql(
     const sets = table.columns.map((col, i) => {
       const c = quoteIdent(col.name);
       return unchangedIdx.includes(i)
-        ? `${c} = case when ${hasIdx(dialect, "f", i)} then ${t}.${c} else f.${c} end`
+        ? `${c} = case when ${hasNum(dialect, "f", nums[i])} then ${t}.${c} else f.${c} end`
         : `${c} = f.${c}`;
     });
     out.push(
@@ -128,25 +172,127 @@ export function createTableSql(dialect: Dialect, table: TableInfo): string {
   return `create table if not exists ${qualified(table.schema, table.name)} (${cols.join(", ")}${pk})`;
 }
 
+/** The state table of the columns each warehouse table was given, by source column number. */
+export const COLUMNS_TABLE = "columns";
+
+/** Creates {@linkcode COLUMNS_TABLE} in the state schema when missing. */
+export function createColumnStateSql(dialect: Dialect): string {
+  const text = dialect === "postgres" ? "text" : "varchar(1024)";
+  return `create table if not exists ${
+    qualified(STATE_SCHEMA, COLUMNS_TABLE)
+  } (table_name ${text} not null, ` +
+    `num int not null, name ${text} not null, type ${text} not null, primary key (table_name, num))`;
+}
+
+/** What the warehouse recorded of a column it was given: the source column's number, name and type. */
+export interface RecordedColumn {
+  num: number;
+  name: string;
+  type: string;
+}
+
+/** `varchar(n)` / `character varying(n)` → n (Redshift's default 256 without one); else undefined. */
+function varcharLength(type: string): number | undefined {
+  const m = /^(?:character varying|varchar)(?:\((\d+)\))?$/.exec(type);
+  return m ? Number(m[1] ?? 256) : undefined;
+}
+
+/** The statements that change column `c` of `t` (quoted) from `from` to `c.type`. */
+function alterTypeSql(dialect: Dialect, t: string, c: Column, from: string): string[] {
+  const col = quoteIdent(c.name);
+  if (dialect === "postgres") {
+    return [`alter table ${t} alter column ${col} type ${c.type} using ${col}::${c.type}`];
+  }
+  const to = redshiftType(dialect, c.type);
+  const [oldLen, newLen] = [varcharLength(redshiftType(dialect, from)), varcharLength(to)];
+  if (oldLen !== undefined && newLen !== undefined) {
+    // Redshift changes a varchar's length in place, but only upwards; a shorter one keeps the wider column.
+    return newLen > oldLen ? [`alter table ${t} alter column ${col} type varchar(${newLen})`] : [];
+  }
+  if (to === redshiftType(dialect, from)) return [];
+  // Any other change: a new column filled from the old one takes its place.
+  const tmp = quoteIdent(`${c.name}__wharf_new`);
+  return [
+    `alter table ${t} add column ${tmp} ${to}`,
+    `update ${t} set ${tmp} = ${col}::${to}`,
+    `alter table ${t} drop column ${col}`,
+    `alter table ${t} rename column ${tmp} to ${col}`,
+  ];
+}
+
 /**
- * Creates the warehouse table when missing and adds the columns the source gained since (a column added
- * while running). Only missing columns are altered: Redshift has no `add column if not exists`.
+ * The statements that bring a warehouse table's columns (`existing`, by name) in line with `table`, given
+ * what was `recorded` of them:
+ * - a column renamed on the source (same number, new name) is renamed, so its values stay in one column;
+ * - a column the table lacks is added (with no default: rows loaded before it was added hold NULL there);
+ * - a column whose source type changed since it was recorded gets the new type (Postgres: `ALTER COLUMN
+ *   … TYPE … USING`; Redshift: a longer varchar in place, any other change through a new column filled
+ *   from the old one);
+ * - a column dropped on the source stays, with the values it had (rows written later hold NULL there).
+ * A table recorded for the first time is taken as it is.
+ */
+export function columnChangesSql(
+  dialect: Dialect,
+  table: TableInfo,
+  existing: ReadonlySet<string>,
+  recorded: readonly RecordedColumn[],
+): string[] {
+  const t = qualified(table.schema, table.name);
+  const have = new Set(existing);
+  const names = new Set(table.columns.map((c) => c.name));
+  const out: string[] = [];
+  for (const c of table.columns) {
+    const prev = c.num === undefined ? undefined : recorded.find((r) => r.num === c.num);
+    let last = prev?.name === c.name ? prev : undefined;
+    if (prev && !last && have.has(prev.name) && !have.has(c.name) && !names.has(prev.name)) {
+      out.push(`alter table ${t} rename column ${quoteIdent(prev.name)} to ${quoteIdent(c.name)}`);
+      have.delete(prev.name);
+      have.add(c.name);
+      last = prev;
+    }
+    if (!have.has(c.name)) {
+      out.push(`alter table ${t} add column ${quoteIdent(c.name)} ${redshiftType(dialect, c.type)}`);
+      have.add(c.name);
+      continue;
+    }
+    // A column dropped and added again under its old name has a new number: its name tells its last type.
+    last ??= recorded.find((r) => r.name === c.name);
+    if (last && last.type !== c.type) out.push(...alterTypeSql(dialect, t, c, last.type));
+  }
+  return out;
+}
+
+/**
+ * Creates the warehouse table when missing and brings its columns in line with the source's (see
+ * {@linkcode columnChangesSql}), then records them. On Postgres in one transaction; Redshift runs some of
+ * these `ALTER TABLE`s only outside a transaction block, so there each statement stands alone (a repeat
+ * after a failure in between is harmless: the checks start from what the table has).
  */
 export async function ensureWarehouseTable(sql: Sql, dialect: Dialect, table: TableInfo): Promise<void> {
   await sql.unsafe(`create schema if not exists ${quoteIdent(table.schema)}`);
   await sql.unsafe(createTableSql(dialect, table));
-  const have = new Set(
-    (await sql<{ name: string }[]>`
-      select column_name as name from information_schema.columns
-       where table_schema = ${table.schema} and table_name = ${table.name}`).map((r) => r.name),
-  );
-  for (const c of table.columns) {
-    if (have.has(c.name)) continue;
-    const ifMissing = dialect === "postgres" ? "if not exists " : "";
-    await sql.unsafe(
-      `alter table ${qualified(table.schema, table.name)} add column ${ifMissing}${quoteIdent(c.name)} ${
-        redshiftType(dialect, c.type)
-      }`,
+  const id = `${table.schema}.${table.name}`;
+  const apply = async (q: Sql) => {
+    const have = new Set(
+      (await q<{ name: string }[]>`
+        select column_name as name from information_schema.columns
+         where table_schema = ${table.schema} and table_name = ${table.name}`).map((r) => r.name),
     );
-  }
+    const recorded = await q<RecordedColumn[]>`
+      select num, name, type from ${q(STATE_SCHEMA)}.${q(COLUMNS_TABLE)} where table_name = ${id}`;
+    for (const stmt of columnChangesSql(dialect, table, have, recorded)) await q.unsafe(stmt);
+    for (const [i, c] of table.columns.entries()) {
+      const num = columnNum(table.columns, i);
+      if (
+        c.num === undefined || recorded.some((r) => r.num === num && r.name === c.name && r.type === c.type)
+      ) {
+        continue;
+      }
+      await q`delete from ${q(STATE_SCHEMA)}.${q(COLUMNS_TABLE)} where table_name = ${id} and num = ${num}`;
+      await q`insert into ${q(STATE_SCHEMA)}.${q(COLUMNS_TABLE)} (table_name, num, name, type)
+              values (${id}, ${num}, ${c.name}, ${c.type})`;
+    }
+  };
+  if (dialect === "postgres") await sql.begin((tx) => apply(tx as unknown as Sql));
+  else await apply(sql);
 }

@@ -12,7 +12,15 @@ import { connectPostgres, copyIn, quoteIdent, type Sql } from "../../../shared/d
 import { formatLsn, parseLsn } from "../lsn.ts";
 import { openObject } from "../s3.ts";
 import { tableId, type TableInfo } from "../schema.ts";
-import { createStagingSql, ensureWarehouseTable, mergeSql, qualified } from "./merge_sql.ts";
+import {
+  createColumnStateSql,
+  createStagingSql,
+  droppedColumns,
+  ensureWarehouseTable,
+  loadNames,
+  mergeSql,
+  qualified,
+} from "./merge_sql.ts";
 import { type Segment, STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
 
 const COPY_OPTIONS = `(format csv, null '\\N')`;
@@ -108,6 +116,7 @@ export class PostgresTarget implements Target {
     await this.sql.unsafe(`create table if not exists ${qualified(STATE_SCHEMA, STATE_TABLE)} (
       pipeline text not null, table_name text not null, lsn pg_lsn not null,
       applied_at timestamptz not null default now(), primary key (pipeline, table_name))`);
+    await this.sql.unsafe(createColumnStateSql("postgres"));
   }
 
   async ensureTable(table: TableInfo): Promise<void> {
@@ -150,7 +159,14 @@ export class PostgresTarget implements Target {
           select lsn::text as lsn from ${tx(STATE_SCHEMA)}.${tx(STATE_TABLE)}
            where pipeline = ${batch.pipeline} and table_name = ${id} for update`,
       ];
-      if (staging) first.push(tx.unsafe(createStagingSql("postgres", batch.table, staging)));
+      // Each file's columns by the names they load into now (a file written before a rename or a drop).
+      const names = batch.segments.map((seg) =>
+        loadNames(batch.table, seg.columns).map(quoteIdent).join(", ")
+      );
+      if (staging) {
+        const extra = droppedColumns(batch.table, batch.segments);
+        first.push(tx.unsafe(createStagingSql("postgres", batch.table, staging, extra)));
+      }
       const [, [cur]] = await all(first) as [unknown, { lsn: string }[]];
       if (cur && batch.kind === "changes" && parseLsn(cur.lsn) >= batch.lsn) {
         await tx`rollback`;
@@ -160,23 +176,19 @@ export class PostgresTarget implements Target {
       const last: Promise<unknown>[] = [];
       if (batch.kind === "snapshot") {
         await tx.unsafe(`truncate ${t}`);
-        for (const seg of batch.segments) {
-          const cols = seg.columns.map((c) => quoteIdent(c.name)).join(", ");
-          await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg);
+        for (const [i, seg] of batch.segments.entries()) {
+          await this.#copy(tx, `copy ${t} (${names[i]}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg);
         }
       } else if (!staging) {
         // Inserts of keys the target cannot hold yet: appended straight into the table, no merge.
         if (batch.truncate) await tx.unsafe(`truncate ${t}`);
-        for (const seg of batch.segments) {
-          const cols = seg.columns.map((c) => quoteIdent(c.name)).join(", ");
-          await this.#copy(tx, `copy ${t} (${cols}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg, true);
+        for (const [i, seg] of batch.segments.entries()) {
+          await this.#copy(tx, `copy ${t} (${names[i]}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg, true);
         }
       } else {
         if (batch.truncate) await tx.unsafe(`truncate ${t}`);
-        for (const seg of batch.segments) {
-          const cols = ["_seq", "_op", "_unchanged", ...seg.columns.map((c) => quoteIdent(c.name))].join(
-            ", ",
-          );
+        for (const [i, seg] of batch.segments.entries()) {
+          const cols = `_seq, _op, _unchanged${names[i] ? ", " + names[i] : ""}`;
           await this.#copy(
             tx,
             `copy ${quoteIdent(staging)} (${cols}) from stdin ${COPY_OPTIONS}`,
@@ -184,7 +196,7 @@ export class PostgresTarget implements Target {
             seg,
           );
         }
-        // Column indexes marked unchanged: known from the writer when it tracked them, else looked up.
+        // Column numbers marked unchanged: known from the writer when it tracked them, else looked up.
         const tracked = batch.segments.every((s) => s.unchanged !== undefined);
         const idx = tracked
           ? [...new Set(batch.segments.flatMap((s) => s.unchanged!))].map((i) => ({ i }))

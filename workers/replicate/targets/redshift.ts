@@ -9,8 +9,16 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import { connectPostgres, quoteIdent, type Sql } from "../../../shared/db.ts";
 import { formatLsn, parseLsn } from "../lsn.ts";
 import { putText } from "../s3.ts";
-import { tableId, type TableInfo } from "../schema.ts";
-import { createStagingSql, ensureWarehouseTable, mergeSql, qualified } from "./merge_sql.ts";
+import { columnNum, tableId, type TableInfo } from "../schema.ts";
+import {
+  createColumnStateSql,
+  createStagingSql,
+  droppedColumns,
+  ensureWarehouseTable,
+  loadNames,
+  mergeSql,
+  qualified,
+} from "./merge_sql.ts";
 import { STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
 
 /** How Redshift reads the bucket: an IAM role ARN (preferred) or an access key pair. */
@@ -57,29 +65,31 @@ export function redshiftLoadSql(batch: TableBatch, manifestKeys: string[], auth:
     // TRUNCATE commits in Redshift; DELETE keeps the load atomic.
     out.push(`delete from ${t}`);
     batch.segments.forEach((s, i) =>
-      out.push(copy(t, s.columns.map((c) => quoteIdent(c.name)), manifestKeys[i]))
+      out.push(copy(t, loadNames(batch.table, s.columns).map(quoteIdent), manifestKeys[i]))
     );
     return out;
   }
   if (batch.truncate) out.push(`delete from ${t}`);
   const staging = `wharf_stage_${tableId(batch.table).replace(/[^a-z0-9_]/gi, "_")}`;
-  out.push(createStagingSql("redshift", batch.table, staging));
+  out.push(createStagingSql("redshift", batch.table, staging, droppedColumns(batch.table, batch.segments)));
   batch.segments.forEach((s, i) =>
     out.push(
       copy(quoteIdent(staging), [
         "_seq",
         "_op",
         "_unchanged",
-        ...s.columns.map((c) => quoteIdent(c.name)),
+        ...loadNames(batch.table, s.columns).map(quoteIdent),
       ], manifestKeys[i]),
     )
   );
   // Redshift cannot tell which columns were unchanged before loading, so every column that may hold a
   // TOASTed value (variable-length types) gets the fill-in step; it is a no-op when none is marked.
-  const idx = batch.table.columns.flatMap((c, i) =>
-    /^(text|bytea|jsonb?|character varying.*|xml)$|\[\]$/.test(c.type) ? [i] : []
+  const nums = batch.table.columns.flatMap((c, i) =>
+    /^(text|bytea|jsonb?|character varying.*|xml)$|\[\]$/.test(c.type)
+      ? [columnNum(batch.table.columns, i)]
+      : []
   );
-  out.push(...mergeSql("redshift", batch.table, staging, idx, batch.distinctKeys));
+  out.push(...mergeSql("redshift", batch.table, staging, nums, batch.distinctKeys));
   return out;
 }
 
@@ -101,6 +111,7 @@ export class RedshiftTarget implements Target {
     await this.sql.unsafe(`create table if not exists ${qualified(STATE_SCHEMA, STATE_TABLE)} (
       pipeline varchar(256) not null, table_name varchar(1024) not null, lsn varchar(32) not null,
       applied_at timestamp not null default getdate(), primary key (pipeline, table_name))`);
+    await this.sql.unsafe(createColumnStateSql("redshift"));
   }
 
   async ensureTable(table: TableInfo): Promise<void> {

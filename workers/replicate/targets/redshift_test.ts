@@ -50,14 +50,14 @@ Deno.test("redshiftLoadSql() copies a change batch from its manifest into stagin
 
 Deno.test("redshiftLoadSql() fills unchanged TOAST columns from earlier rows and keeps the target's value", () => {
   const sql = redshiftLoadSql(batch(), ["m"], { iamRole: "arn:r" });
-  // name (index 1) and doc (index 2) may be TOASTed; id (bigint) cannot.
-  assert.ok(sql.some((s) => s.includes(`position(',1,' in x._unchanged) > 0`)));
+  // name (column 2) and doc (column 3) may be TOASTed; id (bigint, column 1) cannot.
   assert.ok(sql.some((s) => s.includes(`position(',2,' in x._unchanged) > 0`)));
-  assert.ok(!sql.some((s) => s.includes(`',0,'`)));
+  assert.ok(sql.some((s) => s.includes(`position(',3,' in x._unchanged) > 0`)));
+  assert.ok(!sql.some((s) => s.includes(`',1,'`)));
   const upd = sql.find((s) => s.startsWith(`update "app"."it'ems" set`))!;
   assert.match(
     upd,
-    /"na""me" = case when position\(',1,' in f._unchanged\) > 0 then "app"."it'ems"."na""me" else f."na""me" end/,
+    /"na""me" = case when position\(',2,' in f._unchanged\) > 0 then "app"."it'ems"."na""me" else f."na""me" end/,
   );
 });
 

@@ -9,13 +9,17 @@ import type { Column, TableInfo } from "../schema.ts";
 export interface Segment {
   /** Object key in the pipeline's bucket. */
   key: string;
-  /** Data columns in file order (after the `_seq, _op, _unchanged` change columns). */
+  /**
+   * Data columns in file order (after the `_seq, _op, _unchanged` change columns), as the source had them
+   * when the file was written: a target loads each into the column with the same number in the batch's
+   * `table` (the table as it is now), so a column renamed since still gets its values.
+   */
   columns: Column[];
   rows: number;
   bytes: number;
   /**
-   * Indexes (in `columns`) of columns marked unchanged in some row, when the writer tracked them; absent
-   * means unknown (the target then looks).
+   * Numbers (`columnNum` in `schema.ts`) of the columns marked unchanged in some row, when the writer tracked
+   * them; absent means unknown (the target then looks).
    */
   unchanged?: number[];
   /**
@@ -65,7 +69,10 @@ export interface Target {
   readonly kind: "postgres" | "redshift";
   /** Creates the target's state table (where applied LSNs live). Idempotent. */
   prepare(): Promise<void>;
-  /** Creates the table when missing and adds columns it lacks (a column added on the source). */
+  /**
+   * Creates the table when missing and follows the source's column changes: adds columns, renames and
+   * retypes them (see `columnChangesSql` in `merge_sql.ts`). Idempotent.
+   */
   ensureTable(table: TableInfo): Promise<void>;
   /** Applied LSN per table (`schema.table`) of `pipeline`. */
   applied(pipeline: string): Promise<Map<string, bigint>>;

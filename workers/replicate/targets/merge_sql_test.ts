@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import type { TableInfo } from "../schema.ts";
+import { columnChangesSql, droppedColumns, loadNames, mergeSql, type RecordedColumn } from "./merge_sql.ts";
+import { redshiftLoadSql } from "./redshift.ts";
+
+/** `t` after: `a` renamed to `a2`, `b` dropped, `c` from integer to bigint, `d` added (numbers 1–5). */
+const now: TableInfo = {
+  schema: "public",
+  name: "t",
+  columns: [
+    { name: "id", type: "integer", num: 1 },
+    { name: "a2", type: "text", num: 2 },
+    { name: "c", type: "bigint", num: 4 },
+    { name: "d", type: "character varying(20)", num: 5 },
+  ],
+  key: ["id"],
+  keyIsAllColumns: false,
+};
+const recorded: RecordedColumn[] = [
+  { num: 1, name: "id", type: "integer" },
+  { num: 2, name: "a", type: "text" },
+  { num: 3, name: "b", type: "text" },
+  { num: 4, name: "c", type: "integer" },
+];
+const before = [
+  { name: "id", type: "integer", num: 1 },
+  { name: "a", type: "text", num: 2 },
+  { name: "b", type: "text", num: 3 },
+  { name: "c", type: "integer", num: 4 },
+];
+
+Deno.test("columnChangesSql() renames, retypes and adds columns, and keeps dropped ones (Postgres)", () => {
+  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a", "b", "c"]), recorded), [
+    `alter table "public"."t" rename column "a" to "a2"`,
+    `alter table "public"."t" alter column "c" type bigint using "c"::bigint`,
+    `alter table "public"."t" add column "d" character varying(20)`,
+  ]);
+  // In line already: nothing to do; a table seen for the first time is taken as it is.
+  const done = now.columns.map((c) => ({ num: c.num!, name: c.name, type: c.type }));
+  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a2", "b", "c", "d"]), done), []);
+  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a2", "c", "d"]), []), []);
+  // A rename is not done over a column of the new name, nor of a name the table still uses.
+  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a", "a2", "c", "d"]), recorded), [
+    `alter table "public"."t" alter column "c" type bigint using "c"::bigint`,
+  ]);
+});
+
+Deno.test("columnChangesSql() re-types a column dropped and added again under its old name", () => {
+  const readded: TableInfo = { ...now, columns: [now.columns[0], { name: "b", type: "jsonb", num: 9 }] };
+  assert.deepEqual(columnChangesSql("postgres", readded, new Set(["id", "b"]), recorded), [
+    `alter table "public"."t" alter column "b" type jsonb using "b"::jsonb`,
+  ]);
+});
+
+Deno.test("columnChangesSql() for Redshift: varchar grows in place, other types move to a new column", () => {
+  const t: TableInfo = {
+    ...now,
+    columns: [
+      { name: "id", type: "bigint", num: 1 },
+      { name: "s", type: "character varying(50)", num: 2 },
+      { name: "n", type: "character varying(5)", num: 3 },
+      { name: "x", type: "text", num: 4 },
+    ],
+  };
+  const rec: RecordedColumn[] = [
+    { num: 1, name: "id", type: "integer" },
+    { num: 2, name: "s", type: "character varying(10)" },
+    { num: 3, name: "n", type: "character varying(10)" },
+    { num: 4, name: "x", type: "character varying(10)" },
+  ];
+  assert.deepEqual(columnChangesSql("redshift", t, new Set(["id", "s", "n", "x"]), rec), [
+    `alter table "public"."t" add column "id__wharf_new" bigint`,
+    `update "public"."t" set "id__wharf_new" = "id"::bigint`,
+    `alter table "public"."t" drop column "id"`,
+    `alter table "public"."t" rename column "id__wharf_new" to "id"`,
+    `alter table "public"."t" alter column "s" type varchar(50)`,
+    // n: shorter, so the wider column stays; x: text is varchar(65535) there.
+    `alter table "public"."t" alter column "x" type varchar(65535)`,
+  ]);
+});
+
+Deno.test("files written before column changes load by column number, dropped columns staged aside", () => {
+  assert.deepEqual(loadNames(now, before), ["id", "a2", "b", "c"]);
+  assert.deepEqual(loadNames(now, [{ name: "legacy", type: "text" }]), ["legacy"]);
+  assert.deepEqual(droppedColumns(now, [{ columns: before }, { columns: now.columns }]), [
+    { name: "b", type: "text", num: 3 },
+  ]);
+  // Unchanged marks are column numbers: big (number 5) is the fourth column now; number 3 is gone.
+  const big: TableInfo = {
+    ...now,
+    columns: [...now.columns.slice(0, 3), { name: "big", type: "text", num: 5 }],
+  };
+  const sql = mergeSql("postgres", big, "stage", [3, 5]).join("\n");
+  assert.match(sql, /update "stage" x set "big" = .*strpos\(x._unchanged, ',5,'\)/s);
+  assert.doesNotMatch(sql, /',3,'/);
+  assert.match(
+    sql,
+    /"big" = case when strpos\(f._unchanged, ',5,'\) > 0 then "public"."t"."big" else f."big" end/,
+  );
+
+  // Redshift: the same mapping, and the dropped column in staging only.
+  const rs = redshiftLoadSql(
+    {
+      pipeline: "p",
+      bucket: "b",
+      table: now,
+      kind: "changes",
+      truncate: false,
+      segments: [
+        { key: "k1", columns: before, rows: 1, bytes: 1 },
+        { key: "k2", columns: now.columns, rows: 1, bytes: 1 },
+      ],
+      lsn: 1n,
+    },
+    ["m1", "m2"],
+    { iamRole: "arn:r" },
+  );
+  assert.match(rs[0], /\(_seq bigint, .*"d" character varying\(20\), "b" varchar\(65535\)\)$/);
+  assert.match(
+    rs[1],
+    /^copy "wharf_stage_public_t" \(_seq, _op, _unchanged, "id", "a2", "b", "c"\) from 's3:\/\/b\/m1'/,
+  );
+  assert.match(rs[2], /\(_seq, _op, _unchanged, "id", "a2", "c", "d"\) from 's3:\/\/b\/m2'/);
+  const insert = rs.find((s) => s.startsWith(`insert into "public"."t"`))!;
+  assert.doesNotMatch(insert, /"b"/);
+});
