@@ -53,6 +53,7 @@ export async function eventually(what: string, f: () => Promise<boolean>, ms = 3
   while (Date.now() < end) {
     try {
       if (await f()) return;
+      last = undefined; // an error seen earlier is no longer why it waits
     } catch (e) {
       last = e;
     }

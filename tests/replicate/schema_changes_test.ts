@@ -33,7 +33,7 @@ function bigText(seed: number): string {
   return s;
 }
 
-Deno.test("columns renamed, retyped and dropped on the source while running keep the target right", async () => {
+Deno.test("columns added, renamed, retyped and dropped on the source while running keep the target right", async () => {
   const table = "public.evolve";
   await using f = await fixture(async (sql) => {
     await sql`create table public.evolve (id int primary key, a text, b text, c int, big text)`;
@@ -64,6 +64,25 @@ Deno.test("columns renamed, retyped and dropped on the source while running keep
                           where table_name = 'evolve' and column_name = 'c'`;
   assert.equal(type.data_type, "bigint");
   assert.equal(p.status.state, "streaming");
+
+  // Columns added with a constant default: rows older than them read the default on the source, which keeps
+  // it in the catalog and not in the rows (so the stream never carries it), also the row inserted just
+  // before, in the same transaction, whose file loads after the column was added.
+  await s.begin(async (tx) => {
+    await tx`insert into public.evolve (id, a2, b, c) values (30, 'in flight', 'b', 30)`;
+    await tx`alter table public.evolve add column flag boolean not null default true,
+                                       add column note text default 'it''s, "n"',
+                                       add column at date default '2024-02-29'`;
+    await tx`insert into public.evolve (id, a2, b, c, flag, note) values (31, 'after', 'b', 31, false, null)`;
+  });
+  await sameAsSource(s, t, table);
+  const flags =
+    await t`select id, flag, note, at::text from public.evolve where id in (1, 30, 31) order by id`;
+  assert.deepEqual(flags.map((r) => [r.id, r.flag, r.note, r.at]), [
+    [1, true, `it's, "n"`, "2024-02-29"],
+    [30, true, `it's, "n"`, "2024-02-29"],
+    [31, false, null, "2024-02-29"],
+  ]);
 
   // A drop: the warehouse keeps the column and its values; later rows hold NULL there.
   await s`alter table public.evolve drop column b`;

@@ -14,6 +14,12 @@ export interface Column {
    * changes. Absent in hand-built descriptions (see {@linkcode columnNum}).
    */
   num?: number;
+  /**
+   * The value rows that predate the column read in it (text form), when it was added with a constant
+   * default: Postgres keeps it in the catalog (`attmissingval`) instead of writing it into those rows, so the
+   * stream never carries it.
+   */
+  missing?: string;
 }
 
 /**
@@ -43,9 +49,18 @@ export function tableId(t: { schema: string; name: string }): string {
 /** Reads a table's columns and merge key from the source catalog. */
 export async function describeTable(sql: Sql, schema: string, name: string): Promise<TableInfo> {
   const rows = await sql<
-    { name: string; type: string; num: number; builtin: boolean; pk: boolean; ri: boolean }[]
+    {
+      name: string;
+      type: string;
+      num: number;
+      missing: string | null;
+      builtin: boolean;
+      pk: boolean;
+      ri: boolean;
+    }[]
   >`
     select a.attname as name, format_type(a.atttypid, a.atttypmod) as type, a.attnum::int as num,
+           case when a.atthasmissing then (a.attmissingval::text::text[])[1] end as missing,
            t.typnamespace = 'pg_catalog'::regnamespace as builtin,
            coalesce(a.attnum = any(pk.indkey), false) as pk,
            coalesce(a.attnum = any(ri.indkey), false) as ri
@@ -59,7 +74,12 @@ export async function describeTable(sql: Sql, schema: string, name: string): Pro
        and a.attgenerated = ''
      order by a.attnum`;
   if (!rows.length) throw new Error(`Cannot describe table ${schema}.${name}: it does not exist`);
-  const columns = rows.map((r) => ({ name: r.name, type: r.builtin ? r.type : "text", num: r.num }));
+  const columns = rows.map((r): Column => ({
+    name: r.name,
+    type: r.builtin ? r.type : "text",
+    num: r.num,
+    ...(r.missing === null ? {} : { missing: r.missing }),
+  }));
   let key = rows.filter((r) => r.pk).map((r) => r.name);
   if (!key.length) key = rows.filter((r) => r.ri).map((r) => r.name);
   const keyIsAllColumns = key.length === 0;

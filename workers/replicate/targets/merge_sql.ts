@@ -57,6 +57,37 @@ export function droppedColumns(
   return out;
 }
 
+/** A statement with its parameters. */
+export interface Parameterised {
+  sql: string;
+  params: string[];
+}
+
+/**
+ * Sets column `c` to the value rows that predate it read there ({@linkcode Column.missing}) in every row of
+ * `into` (quoted) where it is NULL.
+ */
+export function fillMissingSql(dialect: Dialect, into: string, c: Column): Parameterised {
+  const col = quoteIdent(c.name);
+  // The parameter is typed as text, read by the column type's input: typed as the column, the client would
+  // encode the string for that type (postgres.js writes a boolean's "t" as false).
+  const text = dialect === "postgres" ? "text" : "varchar(65535)";
+  return {
+    sql: `update ${into} set ${col} = $1::${text}::${redshiftType(dialect, c.type)} where ${col} is null`,
+    params: [c.missing!],
+  };
+}
+
+/**
+ * Columns of `table` with a value for older rows ({@linkcode Column.missing}) that `columns` (a file's, by
+ * the names they load into) lack: the file's rows were written before the column was added, and read that
+ * value on the source.
+ */
+export function missingIn(table: TableInfo, columns: readonly Column[]): Column[] {
+  const names = new Set(loadNames(table, columns));
+  return table.columns.filter((c) => c.missing !== undefined && !names.has(c.name));
+}
+
 /**
  * The staging table's definition (columns typed like the target; change columns first). `extra`: columns
  * the files hold besides the table's own (see {@linkcode droppedColumns}), staged and left out of the merge.
@@ -224,7 +255,8 @@ function alterTypeSql(dialect: Dialect, t: string, c: Column, from: string): str
  * The statements that bring a warehouse table's columns (`existing`, by name) in line with `table`, given
  * what was `recorded` of them:
  * - a column renamed on the source (same number, new name) is renamed, so its values stay in one column;
- * - a column the table lacks is added (with no default: rows loaded before it was added hold NULL there);
+ * - a column the table lacks is added (without a default; {@linkcode ensureWarehouseTable} then gives the
+ *   rows already there the value that rows older than the column read on the source, if any);
  * - a column whose source type changed since it was recorded gets the new type (Postgres: `ALTER COLUMN
  *   … TYPE … USING`; Redshift: a longer varchar in place, any other change through a new column filled
  *   from the old one);
@@ -281,6 +313,12 @@ export async function ensureWarehouseTable(sql: Sql, dialect: Dialect, table: Ta
     const recorded = await q<RecordedColumn[]>`
       select num, name, type from ${q(STATE_SCHEMA)}.${q(COLUMNS_TABLE)} where table_name = ${id}`;
     for (const stmt of columnChangesSql(dialect, table, have, recorded)) await q.unsafe(stmt);
+    // A column added with a constant default: the rows already here predate it, and read that value.
+    for (const c of table.columns) {
+      if (have.has(c.name) || c.missing === undefined) continue;
+      const fill = fillMissingSql(dialect, qualified(table.schema, table.name), c);
+      await q.unsafe(fill.sql, fill.params);
+    }
     for (const [i, c] of table.columns.entries()) {
       const num = columnNum(table.columns, i);
       if (

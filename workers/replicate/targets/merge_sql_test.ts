@@ -1,7 +1,19 @@
 import assert from "node:assert/strict";
 import type { TableInfo } from "../schema.ts";
-import { columnChangesSql, droppedColumns, loadNames, mergeSql, type RecordedColumn } from "./merge_sql.ts";
+import {
+  columnChangesSql,
+  droppedColumns,
+  fillMissingSql,
+  loadNames,
+  mergeSql,
+  missingIn,
+  type RecordedColumn,
+} from "./merge_sql.ts";
 import { redshiftLoadSql } from "./redshift.ts";
+
+/** The statements' text (parameterised ones by their SQL). */
+const loadSql = (...a: Parameters<typeof redshiftLoadSql>): string[] =>
+  redshiftLoadSql(...a).map((s) => typeof s === "string" ? s : s.sql);
 
 /** `t` after: `a` renamed to `a2`, `b` dropped, `c` from integer to bigint, `d` added (numbers 1–5). */
 const now: TableInfo = {
@@ -99,7 +111,7 @@ Deno.test("files written before column changes load by column number, dropped co
   );
 
   // Redshift: the same mapping, and the dropped column in staging only.
-  const rs = redshiftLoadSql(
+  const rs = loadSql(
     {
       pipeline: "p",
       bucket: "b",
@@ -123,4 +135,38 @@ Deno.test("files written before column changes load by column number, dropped co
   assert.match(rs[2], /\(_seq, _op, _unchanged, "id", "a2", "c", "d"\) from 's3:\/\/b\/m2'/);
   const insert = rs.find((s) => s.startsWith(`insert into "public"."t"`))!;
   assert.doesNotMatch(insert, /"b"/);
+});
+
+Deno.test("files written before a column was added with a default get its value for their rows", () => {
+  const flag = { name: "flag", type: "boolean", num: 6, missing: "t" };
+  const table: TableInfo = { ...now, columns: [...now.columns, flag] };
+  assert.deepEqual(missingIn(table, before), [flag]);
+  assert.deepEqual(missingIn(table, table.columns), []);
+  // Parameterised: the value is never part of the SQL text.
+  assert.deepEqual(fillMissingSql("postgres", `"stage"`, flag), {
+    sql: `update "stage" set "flag" = $1::text::boolean where "flag" is null`,
+    params: ["t"],
+  });
+  const rs = redshiftLoadSql(
+    {
+      pipeline: "p",
+      bucket: "b",
+      table,
+      kind: "changes",
+      truncate: false,
+      segments: [
+        { key: "k1", columns: before, rows: 1, bytes: 1 },
+        { key: "k2", columns: table.columns, rows: 1, bytes: 1 },
+      ],
+      lsn: 1n,
+    },
+    ["m1", "m2"],
+    { iamRole: "arn:r" },
+  );
+  // Right after the first file's COPY, before the second's.
+  assert.deepEqual(rs[2], {
+    sql: `update "wharf_stage_public_t" set "flag" = $1::varchar(65535)::boolean where "flag" is null`,
+    params: ["t"],
+  });
+  assert.match(String(rs[3]), /^copy "wharf_stage_public_t" .* from 's3:\/\/b\/m2'/);
 });

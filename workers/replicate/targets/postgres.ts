@@ -17,8 +17,10 @@ import {
   createStagingSql,
   droppedColumns,
   ensureWarehouseTable,
+  fillMissingSql,
   loadNames,
   mergeSql,
+  missingIn,
   qualified,
 } from "./merge_sql.ts";
 import { type Segment, STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
@@ -149,7 +151,9 @@ export class PostgresTarget implements Target {
     const tx = await this.sql.reserve();
     let open = true; // until COMMIT or ROLLBACK went through: otherwise ROLLBACK before the release
     try {
-      const staging = batch.kind === "changes" && !batch.insertsOnly
+      // Files written before a column was added with a default lack its value: staged, then filled in.
+      const missing = batch.segments.map((seg) => missingIn(batch.table, seg.columns));
+      const staging = batch.kind === "changes" && (!batch.insertsOnly || missing.some((m) => m.length))
         ? `wharf_stage_${crypto.randomUUID().slice(0, 8)}`
         : undefined;
       // The row lock serialises two loaders of one table (a restarted worker racing its predecessor).
@@ -195,6 +199,10 @@ export class PostgresTarget implements Target {
             batch.bucket,
             seg,
           );
+          for (const c of missing[i]) {
+            const fill = fillMissingSql("postgres", quoteIdent(staging), c);
+            await tx.unsafe(fill.sql, fill.params);
+          }
         }
         // Column numbers marked unchanged: known from the writer when it tracked them, else looked up.
         const tracked = batch.segments.every((s) => s.unchanged !== undefined);

@@ -15,8 +15,11 @@ import {
   createStagingSql,
   droppedColumns,
   ensureWarehouseTable,
+  fillMissingSql,
   loadNames,
   mergeSql,
+  missingIn,
+  type Parameterised,
   qualified,
 } from "./merge_sql.ts";
 import { STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
@@ -53,9 +56,13 @@ export function manifestJson(batch: TableBatch): string {
  * upsert, parameterised). Segments with different column lists (a column added mid-batch) get one COPY
  * each, from a manifest per segment; `manifestKeys[i]` is segment i's manifest.
  */
-export function redshiftLoadSql(batch: TableBatch, manifestKeys: string[], auth: RedshiftAuth): string[] {
+export function redshiftLoadSql(
+  batch: TableBatch,
+  manifestKeys: string[],
+  auth: RedshiftAuth,
+): (string | Parameterised)[] {
   const t = qualified(batch.table.schema, batch.table.name);
-  const out: string[] = [];
+  const out: (string | Parameterised)[] = [];
   const copy = (into: string, cols: string[], manifestKey: string) =>
     `copy ${into} (${cols.join(", ")}) from ${redshiftLiteral(`s3://${batch.bucket}/${manifestKey}`)} ` +
     // NULL is Redshift's default null marker `\N`; every other value is quoted (see csv.ts).
@@ -72,7 +79,7 @@ export function redshiftLoadSql(batch: TableBatch, manifestKeys: string[], auth:
   if (batch.truncate) out.push(`delete from ${t}`);
   const staging = `wharf_stage_${tableId(batch.table).replace(/[^a-z0-9_]/gi, "_")}`;
   out.push(createStagingSql("redshift", batch.table, staging, droppedColumns(batch.table, batch.segments)));
-  batch.segments.forEach((s, i) =>
+  batch.segments.forEach((s, i) => {
     out.push(
       copy(quoteIdent(staging), [
         "_seq",
@@ -80,8 +87,12 @@ export function redshiftLoadSql(batch: TableBatch, manifestKeys: string[], auth:
         "_unchanged",
         ...loadNames(batch.table, s.columns).map(quoteIdent),
       ], manifestKeys[i]),
-    )
-  );
+    );
+    // A file written before a column was added with a default lacks the value its rows read there.
+    for (const c of missingIn(batch.table, s.columns)) {
+      out.push(fillMissingSql("redshift", quoteIdent(staging), c));
+    }
+  });
   // Redshift cannot tell which columns were unchanged before loading, so every column that may hold a
   // TOASTed value (variable-length types) gets the fill-in step; it is a no-op when none is marked.
   const nums = batch.table.columns.flatMap((c, i) =>
@@ -146,7 +157,9 @@ export class RedshiftTarget implements Target {
         tx(STATE_TABLE)
       } where pipeline = ${batch.pipeline} and table_name = ${id}`;
       if (cur && batch.kind === "changes" && parseLsn(cur.lsn) >= batch.lsn) return false;
-      for (const stmt of redshiftLoadSql(batch, manifests, this.#auth)) await tx.unsafe(stmt);
+      for (const stmt of redshiftLoadSql(batch, manifests, this.#auth)) {
+        await (typeof stmt === "string" ? tx.unsafe(stmt) : tx.unsafe(stmt.sql, stmt.params));
+      }
       await tx`delete from ${tx(STATE_SCHEMA)}.${
         tx(STATE_TABLE)
       } where pipeline = ${batch.pipeline} and table_name = ${id}`;

@@ -3,6 +3,10 @@ import type { TableInfo } from "../schema.ts";
 import { manifestJson, redshiftLiteral, redshiftLoadSql } from "./redshift.ts";
 import type { TableBatch } from "./target.ts";
 
+/** The statements' text (parameterised ones by their SQL). */
+const loadSql = (...a: Parameters<typeof redshiftLoadSql>): string[] =>
+  redshiftLoadSql(...a).map((s) => typeof s === "string" ? s : s.sql);
+
 const table: TableInfo = {
   schema: "app",
   name: "it'ems",
@@ -23,7 +27,7 @@ const batch = (over: Partial<TableBatch> = {}): TableBatch => ({
 });
 
 Deno.test("redshiftLoadSql() copies a change batch from its manifest into staging, then deletes and inserts", () => {
-  const sql = redshiftLoadSql(batch(), ["main/app.items/0-1.csv.manifest"], {
+  const sql = loadSql(batch(), ["main/app.items/0-1.csv.manifest"], {
     iamRole: "arn:aws:iam::1:role/r",
   });
   assert.match(
@@ -49,7 +53,7 @@ Deno.test("redshiftLoadSql() copies a change batch from its manifest into stagin
 });
 
 Deno.test("redshiftLoadSql() fills unchanged TOAST columns from earlier rows and keeps the target's value", () => {
-  const sql = redshiftLoadSql(batch(), ["m"], { iamRole: "arn:r" });
+  const sql = loadSql(batch(), ["m"], { iamRole: "arn:r" });
   // name (column 2) and doc (column 3) may be TOASTed; id (bigint, column 1) cannot.
   assert.ok(sql.some((s) => s.includes(`position(',2,' in x._unchanged) > 0`)));
   assert.ok(sql.some((s) => s.includes(`position(',3,' in x._unchanged) > 0`)));
@@ -62,7 +66,7 @@ Deno.test("redshiftLoadSql() fills unchanged TOAST columns from earlier rows and
 });
 
 Deno.test("redshiftLoadSql() replaces the table with DELETE for a snapshot and for a truncate", () => {
-  const snap = redshiftLoadSql(batch({ kind: "snapshot" }), ["m1"], {
+  const snap = loadSql(batch({ kind: "snapshot" }), ["m1"], {
     accessKeyId: "AK",
     secretAccessKey: "s'k",
   });
@@ -71,12 +75,12 @@ Deno.test("redshiftLoadSql() replaces the table with DELETE for a snapshot and f
     snap[1],
     /^copy "app"."it'ems" \("id", "na""me", "doc"\) from 's3:\/\/wharf-warehouse\/m1' access_key_id 'AK' secret_access_key 's''k' manifest/,
   );
-  const tr = redshiftLoadSql(batch({ truncate: true }), ["m"], { iamRole: "r" });
+  const tr = loadSql(batch({ truncate: true }), ["m"], { iamRole: "r" });
   assert.equal(tr[0], `delete from "app"."it'ems"`);
 });
 
 Deno.test("redshiftLoadSql() merges straight from staging when every key occurs once", () => {
-  const sql = redshiftLoadSql(batch({ distinctKeys: true }), ["m"], { iamRole: "r" });
+  const sql = loadSql(batch({ distinctKeys: true }), ["m"], { iamRole: "r" });
   assert.ok(!sql.some((s) => s.includes("row_number()")));
   assert.ok(sql.some((s) => s.startsWith(`delete from "app"."it'ems" using "wharf_stage_app_it_ems" f`)));
   assert.equal(sql.at(-1), `drop table "wharf_stage_app_it_ems"`);
