@@ -124,5 +124,16 @@ Deno.test("columns added, renamed, retyped and dropped on the source while runni
   assert.equal(after[0], "ident");
   assert.ok(!after.includes("id"), `no stray column: ${after.join(", ")}`);
   assert.equal(p.status.state, "streaming");
+
+  // A table added to the publication while running is snapshotted and followed, and nothing is lost.
+  await s`create table public.joined (id int primary key, v text)`;
+  await s`insert into public.joined values (1, 'before it joined')`;
+  await s.unsafe(`alter publication ${f.publication} add table public.joined`);
+  await s`insert into public.joined values (2, 'after')`;
+  await s`insert into public.evolve (ident, c2) values (40, 40)`;
+  await sameAsSource(s, t, "public.joined");
+  await sameAsSource(s, t, table);
+  await s`update public.joined set v = 'streamed' where id = 1`;
+  await sameAsSource(s, t, "public.joined");
   await p.stop();
 });

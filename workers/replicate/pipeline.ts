@@ -169,6 +169,10 @@ export async function runPipeline(
       attempt = 0;
     } catch (e) {
       if (signal.aborted) break;
+      if (e instanceof PublicationChanged) {
+        log.info("a table joined the publication; starting a new session", { table: e.table });
+        continue;
+      }
       const message = (e as Error).message ?? String(e);
       log.warn("session ended with an error; retrying", { error: e, attempt });
       await setState("retrying", message);
@@ -179,6 +183,17 @@ export async function runPipeline(
 }
 
 type Metrics = ReturnType<typeof pipelineMetrics>;
+
+/**
+ * Ends a session when the stream brings a table that joined the publication while it ran: the next session
+ * sees a table the target has no LSN for, and takes a new snapshot (see the session's start).
+ */
+class PublicationChanged extends Error {
+  constructor(readonly table: string) {
+    super(`Table ${table} joined the publication`);
+    this.name = "PublicationChanged";
+  }
+}
 
 async function runSession(
   o: PipelineOptions,
@@ -472,7 +487,12 @@ async function runSession(
     const relationTable = async (rel: MessageRelation): Promise<TableInfo | undefined> => {
       const id = `${rel.schema}.${rel.name}`;
       const known = tables.get(id);
-      if (!known) return undefined;
+      if (!known) {
+        // Added to the publication since the session started: a new session snapshots it.
+        const published = await publishedTables(source, o.publication);
+        if (published.some((t) => tableId(t) === id)) throw new PublicationChanged(id);
+        return undefined;
+      }
       const names = rel.columns.map((c) => c.name);
       const sig = rel.columns.map((c) => `${c.name}\u0000${c.typeOid}\u0000${c.typeMod}`).join("\u0001");
       const seen = relationSigs.get(id);
