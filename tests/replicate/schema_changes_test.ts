@@ -125,15 +125,36 @@ Deno.test("columns added, renamed, retyped and dropped on the source while runni
   assert.ok(!after.includes("id"), `no stray column: ${after.join(", ")}`);
   assert.equal(p.status.state, "streaming");
 
-  // A table added to the publication while running is snapshotted and followed, and nothing is lost.
+  // A table added to the publication while running is copied alone and then followed; the other tables
+  // are not copied again (a row put into the target's copy by hand stays), and nothing is lost.
+  await t`insert into public.evolve (ident, c2) values (999, 999)`;
   await s`create table public.joined (id int primary key, v text)`;
   await s`insert into public.joined values (1, 'before it joined')`;
   await s.unsafe(`alter publication ${f.publication} add table public.joined`);
   await s`insert into public.joined values (2, 'after')`;
   await s`insert into public.evolve (ident, c2) values (40, 40)`;
   await sameAsSource(s, t, "public.joined");
-  await sameAsSource(s, t, table);
   await s`update public.joined set v = 'streamed' where id = 1`;
   await sameAsSource(s, t, "public.joined");
+  const marker = async () => (await t`select count(*)::int as n from public.evolve where ident = 999`)[0].n;
+  assert.equal(await marker(), 1, "evolve was not copied again");
+  // The same while the worker is stopped: the table is copied when it starts.
+  await p.stop();
+  await s`create table public.joined2 (id int primary key, v text)`;
+  await s`insert into public.joined2 values (1, 'x')`;
+  await s.unsafe(`alter publication ${f.publication} add table public.joined2`);
+  await s`insert into public.joined2 values (2, 'y')`;
+  await s`insert into public.evolve (ident, c2) values (41, 41)`;
+  p = f.start();
+  await sameAsSource(s, t, "public.joined2");
+  await s`delete from public.joined2 where id = 1`;
+  await sameAsSource(s, t, "public.joined2");
+  assert.equal(await marker(), 1, "evolve was not copied again");
+  await t`delete from public.evolve where ident = 999`;
+  await sameAsSource(s, t, table);
+  await sameAsSource(s, t, "public.joined");
+  const [{ n: slots }] =
+    await s`select count(*)::int as n from pg_replication_slots where slot_name like 'wharf_sync_%' and database = current_database()`;
+  assert.equal(slots, 0, "the temporary slots are gone");
   await p.stop();
 });

@@ -169,10 +169,6 @@ export async function runPipeline(
       attempt = 0;
     } catch (e) {
       if (signal.aborted) break;
-      if (e instanceof PublicationChanged) {
-        log.info("a table joined the publication; starting a new session", { table: e.table });
-        continue;
-      }
       const message = (e as Error).message ?? String(e);
       log.warn("session ended with an error; retrying", { error: e, attempt });
       await setState("retrying", message);
@@ -183,17 +179,6 @@ export async function runPipeline(
 }
 
 type Metrics = ReturnType<typeof pipelineMetrics>;
-
-/**
- * Ends a session when the stream brings a table that joined the publication while it ran: the next session
- * sees a table the target has no LSN for, and takes a new snapshot (see the session's start).
- */
-class PublicationChanged extends Error {
-  constructor(readonly table: string) {
-    super(`Table ${table} joined the publication`);
-    this.name = "PublicationChanged";
-  }
-}
 
 async function runSession(
   o: PipelineOptions,
@@ -232,22 +217,16 @@ async function runSession(
                       on conflict do nothing`;
       }
     }
-    if (!slot || [...tables.keys()].some((id) => !applied.has(id))) {
-      // No slot, or a table the target has never received: start over from a fresh snapshot.
-      if (slot) {
-        log.warn("dropping the slot to take a new snapshot", { slot: o.slot });
-        await source`select pg_drop_replication_slot(${o.slot})`;
-      }
-      await o.target.reset(o.name);
-      await setState("snapshot");
-      const isTty = o.progress && Deno.stderr.isTerminal();
-      const enc = new TextEncoder();
-      await runSnapshot({
+    const isTty = o.progress && Deno.stderr.isTerminal();
+    const enc = new TextEncoder();
+    const snapshot = (list: TableInfo[], slotName: string, temporary: boolean) =>
+      runSnapshot({
         pipeline: o.name,
         sourceUrl: o.sourceUrl,
         source,
-        slot: o.slot,
-        tables: [...tables.values()],
+        slot: slotName,
+        temporary,
+        tables: list,
         target: o.target,
         s3: o.s3,
         bucket: o.bucket,
@@ -265,7 +244,37 @@ async function runSession(
           }
         },
       });
+    /**
+     * Copies tables the target has never received while the slot exists (they joined the publication
+     * since): alone, in a temporary slot's snapshot; the stream then skips their transactions up to it.
+     */
+    const snapshotJoined = async (list: TableInfo[]) => {
+      log.info("copying tables that joined the publication", { tables: list.map(tableId) });
+      if (control) {
+        for (const t of list) {
+          await control`insert into control.replicate_tables (pipeline, table_name)
+                        values (${o.name}, ${tableId(t)}) on conflict do nothing`;
+        }
+      }
+      const point = await snapshot(
+        list,
+        `wharf_sync_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`,
+        true,
+      );
+      for (const t of list) applied.set(tableId(t), point - 1n);
+    };
+    if (!slot) {
+      // No slot: start over from a fresh snapshot of everything.
+      await o.target.reset(o.name);
+      await setState("snapshot");
+      await snapshot([...tables.values()], o.slot, false);
       applied = await o.target.applied(o.name);
+    } else {
+      const missing = [...tables.values()].filter((t) => !applied.has(tableId(t)));
+      if (missing.length) {
+        await setState("snapshot");
+        await snapshotJoined(missing);
+      }
     }
     for (const t of tables.values()) await o.target.ensureTable(t);
     // A stop asked for while the session was being set up ends it here, before the stream starts.
@@ -488,10 +497,14 @@ async function runSession(
       const id = `${rel.schema}.${rel.name}`;
       const known = tables.get(id);
       if (!known) {
-        // Added to the publication since the session started: a new session snapshots it.
+        // Joined the publication since the session started: copied now (the stream waits), then followed.
         const published = await publishedTables(source, o.publication);
-        if (published.some((t) => tableId(t) === id)) throw new PublicationChanged(id);
-        return undefined;
+        if (!published.some((t) => tableId(t) === id)) return undefined;
+        const info = await describeTable(source, rel.schema, rel.name);
+        await snapshotJoined([info]);
+        await o.target.ensureTable(info);
+        tables.set(id, info);
+        return info;
       }
       const names = rel.columns.map((c) => c.name);
       const sig = rel.columns.map((c) => `${c.name}\u0000${c.typeOid}\u0000${c.typeMod}`).join("\u0001");

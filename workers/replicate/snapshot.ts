@@ -4,6 +4,10 @@
  * point (nothing missed, nothing twice). Each table goes through the same path as a batch: CSV file →
  * S3 → the target, in one transaction with the table's applied LSN (`consistent point - 1`, so that every
  * transaction the stream delivers is newer).
+ *
+ * A table that joins the publication later is copied alone, in the snapshot of a temporary slot made for
+ * that purpose (dropped with its connection at the end): the pipeline's own slot keeps its place, and the
+ * stream skips the table's transactions up to the temporary slot's consistent point, which the copy holds.
  */
 import pg from "pg";
 import { join } from "node:path";
@@ -24,7 +28,9 @@ export interface SnapshotOptions {
   pipeline: string;
   sourceUrl: string;
   source: Sql;
+  /** The slot to create; `temporary`: a slot that only serves this copy (see above). */
   slot: string;
+  temporary?: boolean;
   tables: TableInfo[];
   target: Target;
   s3: S3Client;
@@ -45,7 +51,7 @@ export function progressBar(label: string, done: number, total: number, width = 
     `${done.toLocaleString("en-US")}/${total.toLocaleString("en-US")}`;
 }
 
-/** Creates the slot with an exported snapshot and loads every table from it. Returns the consistent point. */
+/** Creates the slot with an exported snapshot and loads the tables from it. Returns the consistent point. */
 export async function runSnapshot(o: SnapshotOptions): Promise<bigint> {
   const repl = new pg.Client({ connectionString: o.sourceUrl, replication: "database" } as pg.ClientConfig);
   // Errors surface through the awaited calls below; a late one from a dying connection is ignored here.
@@ -58,7 +64,9 @@ export async function runSnapshot(o: SnapshotOptions): Promise<bigint> {
   try {
     o.signal?.throwIfAborted();
     const res = await repl.query(
-      `CREATE_REPLICATION_SLOT ${quoteIdent(o.slot)} LOGICAL pgoutput (SNAPSHOT 'export')`,
+      `CREATE_REPLICATION_SLOT ${quoteIdent(o.slot)}${
+        o.temporary ? " TEMPORARY" : ""
+      } LOGICAL pgoutput (SNAPSHOT 'export')`,
     );
     const { consistent_point, snapshot_name } = res.rows[0] as {
       consistent_point: string;
