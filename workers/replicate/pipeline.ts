@@ -488,7 +488,7 @@ async function runSession(
     /**
      * The table as a relation message describes it. Types and column numbers come from the catalog (the
      * stream carries type oids only), looked up when the message's columns differ from the last ones seen:
-     * a column added, dropped, renamed, or given another type. A name the catalog no longer has (the
+     * a column added, dropped, renamed, given another type, or the key changed. A name the catalog no longer has (the
      * stream is behind a later rename or drop: changes made before it, or a restart that replays them)
      * is the column of that name as last known, else the one at its place as last known when the message
      * lacks that one's name.
@@ -507,7 +507,10 @@ async function runSession(
         return info;
       }
       const names = rel.columns.map((c) => c.name);
-      const sig = rel.columns.map((c) => `${c.name}\u0000${c.typeOid}\u0000${c.typeMod}`).join("\u0001");
+      const sig = rel.replicaIdentity + "\u0002" +
+        rel.columns.map((c) => `${c.name}\u0000${c.typeOid}\u0000${c.typeMod}\u0000${c.flags}`).join(
+          "\u0001",
+        );
       const seen = relationSigs.get(id);
       relationSigs.set(id, sig);
       const sameNames = names.length === known.columns.length &&

@@ -130,7 +130,8 @@ function hasNum(dialect: Dialect, alias: string, num: number): string {
 /**
  * Statements 1–3 above (run inside the load's transaction after the staging table is filled).
  * `unchangedNums` lists the column numbers that appear in `_unchanged` in this batch (often none); those of
- * columns `table` no longer has are ignored.
+ * columns `table` no longer has are ignored. `dropped`: the warehouse's columns that the source dropped,
+ * set to NULL in rows updated in place, as they are in rewritten ones.
  */
 export function mergeSql(
   dialect: Dialect,
@@ -138,6 +139,7 @@ export function mergeSql(
   staging: string,
   unchangedNums: number[],
   distinctKeys = false,
+  dropped: readonly string[] = [],
 ): string[] {
   const nums = table.columns.map((_, i) => columnNum(table.columns, i));
   const unchangedIdx = unchangedNums.map((n) => nums.indexOf(n)).filter((i) => i >= 0);
@@ -183,7 +185,7 @@ export function mergeSql(
       return unchangedIdx.includes(i)
         ? `${c} = case when ${hasNum(dialect, "f", nums[i])} then ${t}.${c} else f.${c} end`
         : `${c} = f.${c}`;
-    });
+    }).concat(dropped.map((d) => `${quoteIdent(d)} = null`));
     out.push(
       `update ${t} set ${sets.join(", ")} from ${fin} f where ${
         keyMatch(table, t, "f")
@@ -260,24 +262,28 @@ function alterTypeSql(dialect: Dialect, t: string, c: Column, from: string): str
  * - a column whose source type changed since it was recorded gets the new type (Postgres: `ALTER COLUMN
  *   … TYPE … USING`; Redshift: a longer varchar in place, any other change through a new column filled
  *   from the old one);
- * - a column dropped on the source stays, with the values it had (rows written later hold NULL there).
- * A table recorded for the first time is taken as it is.
+ * - a column dropped on the source stays, with the values it had (rows written later hold NULL there);
+ * - a primary key (`primaryKey`, as the table has it now) follows the merge key.
+ * A table recorded for the first time is taken as it is, but for its primary key.
  */
 export function columnChangesSql(
   dialect: Dialect,
   table: TableInfo,
   existing: ReadonlySet<string>,
   recorded: readonly RecordedColumn[],
+  primaryKey?: { name: string; columns: string[] },
 ): string[] {
   const t = qualified(table.schema, table.name);
   const have = new Set(existing);
   const names = new Set(table.columns.map((c) => c.name));
   const out: string[] = [];
+  const renamed = new Map<string, string>();
   for (const c of table.columns) {
     const prev = c.num === undefined ? undefined : recorded.find((r) => r.num === c.num);
     let last = prev?.name === c.name ? prev : undefined;
     if (prev && !last && have.has(prev.name) && !have.has(c.name) && !names.has(prev.name)) {
       out.push(`alter table ${t} rename column ${quoteIdent(prev.name)} to ${quoteIdent(c.name)}`);
+      renamed.set(prev.name, c.name);
       have.delete(prev.name);
       have.add(c.name);
       last = prev;
@@ -291,28 +297,49 @@ export function columnChangesSql(
     last ??= recorded.find((r) => r.name === c.name);
     if (last && last.type !== c.type) out.push(...alterTypeSql(dialect, t, c, last.type));
   }
+  // The merge key changed on the source (another primary key or identity index, or none any more): the
+  // warehouse's primary key follows, or rows of one new key would collide on the old one. A table without
+  // a primary key (made so by hand) is left so.
+  const want = table.keyIsAllColumns ? [] : table.key;
+  const now = (primaryKey?.columns ?? []).map((c) => renamed.get(c) ?? c);
+  if (primaryKey && want.join("\u0000") !== now.join("\u0000")) {
+    out.push(`alter table ${t} drop constraint ${quoteIdent(primaryKey.name)}`);
+    if (want.length) out.push(`alter table ${t} add primary key (${want.map(quoteIdent).join(", ")})`);
+  }
   return out;
 }
 
 /**
  * Creates the warehouse table when missing and brings its columns in line with the source's (see
- * {@linkcode columnChangesSql}), then records them. On Postgres in one transaction; Redshift runs some of
+ * {@linkcode columnChangesSql}), then records them. Returns the columns it keeps that the source dropped. On Postgres in one transaction; Redshift runs some of
  * these `ALTER TABLE`s only outside a transaction block, so there each statement stands alone (a repeat
  * after a failure in between is harmless: the checks start from what the table has).
  */
-export async function ensureWarehouseTable(sql: Sql, dialect: Dialect, table: TableInfo): Promise<void> {
+export async function ensureWarehouseTable(sql: Sql, dialect: Dialect, table: TableInfo): Promise<string[]> {
   await sql.unsafe(`create schema if not exists ${quoteIdent(table.schema)}`);
   await sql.unsafe(createTableSql(dialect, table));
   const id = `${table.schema}.${table.name}`;
-  const apply = async (q: Sql) => {
-    const have = new Set(
+  const columnsNow = async (q: Sql) =>
+    new Set(
       (await q<{ name: string }[]>`
         select column_name as name from information_schema.columns
          where table_schema = ${table.schema} and table_name = ${table.name}`).map((r) => r.name),
     );
+  const apply = async (q: Sql) => {
+    const have = await columnsNow(q);
     const recorded = await q<RecordedColumn[]>`
       select num, name, type from ${q(STATE_SCHEMA)}.${q(COLUMNS_TABLE)} where table_name = ${id}`;
-    for (const stmt of columnChangesSql(dialect, table, have, recorded)) await q.unsafe(stmt);
+    const pk = await q<{ name: string; col: string }[]>`
+      select tc.constraint_name as name, k.column_name as col
+        from information_schema.table_constraints tc
+        join information_schema.key_column_usage k
+          on k.constraint_schema = tc.constraint_schema and k.constraint_name = tc.constraint_name
+         and k.table_schema = tc.table_schema and k.table_name = tc.table_name
+       where tc.table_schema = ${table.schema} and tc.table_name = ${table.name}
+         and tc.constraint_type = 'PRIMARY KEY'
+       order by k.ordinal_position`;
+    const primaryKey = pk.length ? { name: pk[0].name, columns: pk.map((r) => r.col) } : undefined;
+    for (const stmt of columnChangesSql(dialect, table, have, recorded, primaryKey)) await q.unsafe(stmt);
     // A column added with a constant default: the rows already here predate it, and read that value.
     for (const c of table.columns) {
       if (have.has(c.name) || c.missing === undefined) continue;
@@ -333,4 +360,6 @@ export async function ensureWarehouseTable(sql: Sql, dialect: Dialect, table: Ta
   };
   if (dialect === "postgres") await sql.begin((tx) => apply(tx as unknown as Sql));
   else await apply(sql);
+  const names = new Set(table.columns.map((c) => c.name));
+  return [...await columnsNow(sql)].filter((n) => !names.has(n));
 }

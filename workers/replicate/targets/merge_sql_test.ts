@@ -34,6 +34,7 @@ const recorded: RecordedColumn[] = [
   { num: 3, name: "b", type: "text" },
   { num: 4, name: "c", type: "integer" },
 ];
+const pk = { name: "t_pkey", columns: ["id"] };
 const before = [
   { name: "id", type: "integer", num: 1 },
   { name: "a", type: "text", num: 2 },
@@ -42,17 +43,17 @@ const before = [
 ];
 
 Deno.test("columnChangesSql() renames, retypes and adds columns, and keeps dropped ones (Postgres)", () => {
-  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a", "b", "c"]), recorded), [
+  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a", "b", "c"]), recorded, pk), [
     `alter table "public"."t" rename column "a" to "a2"`,
     `alter table "public"."t" alter column "c" type bigint using "c"::bigint`,
     `alter table "public"."t" add column "d" character varying(20)`,
   ]);
   // In line already: nothing to do; a table seen for the first time is taken as it is.
   const done = now.columns.map((c) => ({ num: c.num!, name: c.name, type: c.type }));
-  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a2", "b", "c", "d"]), done), []);
-  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a2", "c", "d"]), []), []);
+  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a2", "b", "c", "d"]), done, pk), []);
+  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a2", "c", "d"]), [], pk), []);
   // A rename is not done over a column of the new name, nor of a name the table still uses.
-  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a", "a2", "c", "d"]), recorded), [
+  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a", "a2", "c", "d"]), recorded, pk), [
     `alter table "public"."t" alter column "c" type bigint using "c"::bigint`,
   ]);
 });
@@ -109,6 +110,8 @@ Deno.test("files written before column changes load by column number, dropped co
     sql,
     /"big" = case when strpos\(f._unchanged, ',5,'\) > 0 then "public"."t"."big" else f."big" end/,
   );
+  // Columns the source dropped are set to NULL in rows updated in place, as in rewritten ones.
+  assert.match(mergeSql("postgres", big, "stage", [5], false, ["b"]).join("\n"), /, "b" = null from /);
 
   // Redshift: the same mapping, and the dropped column in staging only.
   const rs = loadSql(
@@ -169,4 +172,35 @@ Deno.test("files written before a column was added with a default get its value 
     params: ["t"],
   });
   assert.match(String(rs[3]), /^copy "wharf_stage_public_t" .* from 's3:\/\/b\/m2'/);
+});
+
+Deno.test("columnChangesSql() moves the primary key to a new merge key, after a rename of its column", () => {
+  const t: TableInfo = { ...now, key: ["id", "c"] };
+  assert.deepEqual(columnChangesSql("postgres", t, new Set(["id", "a2", "c", "d"]), [], pk), [
+    `alter table "public"."t" drop constraint "t_pkey"`,
+    `alter table "public"."t" add primary key ("id", "c")`,
+  ]);
+  // No key any more (every column is the merge key): the constraint goes.
+  assert.deepEqual(
+    columnChangesSql(
+      "postgres",
+      { ...now, keyIsAllColumns: true, key: ["id", "a2", "c", "d"] },
+      new Set(["id", "a2", "c", "d"]),
+      [],
+      pk,
+    ),
+    [`alter table "public"."t" drop constraint "t_pkey"`],
+  );
+  // The key's column renamed: the constraint follows the rename by itself.
+  const renamed: TableInfo = {
+    ...now,
+    columns: [{ name: "ident", type: "integer", num: 1 }],
+    key: ["ident"],
+  };
+  assert.deepEqual(
+    columnChangesSql("postgres", renamed, new Set(["id"]), [{ num: 1, name: "id", type: "integer" }], pk),
+    [`alter table "public"."t" rename column "id" to "ident"`],
+  );
+  // A table without a primary key is left without one.
+  assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a2", "c", "d"]), []), []);
 });

@@ -107,6 +107,8 @@ export class PostgresTarget implements Target {
   readonly kind = "postgres" as const;
   readonly sql: Sql;
   readonly #s3: S3Client;
+  /** Per table, the columns it keeps that the source dropped (from the last `ensureTable`). */
+  readonly #dropped = new Map<string, string[]>();
 
   constructor(url: string, s3: S3Client) {
     this.sql = connectPostgres(url, { max: 4, applicationName: "wharf-replicate-target", connectTimeout: 5 });
@@ -122,7 +124,7 @@ export class PostgresTarget implements Target {
   }
 
   async ensureTable(table: TableInfo): Promise<void> {
-    await ensureWarehouseTable(this.sql, "postgres", table);
+    this.#dropped.set(tableId(table), await ensureWarehouseTable(this.sql, "postgres", table));
   }
 
   async applied(pipeline: string): Promise<Map<string, bigint>> {
@@ -218,6 +220,7 @@ export class PostgresTarget implements Target {
           staging,
           idx.map((r) => r.i).sort((a, b) => a - b),
           batch.distinctKeys,
+          this.#dropped.get(id),
         );
         // Sent now (a query starts when first observed), so that the target merges while the batch's
         // upload may still be going on; a refusal is handled here and reported by `all` below.

@@ -60,6 +60,7 @@ export function redshiftLoadSql(
   batch: TableBatch,
   manifestKeys: string[],
   auth: RedshiftAuth,
+  dropped: readonly string[] = [],
 ): (string | Parameterised)[] {
   const t = qualified(batch.table.schema, batch.table.name);
   const out: (string | Parameterised)[] = [];
@@ -100,7 +101,7 @@ export function redshiftLoadSql(
       ? [columnNum(batch.table.columns, i)]
       : []
   );
-  out.push(...mergeSql("redshift", batch.table, staging, nums, batch.distinctKeys));
+  out.push(...mergeSql("redshift", batch.table, staging, nums, batch.distinctKeys, dropped));
   return out;
 }
 
@@ -109,6 +110,8 @@ export class RedshiftTarget implements Target {
   readonly kind = "redshift" as const;
   readonly sql: Sql;
   readonly #s3: S3Client;
+  /** Per table, the columns it keeps that the source dropped (from the last `ensureTable`). */
+  readonly #dropped = new Map<string, string[]>();
   readonly #auth: RedshiftAuth;
 
   constructor(url: string, s3: S3Client, auth: RedshiftAuth) {
@@ -126,7 +129,7 @@ export class RedshiftTarget implements Target {
   }
 
   async ensureTable(table: TableInfo): Promise<void> {
-    await ensureWarehouseTable(this.sql, "redshift", table);
+    this.#dropped.set(tableId(table), await ensureWarehouseTable(this.sql, "redshift", table));
   }
 
   async applied(pipeline: string): Promise<Map<string, bigint>> {
@@ -157,7 +160,7 @@ export class RedshiftTarget implements Target {
         tx(STATE_TABLE)
       } where pipeline = ${batch.pipeline} and table_name = ${id}`;
       if (cur && batch.kind === "changes" && parseLsn(cur.lsn) >= batch.lsn) return false;
-      for (const stmt of redshiftLoadSql(batch, manifests, this.#auth)) {
+      for (const stmt of redshiftLoadSql(batch, manifests, this.#auth, this.#dropped.get(id))) {
         await (typeof stmt === "string" ? tx.unsafe(stmt) : tx.unsafe(stmt.sql, stmt.params));
       }
       await tx`delete from ${tx(STATE_SCHEMA)}.${
