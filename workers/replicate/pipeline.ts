@@ -483,15 +483,15 @@ async function runSession(
       while (inFlight.size >= MAX_BATCHES_IN_FLIGHT) await Promise.race(inFlight).catch(() => {});
     };
 
-    /** Per table, the columns (name, type oid, modifier) of the last relation message seen. */
+    /** Per table, the replica identity and columns (name, type, modifier, key flag) last seen in the stream. */
     const relationSigs = new Map<string, string>();
     /**
      * The table as a relation message describes it. Types and column numbers come from the catalog (the
      * stream carries type oids only), looked up when the message's columns differ from the last ones seen:
-     * a column added, dropped, renamed, given another type, or the key changed. A name the catalog no longer has (the
-     * stream is behind a later rename or drop: changes made before it, or a restart that replays them)
-     * is the column of that name as last known, else the one at its place as last known when the message
-     * lacks that one's name.
+     * a column added, dropped, renamed, given another type, or the key changed. A name the catalog no
+     * longer has (the stream is behind a later rename or drop: changes made before it, or a restart that
+     * replays them) is the column of that name as last known, else the one at its place as last known
+     * when the message lacks that one's name.
      */
     const relationTable = async (rel: MessageRelation): Promise<TableInfo | undefined> => {
       const id = `${rel.schema}.${rel.name}`;
@@ -501,8 +501,7 @@ async function runSession(
         const published = await publishedTables(source, o.publication);
         if (!published.some((t) => tableId(t) === id)) return undefined;
         const info = await describeTable(source, rel.schema, rel.name);
-        await snapshotJoined([info]);
-        await o.target.ensureTable(info);
+        await snapshotJoined([info]); // the copy makes the table in the target first
         tables.set(id, info);
         return info;
       }

@@ -121,8 +121,10 @@ export class TableSpool {
   }
 
   set table(table: TableInfo) {
+    // Keys seen under another key say nothing about the new one: stop tracking (answer "maybe not").
+    if (table.key.join("\u0000") !== this.#table.key.join("\u0000")) this.#keys = undefined;
     this.#table = table;
-    // The key's place in the rows may have moved (a column dropped before it, the key renamed).
+    // The key's place in the rows may have moved (a column dropped before it).
     this.#keyIdx = TableSpool.#keyIndexes(table);
   }
 

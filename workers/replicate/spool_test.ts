@@ -238,6 +238,10 @@ Deno.test("distinct keys are tracked exactly, integer keys as numbers and other 
       await spool.writeTuple(++seq, "U", m.bytes, d.new);
     }
     assert.equal(spool.distinctKeys, true);
+    // The same table with another key: what was tracked no longer tells.
+    const other = new BatchSpool(dir).spool("public.t", text);
+    other.table = { ...text, key: ["id", "v"] };
+    assert.equal(other.distinctKeys, false);
     const again = message(OP_DELETE, { old: ["K", ["07", null, null]] });
     decodeChange(again, d);
     await spool.writeTuple(++seq, "D", again.bytes, d.old);
