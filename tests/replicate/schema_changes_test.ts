@@ -93,6 +93,9 @@ Deno.test("columns added, renamed, retyped and dropped on the source while runni
   const [fresh] = await t`select b from public.evolve where id = 23`;
   assert.equal(fresh.b, null);
 
+  // A column added to the warehouse table by hand is left alone, whatever the source does.
+  await t`alter table public.evolve add column loaded_at timestamptz default now()`;
+
   // Column changes inside the transactions of one batch, with an unchanged TOAST value after the drop
   // moved the columns' places: the batch's files are loaded by column number.
   await s`update public.evolve set big = ${bigText(7)} where id = 5`;
@@ -111,6 +114,8 @@ Deno.test("columns added, renamed, retyped and dropped on the source while runni
   assert.deepEqual({ ...toast }, { same: true, c2: "55", a2: null });
   const [untouched] = await t`select a2 from public.evolve where id = 6`;
   assert.equal(untouched.a2, "a6");
+  const [own] = await t`select count(*)::int as n from public.evolve where loaded_at is null`;
+  assert.equal(own.n, 0, "the hand-added column keeps its values");
 
   // A restart across a rename of the key: the stream replays changes made under the old name, after the
   // worker read the catalog with the new one.
