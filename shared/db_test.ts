@@ -174,3 +174,33 @@ Deno.test("copyIn() settles when the server refuses the last rows after the end 
   const [{ n }] = await db.sql<{ n: number }[]>`select count(*)::int as n from public.nums`;
   assert.equal(n, 50_001);
 });
+
+Deno.test("a COPY TO STDOUT read slowly leaves its connection usable (the socket flows again after it)", async () => {
+  await using db = await createTestDatabase({ migrated: false });
+  const sql = connectPostgres(db.url, { max: 1 });
+  try {
+    // A slow reader keeps the copy's stream full, so that its last rows and the end of the copy arrive
+    // together while the socket is paused for the full stream (every round met it before the fix).
+    for (let round = 0; round < 5; round++) {
+      const outcome = await Promise.race([
+        sql.begin(async (tx) => {
+          const readable = await tx.unsafe(
+            `copy (select repeat('x', 200) from generate_series(1, 2000)) to stdout`,
+          ).readable();
+          let bytes = 0;
+          let chunks = 0;
+          for await (const chunk of readable) {
+            bytes += (chunk as Uint8Array).length;
+            if (++chunks % 64 === 0) await new Promise((r) => setTimeout(r, 1));
+          }
+          const [{ one }] = await tx`select 1 as one`;
+          return `${bytes}:${one}`;
+        }),
+        new Promise((r) => setTimeout(() => r("still waiting after 10 s"), 10_000)),
+      ]);
+      assert.equal(outcome, `${2000 * 201}:1`, `round ${round}`);
+    }
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+});

@@ -927,6 +927,10 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
   function CopyDone() {
     stream && stream.push(null)
     stream = null
+    // wharf: the last CopyData may have paused the socket for a full stream, and with the stream ended
+    // nothing calls read() to resume it: the messages after the copy (its CommandComplete, the answers to
+    // the next queries) would never be read, and the connection would hang for good.
+    socket.resume()
   }
 
   function NoticeResponse(x) {
