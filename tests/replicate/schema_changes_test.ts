@@ -148,8 +148,12 @@ Deno.test("columns added, renamed, retyped and dropped on the source while runni
   await t`insert into public.evolve (ident, c2) values (999, 999)`;
   await s`create table public.joined (id int primary key, v text)`;
   await s`insert into public.joined values (1, 'before it joined')`;
+  await s`insert into public.joined select g, 'bulk' from generate_series(1000, 60000) g`;
   await s.unsafe(`alter publication ${f.publication} add table public.joined`);
+  // Changes that arrive while the copy runs wait for it in the table's lane; the other tables go on.
   await s`insert into public.joined values (2, 'after')`;
+  await s`update public.joined set v = 'changed during the copy' where id between 1000 and 1100`;
+  await s`delete from public.joined where id = 1200`;
   await s`insert into public.evolve (ident, c2) values (40, 40)`;
   await sameAsSource(s, t, "public.joined");
   await s`update public.joined set v = 'streamed' where id = 1`;

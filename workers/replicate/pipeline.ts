@@ -32,7 +32,7 @@ import {
 } from "./pgoutput.ts";
 import { uploadFile } from "./s3.ts";
 import { type Column, describeTable, publishedTables, tableId, type TableInfo } from "./schema.ts";
-import { progressBar, runSnapshot } from "./snapshot.ts";
+import { openSnapshot, progressBar, runSnapshot, type SnapshotOptions } from "./snapshot.ts";
 import { BatchSpool, TableSpool } from "./spool.ts";
 import type { Segment, Target } from "./targets/target.ts";
 
@@ -202,6 +202,8 @@ async function runSession(
   const timers: ReturnType<typeof setInterval>[] = [];
   let inflight: Promise<void> = Promise.resolve();
   let batch: BatchSpool | undefined;
+  /** Copies of tables that joined the publication while streaming, awaited when the session ends. */
+  const copies = new Set<Promise<unknown>>();
   try {
     await o.target.prepare();
     const names = await publishedTables(source, o.publication);
@@ -219,48 +221,47 @@ async function runSession(
     }
     const isTty = o.progress && Deno.stderr.isTerminal();
     const enc = new TextEncoder();
-    const snapshot = (list: TableInfo[], slotName: string, temporary: boolean) =>
-      runSnapshot({
-        pipeline: o.name,
-        sourceUrl: o.sourceUrl,
-        source,
-        slot: slotName,
-        temporary,
-        tables: list,
-        target: o.target,
-        s3: o.s3,
-        bucket: o.bucket,
-        spoolDir: join(o.spoolDir, "snapshot"),
-        log,
-        signal: sessionAbort.signal,
-        onProgress: async (id, rows, total, done) => {
-          if (isTty) {
-            Deno.stderr.writeSync(enc.encode("\r" + progressBar(id, rows, total) + (done ? "\n" : "")));
-          }
-          if (control) {
-            await control`update control.replicate_tables set snapshot_rows = ${rows}, snapshot_total = ${total},
+    const snapshotOptions = (slotName: string, temporary: boolean): Omit<SnapshotOptions, "tables"> => ({
+      pipeline: o.name,
+      sourceUrl: o.sourceUrl,
+      source,
+      slot: slotName,
+      temporary,
+      target: o.target,
+      s3: o.s3,
+      bucket: o.bucket,
+      spoolDir: join(o.spoolDir, "snapshot"),
+      log,
+      signal: sessionAbort.signal,
+      onProgress: async (id, rows, total, done) => {
+        if (isTty) {
+          Deno.stderr.writeSync(enc.encode("\r" + progressBar(id, rows, total) + (done ? "\n" : "")));
+        }
+        if (control) {
+          await control`update control.replicate_tables set snapshot_rows = ${rows}, snapshot_total = ${total},
                             snapshot_state = ${done ? "done" : "copying"}
                           where pipeline = ${o.name} and table_name = ${id}`.catch(() => {});
-          }
-        },
-      });
+        }
+      },
+    });
+    const snapshot = (list: TableInfo[], slotName: string, temporary: boolean) =>
+      runSnapshot({ ...snapshotOptions(slotName, temporary), tables: list });
+    const syncSlotName = () => `wharf_sync_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+    const addControlRows = async (list: TableInfo[]) => {
+      if (!control) return;
+      for (const t of list) {
+        await control`insert into control.replicate_tables (pipeline, table_name)
+                      values (${o.name}, ${tableId(t)}) on conflict do nothing`;
+      }
+    };
     /**
      * Copies tables the target has never received while the slot exists (they joined the publication
      * since): alone, in a temporary slot's snapshot; the stream then skips their transactions up to it.
      */
     const snapshotJoined = async (list: TableInfo[]) => {
       log.info("copying tables that joined the publication", { tables: list.map(tableId) });
-      if (control) {
-        for (const t of list) {
-          await control`insert into control.replicate_tables (pipeline, table_name)
-                        values (${o.name}, ${tableId(t)}) on conflict do nothing`;
-        }
-      }
-      const point = await snapshot(
-        list,
-        `wharf_sync_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`,
-        true,
-      );
+      await addControlRows(list);
+      const point = await snapshot(list, syncSlotName(), true);
       for (const t of list) applied.set(tableId(t), point - 1n);
     };
     if (!slot) {
@@ -324,6 +325,9 @@ async function runSession(
      */
     const laneQueues = new Map<string, LaneItem[]>();
     const busyLanes = new Set<string>();
+    /** Per table, the copy its loads must follow (a table that joined the publication while streaming). */
+    const laneGates = new Map<string, Promise<void>>();
+
     /**
      * Queues a table's part of a batch on its lane. When the lane is free it takes everything queued and
      * loads it as one: under a backlog, several batches of a table cost one merge. A truncate in a later
@@ -340,6 +344,14 @@ async function runSession(
       busyLanes.add(id);
       try {
         for (;;) {
+          const gate = laneGates.get(id);
+          if (gate) {
+            const failed = await gate.then(() => undefined, (e) => e ?? new Error(`Cannot copy ${id}`));
+            if (failed !== undefined) {
+              for (const it of laneQueues.get(id)?.splice(0) ?? []) it.settle(failed);
+              break;
+            }
+          }
           const items = laneQueues.get(id)?.splice(0) ?? [];
           if (!items.length) break;
           let from = 0;
@@ -497,12 +509,30 @@ async function runSession(
       const id = `${rel.schema}.${rel.name}`;
       const known = tables.get(id);
       if (!known) {
-        // Joined the publication since the session started: copied now (the stream waits), then followed.
         const published = await publishedTables(source, o.publication);
         if (!published.some((t) => tableId(t) === id)) return undefined;
+        // Joined the publication since the session started. A temporary slot fixes the point the copy
+        // holds (the stream waits only for that); the stream skips the table's transactions up to it, and
+        // the copy runs beside the stream, its loads first in the table's lane. Acknowledging the other
+        // tables' batches meanwhile loses nothing: a session that ends before the copy is loaded finds the
+        // table without an applied LSN and copies it again.
         const info = await describeTable(source, rel.schema, rel.name);
-        await snapshotJoined([info]); // the copy makes the table in the target first
+        log.info("copying a table that joined the publication", { table: id });
+        await addControlRows([info]);
+        const snap = await openSnapshot(snapshotOptions(syncSlotName(), true));
+        applied.set(id, snap.point - 1n);
         tables.set(id, info);
+        const copy = (async () => {
+          try {
+            await snap.copy([info]); // makes the table in the target first
+          } finally {
+            await snap.close();
+          }
+        })();
+        laneGates.set(id, copy);
+        const watched = copy.then(() => void laneGates.delete(id), (e) => failure?.(e));
+        copies.add(watched);
+        void watched.finally(() => copies.delete(watched));
         return info;
       }
       const names = rel.columns.map((c) => c.name);
@@ -809,6 +839,7 @@ async function runSession(
     await service?.stop().catch(() => {});
     for (const e of emitters) e?.on("error", () => {});
     await inflight.catch(() => {});
+    await Promise.allSettled(copies);
     await batch?.discard();
     await source.end({ timeout: 2 }).catch(() => {});
   }

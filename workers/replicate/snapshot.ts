@@ -51,8 +51,18 @@ export function progressBar(label: string, done: number, total: number, width = 
     `${done.toLocaleString("en-US")}/${total.toLocaleString("en-US")}`;
 }
 
-/** Creates the slot with an exported snapshot and loads the tables from it. Returns the consistent point. */
-export async function runSnapshot(o: SnapshotOptions): Promise<bigint> {
+/** A slot just made with an exported snapshot, its connection held open so that tables can be copied in it. */
+export interface OpenSnapshot {
+  /** The slot's consistent point: the copies hold every transaction before it. */
+  point: bigint;
+  /** Copies `tables` in the snapshot and loads each into the target with the applied LSN `point - 1`. */
+  copy(tables: TableInfo[]): Promise<void>;
+  /** Ends the connection (a temporary slot goes with it). */
+  close(): Promise<void>;
+}
+
+/** Creates the slot with an exported snapshot (see {@linkcode OpenSnapshot}). */
+export async function openSnapshot(o: Omit<SnapshotOptions, "tables">): Promise<OpenSnapshot> {
   const repl = new pg.Client({ connectionString: o.sourceUrl, replication: "database" } as pg.ClientConfig);
   // Errors surface through the awaited calls below; a late one from a dying connection is ignored here.
   repl.on("error", () => {});
@@ -61,6 +71,10 @@ export async function runSnapshot(o: SnapshotOptions): Promise<bigint> {
   // Slot creation waits for every running transaction to end: a stop must not wait with it.
   const closeRepl = () => void repl.end().catch(() => {});
   o.signal?.addEventListener("abort", closeRepl, { once: true });
+  const close = async () => {
+    o.signal?.removeEventListener("abort", closeRepl);
+    await repl.end().catch(() => {});
+  };
   try {
     o.signal?.throwIfAborted();
     const res = await repl.query(
@@ -77,62 +91,82 @@ export async function runSnapshot(o: SnapshotOptions): Promise<bigint> {
     }
     const point = parseLsn(consistent_point);
     o.log.info("slot created", { slot: o.slot, consistent_point });
-    await Deno.mkdir(o.spoolDir, { recursive: true });
-    for (const t of o.tables) {
-      o.signal?.throwIfAborted();
-      const id = tableId(t);
-      const path = join(o.spoolDir, `snapshot-${id.replace(/[^A-Za-z0-9_.-]/g, "_")}.csv`);
-      let rows = 0;
-      let total = 0;
-      await o.source.begin("isolation level repeatable read read only", async (tx) => {
-        // The snapshot name was checked above; SET TRANSACTION SNAPSHOT takes no parameters.
-        await tx.unsafe(`set transaction snapshot '${snapshot_name}'`);
-        const [c] = await tx.unsafe(`select count(*)::bigint as n from ${qualified(t.schema, t.name)}`);
-        total = Number(c.n);
-        await o.onProgress?.(id, 0, total, false);
-        const cols = t.columns.map((c) => quoteIdent(c.name)).join(", ");
-        const readable = await tx.unsafe(
-          `copy (select ${cols} from ${
-            qualified(t.schema, t.name)
-          }) to stdout (format csv, null '\\N', force_quote *)`,
-        ).readable();
-        // Rows are counted for the progress bar only: a newline inside a quoted value may count twice,
-        // so the figure is capped at the exact total taken in the same snapshot.
-        let lastReport = 0;
-        const counter = new Transform({
-          transform(chunk: Uint8Array, _enc, cb) {
-            for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) rows++;
-            if (Date.now() - lastReport > 250) {
-              lastReport = Date.now();
-              void o.onProgress?.(id, Math.min(rows, total), total, false);
-            }
-            cb(null, chunk);
-          },
-        });
-        o.log.debug("snapshot copy started", { table: id });
-        await pipeline(readable, counter, createWriteStream(path), { signal: o.signal });
-        o.log.debug("snapshot copy done", { table: id });
-      });
-      const key = `${o.pipeline}/snapshot/${id}/${consistent_point.replace("/", "-")}.csv`;
-      await uploadFile(o.s3, o.bucket, key, path);
-      o.log.debug("snapshot uploaded", { table: id });
-      const size = (await Deno.stat(path)).size;
-      await o.target.ensureTable(t);
-      await o.target.load({
-        pipeline: o.pipeline,
-        bucket: o.bucket,
-        table: t,
-        kind: "snapshot",
-        truncate: true,
-        segments: [{ key, columns: t.columns, rows: total, bytes: size }],
-        lsn: point - 1n,
-      });
-      await Deno.remove(path).catch(() => {});
-      await o.onProgress?.(id, total, total, true);
-    }
-    return point;
+    return { point, copy: (tables) => copyTables(o, tables, point, consistent_point, snapshot_name), close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+/** Creates the slot with an exported snapshot and loads the tables from it. Returns the consistent point. */
+export async function runSnapshot(o: SnapshotOptions): Promise<bigint> {
+  const snap = await openSnapshot(o);
+  try {
+    await snap.copy(o.tables);
+    return snap.point;
   } finally {
-    o.signal?.removeEventListener("abort", closeRepl);
-    await repl.end().catch(() => {});
+    await snap.close();
+  }
+}
+
+async function copyTables(
+  o: Omit<SnapshotOptions, "tables">,
+  tables: TableInfo[],
+  point: bigint,
+  consistentPoint: string,
+  snapshotName: string,
+): Promise<void> {
+  await Deno.mkdir(o.spoolDir, { recursive: true });
+  for (const t of tables) {
+    o.signal?.throwIfAborted();
+    const id = tableId(t);
+    const path = join(o.spoolDir, `snapshot-${id.replace(/[^A-Za-z0-9_.-]/g, "_")}.csv`);
+    let rows = 0;
+    let total = 0;
+    await o.source.begin("isolation level repeatable read read only", async (tx) => {
+      // The snapshot name was checked above; SET TRANSACTION SNAPSHOT takes no parameters.
+      await tx.unsafe(`set transaction snapshot '${snapshotName}'`);
+      const [c] = await tx.unsafe(`select count(*)::bigint as n from ${qualified(t.schema, t.name)}`);
+      total = Number(c.n);
+      await o.onProgress?.(id, 0, total, false);
+      const cols = t.columns.map((c) => quoteIdent(c.name)).join(", ");
+      const readable = await tx.unsafe(
+        `copy (select ${cols} from ${
+          qualified(t.schema, t.name)
+        }) to stdout (format csv, null '\\N', force_quote *)`,
+      ).readable();
+      // Rows are counted for the progress bar only: a newline inside a quoted value may count twice,
+      // so the figure is capped at the exact total taken in the same snapshot.
+      let lastReport = 0;
+      const counter = new Transform({
+        transform(chunk: Uint8Array, _enc, cb) {
+          for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) rows++;
+          if (Date.now() - lastReport > 250) {
+            lastReport = Date.now();
+            void o.onProgress?.(id, Math.min(rows, total), total, false);
+          }
+          cb(null, chunk);
+        },
+      });
+      o.log.debug("snapshot copy started", { table: id });
+      await pipeline(readable, counter, createWriteStream(path), { signal: o.signal });
+      o.log.debug("snapshot copy done", { table: id });
+    });
+    const key = `${o.pipeline}/snapshot/${id}/${consistentPoint.replace("/", "-")}.csv`;
+    await uploadFile(o.s3, o.bucket, key, path);
+    o.log.debug("snapshot uploaded", { table: id });
+    const size = (await Deno.stat(path)).size;
+    await o.target.ensureTable(t);
+    await o.target.load({
+      pipeline: o.pipeline,
+      bucket: o.bucket,
+      table: t,
+      kind: "snapshot",
+      truncate: true,
+      segments: [{ key, columns: t.columns, rows: total, bytes: size }],
+      lsn: point - 1n,
+    });
+    await Deno.remove(path).catch(() => {});
+    await o.onProgress?.(id, total, total, true);
   }
 }
