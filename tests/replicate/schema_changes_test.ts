@@ -180,3 +180,21 @@ Deno.test("columns added, renamed, retyped and dropped on the source while runni
   assert.equal(slots, 0, "the temporary slots are gone");
   await p.stop();
 });
+
+Deno.test("a table renamed on the source is copied under its new name, the old one left as it was", async () => {
+  await using f = await fixture(async (sql) => {
+    await sql`create table public.rn (id int primary key, v text)`;
+    await sql`insert into public.rn select g, 'v' || g from generate_series(1, 100) g`;
+  }, ["public.rn"]);
+  const p = f.start();
+  await sameAsSource(f.source.sql, f.target.sql, "public.rn");
+  await f.source.sql`alter table public.rn rename to rn2`;
+  await f.source.sql`insert into public.rn2 values (101, 'after')`;
+  await f.source.sql`update public.rn2 set v = 'u' where id = 1`;
+  await sameAsSource(f.source.sql, f.target.sql, "public.rn2");
+  const [old] = await f.target
+    .sql`select count(*)::int as n, max(v) filter (where id = 1) as v from public.rn`;
+  assert.deepEqual({ ...old }, { n: 100, v: "v1" });
+  assert.equal(p.status.state, "streaming");
+  await p.stop();
+});
