@@ -36,6 +36,17 @@ export async function testBucket(s3: S3Client): Promise<string> {
   return bucket;
 }
 
+/** Incompressible text longer than the TOAST threshold, so that it is stored out of line. */
+export function bigText(seed: number): string {
+  let s = "";
+  let x = seed;
+  for (let i = 0; i < 6000; i++) {
+    x = (x * 1103515245 + 12345) & 0x7fffffff;
+    s += String.fromCharCode(33 + (x % 90));
+  }
+  return s;
+}
+
 /** Count and md5 of a table's rows as text, in a stable order. */
 export async function checksum(sql: Sql, table: string): Promise<string> {
   const [schema, name] = table.split(".");

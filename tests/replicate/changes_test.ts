@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { HeadObjectCommand } from "@aws-sdk/client-s3";
-import { checksum, converged, fixture } from "./_helpers.ts";
+import { bigText, checksum, converged, fixture } from "./_helpers.ts";
 
 const TRICKY = [
   "",
@@ -13,17 +13,6 @@ const TRICKY = [
   "NULL",
   "\\x00",
 ];
-
-/** Incompressible text longer than the TOAST threshold, so that it is stored out of line. */
-function bigText(seed: number): string {
-  let s = "";
-  let x = seed;
-  for (let i = 0; i < 6000; i++) {
-    x = (x * 1103515245 + 12345) & 0x7fffffff;
-    s += String.fromCharCode(33 + (x % 90));
-  }
-  return s;
-}
 
 Deno.test("the snapshot and every change kind reach the target exactly, tricky values included", async () => {
   const tables = ["public.items", "public.full_items", "public.trunc"];

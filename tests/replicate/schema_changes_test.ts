@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { Sql } from "../../shared/db.ts";
-import { eventually, fixture } from "./_helpers.ts";
+import { bigText, eventually, fixture } from "./_helpers.ts";
 
 /** Count and md5 of the rows, reading only the columns the source table has now (by name, in its order). */
 async function sourceShaped(source: Sql, sql: Sql, table: string): Promise<string> {
@@ -20,17 +20,6 @@ async function sameAsSource(source: Sql, target: Sql, table: string): Promise<vo
     `${table} on the target to equal the source`,
     async () => (await sourceShaped(source, source, table)) === (await sourceShaped(source, target, table)),
   );
-}
-
-/** Incompressible text longer than the TOAST threshold, so that it is stored out of line. */
-function bigText(seed: number): string {
-  let s = "";
-  let x = seed;
-  for (let i = 0; i < 6000; i++) {
-    x = (x * 1103515245 + 12345) & 0x7fffffff;
-    s += String.fromCharCode(33 + (x % 90));
-  }
-  return s;
 }
 
 Deno.test("columns added, renamed, retyped and dropped on the source while running keep the target right", async () => {

@@ -362,17 +362,11 @@ export async function ensureWarehouseTable(sql: Sql, dialect: Dialect, table: Ta
       await q`insert into ${q(STATE_SCHEMA)}.${q(COLUMNS_TABLE)} (table_name, num, name, type)
               values (${id}, ${num}, ${c.name}, ${c.type})`;
     }
+    // Columns the source once had and no longer has; any other column (added to the warehouse table by
+    // hand, say a load time with a default) is not wharf's to touch.
+    const names = new Set(table.columns.map((c) => c.name));
+    const ever = new Set(recorded.map((r) => r.name));
+    return [...await columnsNow(q)].filter((n) => !names.has(n) && ever.has(n));
   };
-  if (dialect === "postgres") await sql.begin((tx) => apply(tx as unknown as Sql));
-  else await apply(sql);
-  // Columns the source once had and no longer has; any other column (added to the warehouse table by
-  // hand, say a load time with a default) is not wharf's to touch.
-  const names = new Set(table.columns.map((c) => c.name));
-  const ever = new Set(
-    (await sql<{ name: string }[]>`
-      select name from ${sql(STATE_SCHEMA)}.${sql(COLUMNS_TABLE)} where table_name = ${id}`).map((r) =>
-      r.name
-    ),
-  );
-  return [...await columnsNow(sql)].filter((n) => !names.has(n) && ever.has(n));
+  return dialect === "postgres" ? await sql.begin((tx) => apply(tx as unknown as Sql)) : await apply(sql);
 }

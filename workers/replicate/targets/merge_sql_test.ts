@@ -42,6 +42,24 @@ const before = [
   { name: "c", type: "integer", num: 4 },
 ];
 
+/** A Redshift load of `table` from two files: one written `before` the changes, one as `table` is now. */
+const twoFiles = (table: TableInfo): Parameters<typeof redshiftLoadSql> => [
+  {
+    pipeline: "p",
+    bucket: "b",
+    table,
+    kind: "changes",
+    truncate: false,
+    segments: [
+      { key: "k1", columns: before, rows: 1, bytes: 1 },
+      { key: "k2", columns: table.columns, rows: 1, bytes: 1 },
+    ],
+    lsn: 1n,
+  },
+  ["m1", "m2"],
+  { iamRole: "arn:r" },
+];
+
 Deno.test("columnChangesSql() renames, retypes and adds columns, and keeps dropped ones (Postgres)", () => {
   assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a", "b", "c"]), recorded, pk), [
     `alter table "public"."t" rename column "a" to "a2"`,
@@ -114,22 +132,7 @@ Deno.test("files written before column changes load by column number, dropped co
   assert.match(mergeSql("postgres", big, "stage", [5], false, ["b"]).join("\n"), /, "b" = null from /);
 
   // Redshift: the same mapping, and the dropped column in staging only.
-  const rs = loadSql(
-    {
-      pipeline: "p",
-      bucket: "b",
-      table: now,
-      kind: "changes",
-      truncate: false,
-      segments: [
-        { key: "k1", columns: before, rows: 1, bytes: 1 },
-        { key: "k2", columns: now.columns, rows: 1, bytes: 1 },
-      ],
-      lsn: 1n,
-    },
-    ["m1", "m2"],
-    { iamRole: "arn:r" },
-  );
+  const rs = loadSql(...twoFiles(now));
   assert.match(rs[0], /\(_seq bigint, .*"d" character varying\(20\), "b" varchar\(65535\)\)$/);
   assert.match(
     rs[1],
@@ -150,22 +153,7 @@ Deno.test("files written before a column was added with a default get its value 
     sql: `update "stage" set "flag" = $1::text::boolean where "flag" is null`,
     params: ["t"],
   });
-  const rs = redshiftLoadSql(
-    {
-      pipeline: "p",
-      bucket: "b",
-      table,
-      kind: "changes",
-      truncate: false,
-      segments: [
-        { key: "k1", columns: before, rows: 1, bytes: 1 },
-        { key: "k2", columns: table.columns, rows: 1, bytes: 1 },
-      ],
-      lsn: 1n,
-    },
-    ["m1", "m2"],
-    { iamRole: "arn:r" },
-  );
+  const rs = redshiftLoadSql(...twoFiles(table));
   // Right after the first file's COPY, before the second's.
   assert.deepEqual(rs[2], {
     sql: `update "wharf_stage_public_t" set "flag" = $1::varchar(65535)::boolean where "flag" is null`,
