@@ -345,9 +345,12 @@ export async function ensureWarehouseTable(sql: Sql, dialect: Dialect, table: Ta
     });
     const primaryKey = pk.length ? { name: pk[0].name, columns: pk.map((r) => r.col) } : undefined;
     for (const stmt of columnChangesSql(dialect, table, have, recorded, primaryKey)) await q.unsafe(stmt);
-    // A column added with a constant default: the rows already here predate it, and read that value.
+    // A column added with a constant default: the rows already here predate it, and read that value. (A
+    // column renamed just now is not new: its NULLs are values.)
+    const renamed = (c: Column) =>
+      recorded.some((r) => r.num === c.num && r.name !== c.name && have.has(r.name));
     for (const c of table.columns) {
-      if (have.has(c.name) || c.missing === undefined) continue;
+      if (have.has(c.name) || c.missing === undefined || renamed(c)) continue;
       const fill = fillMissingSql(dialect, qualified(table.schema, table.name), c);
       await q.unsafe(fill.sql, fill.params);
     }
