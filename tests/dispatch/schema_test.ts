@@ -49,7 +49,8 @@ Deno.test("a node started on another schema installs dispatch there and runs tha
     // Installed from the admin API: the tables and the claim function a node needs.
     assert.equal((await call("POST", "/schemas", { name: "tenant_b" })).status, 201);
     const [fn] =
-      await sql`select to_regprocedure('tenant_b.dispatch_claim_events(text, integer, jsonb)') is not null as ok`;
+      await sql`select to_regprocedure('tenant_b.dispatch_claim(text, integer, bigint[], tid[], float8[], jsonb)')
+                         is not null as ok`;
     assert.ok(fn.ok);
     const code = `export default async (e, db) => {
       await db.sql\`insert into public.seen values (\${e.id}, \${e.op}, \${e.row_id})\`;
@@ -111,7 +112,7 @@ Deno.test("installing a schema twice is harmless and odd names are quoted or ref
   await sql`insert into "Mixed_Case".dispatch_nodes (node_id, host, pid, bind, lease_until)
             values ('n', 'h', 1, 'b', now() + interval '1 minute')`;
   const claimed =
-    await sql`select id, op, row_id, attempts from "Mixed_Case".dispatch_claim_events('n', 10, null)`;
+    await sql`select id, op, row_id, attempts from "Mixed_Case".dispatch_claim('n', 10, null, null, null, null)`;
   assert.deepEqual(claimed.map((r) => ({ op: r.op, row_id: r.row_id, attempts: r.attempts })), [
     { op: "insert", row_id: "1", attempts: 1 },
   ]);

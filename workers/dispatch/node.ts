@@ -15,7 +15,7 @@ import type { Logger } from "../../shared/log.ts";
 import { abortableSleep, Waker } from "../../shared/worker.ts";
 import { nextRun, parseCron } from "./cron.ts";
 import { SandboxPool, type WireEvent } from "./sandbox.ts";
-import { outcomesJson, OutcomeWriter } from "./outcomes.ts";
+import { outcomeArgs, OutcomeWriter } from "./outcomes.ts";
 import { signatureProblem } from "./sign.ts";
 
 /** How a node is set up. */
@@ -96,6 +96,8 @@ export async function tryAcquireMaster(sql: Sql, schema: string, nodeId: string,
 
 interface Claimed {
   id: string;
+  /** The tuple id of the event's running version, handed back with its outcome. */
+  at: string;
   function_name: string;
   source: string;
   table_schema: string | null;
@@ -279,9 +281,10 @@ async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
 
 /**
  * Claims up to `n` due events, and records the outcomes waiting to be written in the same round trip.
- * Both happen in `<schema>.dispatch_claim_events` (sql/0024_dispatch_claim_events.sql), which reaches every
- * event by key whatever the queue's statistics say. A claim is a HOT update of the queue rows (no indexed
- * column changes). It holds a share lock on the node's own row and does nothing once the master released
+ * Both happen in `<schema>.dispatch_claim` (sql/0026_dispatch_claim_by_tid.sql), which chooses events by the
+ * ready index whatever the queue's statistics say, and updates them, and later moves the done ones, through
+ * their tuple ids (the key where a tuple id no longer fits). A claim is a HOT update of the queue rows (no
+ * indexed column changes). It holds a share lock on the node's own row and does nothing once the master released
  * this node (its lease had expired), so a release never misses a claim that commits after it.
  */
 async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<Claimed[]> {
@@ -290,16 +293,18 @@ async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<
   // If the node was released meanwhile the outcomes are not written: its events went back to the queue
   // and run again.
   const outcomes = writer.take();
+  const a = outcomeArgs(sql, outcomes);
   try {
     const rows = await sql<Claimed[]>`
-    select k.id::text as id, k.function_name, k.source, k.table_schema, k.table_name, k.op, k.row_id,
+    select k.id::text as id, k.at::text as at, k.function_name, k.source, k.table_schema, k.table_name, k.op, k.row_id,
            k.new_row::text as new_row, k.old_row::text as old_row, k.attempts,
            -- The code once per function (on its first event), not once per event.
            case when row_number() over (partition by k.function_name order by k.id) = 1 then f.code end as code,
            case when row_number() over (partition by k.function_name order by k.id) = 1 then f.signature end
              as signature,
            f.timeout_ms, f.max_attempts, f.backoff_ms
-      from ${s}.dispatch_claim_events(${o.nodeId}, ${n}, ${outcomesJson(sql, outcomes)}) k
+      from ${s}.dispatch_claim(${o.nodeId}, ${n}, ${a.done}::bigint[], ${a.doneAt}::tid[],
+                               ${a.doneStartMs}::float8[], ${a.others}) k
       left join ${s}.dispatch_functions f on f.name = k.function_name
      order by k.id`;
     // Every event of a function gets the code its first event carried.
@@ -380,7 +385,7 @@ async function executeBatch(
       const startMs = r.startedAt - ev.claimedAt;
       if (r.ok) {
         status.done++;
-        writer.add({ id: ev.id, state: "done", startMs });
+        writer.add({ id: ev.id, at: ev.at, state: "done", startMs });
         return;
       }
       status.failed++;

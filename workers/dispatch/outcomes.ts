@@ -20,6 +20,8 @@ import { abortableSleep, backoffMs } from "../../shared/worker.ts";
 /** What became of one attempt. */
 export interface Outcome {
   id: string;
+  /** The tuple id its claim returned (`at`): a done event is found through it, without an index. */
+  at?: string;
   /** `done`, `dead`, or `pending` (a retry after `delayMs`). */
   state: "done" | "dead" | "pending";
   delayMs?: number;
@@ -61,7 +63,7 @@ export class OutcomeWriter {
 
   /**
    * Hands over up to `maxBatch` queued outcomes for a statement that records them together with a claim
-   * (`dispatch_claim_events`): one round trip instead of two. The caller must return them with
+   * (`dispatch_claim`): one round trip instead of two. The caller must return them with
    * {@linkcode putBack} if that statement fails.
    */
   take(): Outcome[] {
@@ -106,25 +108,39 @@ export class OutcomeWriter {
   /** One statement for a batch: done or dead (moved to the history), or back to pending after a delay. */
   async write(batch: Outcome[]): Promise<void> {
     const s = this.sql(this.schema);
-    await this.sql`select from ${s}.dispatch_claim_events(${this.nodeId}, 0, ${
-      outcomesJson(this.sql, batch)
-    })`;
+    const a = outcomeArgs(this.sql, batch);
+    await this.sql`select from ${s}.dispatch_claim(${this.nodeId}, 0, ${a.done}::bigint[], ${a.doneAt}::tid[],
+                                                     ${a.doneStartMs}::float8[], ${a.others})`;
   }
 }
 
 /**
- * `batch` as the `p_outcomes` argument of `<schema>.dispatch_claim_events` (sql/0024_dispatch_claim_events.sql),
- * or null when empty. There, done and dead events move from the queue to the history and retries go back to
- * pending, due after their delay; only events still running under the node are touched.
+ * `batch` as the arguments of `<schema>.dispatch_claim` (sql/0026_dispatch_claim_by_tid.sql): done events as
+ * three arrays (id, tuple id, ms from claim to start), which the database reads without a JSON parse and
+ * finds by tuple id; dead events and retries as JSON (null when there are none), found by key. There, done
+ * and dead events move from the queue to the history and retries go back to pending, due after their delay;
+ * only events still running under the node are touched.
  */
-export function outcomesJson(sql: Sql, batch: Outcome[]) {
-  if (!batch.length) return null;
-  return sql.json(batch.map((o) => ({
-    id: o.id,
-    state: o.state,
-    delay_ms: o.delayMs ?? 0,
-    error: o.error ?? null,
-    stack: o.stack ?? null,
-    start_ms: o.startMs ?? null,
-  })));
+export function outcomeArgs(sql: Sql, batch: Outcome[]) {
+  const done: string[] = [];
+  const doneAt: (string | null)[] = [];
+  const doneStartMs: (string | null)[] = [];
+  const others: Record<string, string | number | null>[] = [];
+  for (const o of batch) {
+    if (o.state === "done") {
+      done.push(o.id);
+      doneAt.push(o.at ?? null);
+      doneStartMs.push(o.startMs === undefined ? null : String(o.startMs));
+    } else {
+      others.push({
+        id: o.id,
+        state: o.state,
+        delay_ms: o.delayMs ?? 0,
+        error: o.error ?? null,
+        stack: o.stack ?? null,
+        start_ms: o.startMs ?? null,
+      });
+    }
+  }
+  return { done, doneAt, doneStartMs, others: others.length ? sql.json(others) : null };
 }
