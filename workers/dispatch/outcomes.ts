@@ -130,7 +130,7 @@ export function outcomeArgs(sql: Sql, batch: Outcome[]) {
     if (o.state === "done") {
       done.push(o.id);
       doneAt.push(o.at ?? null);
-      doneStartMs.push(o.startMs === undefined ? null : String(o.startMs));
+      doneStartMs.push(Number.isFinite(o.startMs) ? String(o.startMs) : null);
     } else {
       others.push({
         id: o.id,
