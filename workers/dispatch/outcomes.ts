@@ -114,23 +114,27 @@ export class OutcomeWriter {
   }
 }
 
+/** A tuple id as Postgres prints it, and an event id. */
+const TID = /^\(\d+,\d+\)$/;
+const ID = /^\d+$/;
+
 /**
  * `batch` as the arguments of `<schema>.dispatch_claim` (sql/0026_dispatch_claim_by_tid.sql): done events as
- * three arrays (id, tuple id, ms from claim to start), which the database reads without a JSON parse and
- * finds by tuple id; dead events and retries as JSON (null when there are none), found by key. There, done
+ * three array literals (id, tuple id, ms from claim to start), which the database reads without a JSON parse
+ * and finds by tuple id; dead events and retries as JSON (null when there are none), found by key. There, done
  * and dead events move from the queue to the history and retries go back to pending, due after their delay;
- * only events still running under the node are touched.
+ * only events still running under the node are touched. The literals are written here, where every element
+ * is known to need no quoting, rather than escaped element by element by the driver (about 1 µs per event).
  */
 export function outcomeArgs(sql: Sql, batch: Outcome[]) {
-  const done: string[] = [];
-  const doneAt: (string | null)[] = [];
-  const doneStartMs: (string | null)[] = [];
+  let done = "", doneAt = "", doneStartMs = "";
   const others: Record<string, string | number | null>[] = [];
   for (const o of batch) {
-    if (o.state === "done") {
-      done.push(o.id);
-      doneAt.push(o.at ?? null);
-      doneStartMs.push(Number.isFinite(o.startMs) ? String(o.startMs) : null);
+    if (o.state === "done" && ID.test(o.id)) {
+      const sep = done ? "," : "";
+      done += sep + o.id;
+      doneAt += sep + (o.at && TID.test(o.at) ? `"${o.at}"` : "NULL");
+      doneStartMs += sep + (Number.isFinite(o.startMs) ? String(o.startMs) : "NULL");
     } else {
       others.push({
         id: o.id,
@@ -142,5 +146,10 @@ export function outcomeArgs(sql: Sql, batch: Outcome[]) {
       });
     }
   }
-  return { done, doneAt, doneStartMs, others: others.length ? sql.json(others) : null };
+  return {
+    done: `{${done}}`,
+    doneAt: `{${doneAt}}`,
+    doneStartMs: `{${doneStartMs}}`,
+    others: others.length ? sql.json(others) : null,
+  };
 }
