@@ -52,6 +52,15 @@ interface LaneItem {
 const QUEUE_PAUSE_BYTES = 4 * 1024 * 1024;
 /** Silence (ms) after a commit that makes the stream count as caught up, so the batch is cut at once. */
 const IDLE_CUT_MS = 20;
+/**
+ * After a read of the stream shorter than READ_COALESCE_BELOW bytes, the socket rests READ_COALESCE_MS so
+ * that the server's messages gather in the kernel and come in one read. Read as they arrive, the stream came
+ * in reads of about 5 KiB (40 messages), each a wakeup, an op and a chunk for the parser: 35,000 reads in the
+ * bench, about a fifth of the worker's CPU. Resting 1 ms, about 3,500 reads of 40 KiB. A longer read means
+ * the worker is behind, and it reads on at once.
+ */
+const READ_COALESCE_MS = 1;
+const READ_COALESCE_BELOW = 32 * 1024;
 
 /** A pipeline's settings. */
 export interface PipelineOptions {
@@ -738,6 +747,20 @@ async function runSession(
         _connection?: { removeAllListeners(e: string): void; on(e: string, f: Listener): void };
       })._connection;
       if (!conn) return;
+      const stream = socket() as
+        | { on(e: "data", f: (b: Uint8Array) => void): void; pause(): void; resume(): void }
+        | undefined;
+      let resting: ReturnType<typeof setTimeout> | undefined;
+      stream?.on("data", (b) => {
+        if (resting !== undefined || b.length >= READ_COALESCE_BELOW || sessionAbort.signal.aborted) return;
+        stream.pause();
+        resting = setTimeout(() => {
+          resting = undefined;
+          // Unless the queue's backpressure paused it meanwhile (it resumes the socket itself).
+          if (!socketPaused) stream.resume();
+        }, READ_COALESCE_MS);
+      });
+      sessionAbort.signal.addEventListener("abort", () => clearTimeout(resting), { once: true });
       conn.removeAllListeners("copyData");
       conn.on("copyData", ({ chunk }) => {
         const tag = chunk[0];
