@@ -284,8 +284,8 @@ async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
  * Both happen in `<schema>.dispatch_claim` (sql/0026_dispatch_claim_by_tid.sql), which chooses events by the
  * ready index whatever the queue's statistics say, and updates them, and later moves the done ones, through
  * their tuple ids (the key where a tuple id no longer fits). A claim is a HOT update of the queue rows (no
- * indexed column changes). It holds a share lock on the node's own row and does nothing once the master released
- * this node (its lease had expired), so a release never misses a claim that commits after it.
+ * indexed column changes). It holds a share lock on the node's own row and does nothing once the master
+ * released this node (its lease had expired), so a release never misses a claim that commits after it.
  */
 async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<Claimed[]> {
   const { sql } = o;
