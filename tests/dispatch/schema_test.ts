@@ -126,3 +126,34 @@ Deno.test("installing a schema twice is harmless and odd names are quoted or ref
   }
   assert.equal((await sql`select count(*)::int as n from public.t`)[0].n, 1);
 });
+
+Deno.test("the history's event-list index is ascending in control and in a node's schema, and lists newest first", async () => {
+  await using db = await createTestDatabase();
+  const { sql } = db;
+  const def = async (schema: string) =>
+    (await sql`select pg_get_indexdef(${schema + ".dispatch_history_fn_idx"}::regclass) as d`)[0].d as string;
+  assert.match(await def("control"), /\(function_name, state, id\)$/);
+  // Installed as before (descending), then rebuilt by what a node runs at its start; once only.
+  await sql`select control.dispatch_install_schema('tenant_h')`;
+  assert.match(await def("tenant_h"), /id DESC\)$/);
+  await installSchema(sql, "tenant_h");
+  assert.match(await def("tenant_h"), /\(function_name, state, id\)$/);
+  const [again] = await sql`select control.dispatch_history_index('tenant_h') as rebuilt`;
+  assert.equal(again.rebuilt, false);
+  await sql`
+    insert into tenant_h.dispatch_history (id, function_name, source, state, attempts, run_at, created_at)
+    select g, case when g % 100 = 0 then 'a' else 'b' end, 'manual', case when g % 300 = 0 then 'dead' else 'done' end,
+           1, now(), now()
+      from generate_series(1, 3000) g`;
+  await sql`analyze tenant_h.dispatch_history`;
+  await sql.begin(async (tx) => {
+    // A rare function: its newest events by the index, read backwards, not by a scan of the whole history.
+    const q = tx`select id from tenant_h.dispatch_events
+                  where function_name = 'a' and state = 'done' and id < 2000 order by id desc limit 3`;
+    const plan = (await tx`explain select id from tenant_h.dispatch_history
+                            where function_name = 'a' and state = 'done' and id < 2000 order by id desc limit 3`)
+      .map((r) => r["QUERY PLAN"]).join("\n");
+    assert.match(plan, /Index (Only )?Scan Backward using dispatch_history_fn_idx/);
+    assert.deepEqual((await q).map((r) => Number(r.id)), [1900, 1700, 1600]);
+  });
+});

@@ -73,6 +73,7 @@ export async function installSchema(sql: Sql, schema: string): Promise<void> {
   if (schema === "control") return;
   await sql`select control.dispatch_install_schema(${schema})`;
   await sql`select control.dispatch_install_claim(${schema})`;
+  await sql`select control.dispatch_history_index(${schema})`;
 }
 
 /** Delay before retry number `attempt` (1-based): base · 2^(attempt-1), capped at an hour, ±50 % jitter. */
