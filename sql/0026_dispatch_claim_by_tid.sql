@@ -70,23 +70,12 @@ begin
                f.started_at, clock_timestamp()
           from finished f;
         get diagnostics v_moved = row_count;
-        -- Not all there: the rest by key (those moved above are gone for this statement).
+        -- Not all there: all of them join the outcomes found by key below (those moved above are gone for
+        -- that statement).
         if v_moved < cardinality(p_done) then
-          with finished as (
-            delete from %1$I.dispatch_queue e
-             using unnest(p_done, p_done_start_ms) as v(id, start_ms)
-             where e.id = v.id and e.claimed_by = p_node and e.state = 'running'
-            returning e.id, e.function_name, e.source, e.table_schema, e.table_name, e.op, e.row_id,
-                      e.new_row, e.old_row, e.attempts, e.run_at, e.created_at, e.claimed_by, e.claimed_at,
-                      coalesce(e.claimed_at + v.start_ms * interval '1 millisecond', e.started_at) as started_at
-          )
-          insert into %1$I.dispatch_history (id, function_name, source, table_schema, table_name, op, row_id,
-                                             new_row, old_row, state, attempts, run_at, created_at, claimed_by,
-                                             claimed_at, started_at, finished_at)
-          select f.id, f.function_name, f.source, f.table_schema, f.table_name, f.op, f.row_id, f.new_row,
-                 f.old_row, 'done', f.attempts, f.run_at, f.created_at, f.claimed_by, f.claimed_at,
-                 f.started_at, clock_timestamp()
-            from finished f;
+          p_outcomes := coalesce(p_outcomes, '[]'::jsonb) || (
+            select jsonb_agg(jsonb_build_object('id', d.id, 'state', 'done', 'start_ms', d.start_ms))
+              from unnest(p_done, p_done_start_ms) as d(id, start_ms));
         end if;
       end if;
       if p_outcomes is not null and jsonb_array_length(p_outcomes) > 0 then
