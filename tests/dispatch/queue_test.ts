@@ -14,6 +14,28 @@ import { HISTORY_DELETE_BATCH, trimHistory } from "../../workers/dispatch/node.t
 const count = async (db: TestDatabase, table: string) =>
   (await db.sql`select count(*)::int as n from ${db.sql("control")}.${db.sql(table)}`)[0].n as number;
 
+type Conn = Awaited<ReturnType<TestDatabase["sql"]["reserve"]>>;
+
+/** `public.<table>`, whose inserts queue events for a no-op function, and a live node `node` to claim as. */
+async function noopTableAndNode(conn: Conn, table: string, node: string): Promise<void> {
+  await conn`create table ${conn("public")}.${conn(table)} (id int primary key)`;
+  await conn`insert into control.dispatch_functions (name, code) values ('noop', 'export default () => {}')`;
+  await conn`insert into control.dispatch_triggers (table_schema, table_name, function_name)
+             values ('public', ${table}, 'noop')`;
+  await conn`select control.dispatch_install('public', ${table})`;
+  await conn`insert into control.dispatch_nodes (node_id, host, pid, bind, lease_until)
+             values (${node}, 'h', 1, 'b', now() + interval '1 hour')`;
+}
+
+/** Sequential and index scans of the queue so far (`conn`'s statistics flushed first). */
+async function queueScans(conn: Conn): Promise<{ seq: number; idx: number }> {
+  await conn`select pg_stat_force_next_flush()`;
+  await conn`select pg_stat_clear_snapshot()`;
+  const [s] = await conn`select seq_scan::int as seq, idx_scan::int as idx
+                           from pg_stat_user_tables where relid = 'control.dispatch_queue'::regclass`;
+  return s as { seq: number; idx: number };
+}
+
 Deno.test("finished events move from the queue to the history, and claims are HOT updates of the queue", async () => {
   await using db = await createTestDatabase();
   await db.sql`create table public.items (id int primary key)`;
@@ -234,26 +256,13 @@ Deno.test("a burst after the queue was analyzed in a quiet moment is claimed and
   // Everything here runs on one connection, whose statistics are flushed before each reading.
   const conn = await db.sql.reserve();
   try {
-    await conn`create table public.burst (id int primary key)`;
-    await conn`insert into control.dispatch_functions (name, code) values ('noop', 'export default () => {}')`;
-    await conn`insert into control.dispatch_triggers (table_schema, table_name, function_name)
-               values ('public', 'burst', 'noop')`;
-    await conn`select control.dispatch_install('public', 'burst')`;
-    await conn`insert into control.dispatch_nodes (node_id, host, pid, bind, lease_until)
-               values ('probe', 'h', 1, 'b', now() + interval '1 hour')`;
+    await noopTableAndNode(conn, "burst", "probe");
     // A quiet moment when autovacuum looks: a few events running, none pending. Then a burst.
     await conn`insert into public.burst select g from generate_series(1, 200) g`;
     await conn`update control.dispatch_queue set state = 'running', claimed_by = 'probe'`;
     await conn`analyze control.dispatch_queue`;
     await conn`insert into public.burst select g from generate_series(201, 10200) g`;
-    /** Sequential and index scans of the queue so far. */
-    const scans = async () => {
-      await conn`select pg_stat_force_next_flush()`;
-      await conn`select pg_stat_clear_snapshot()`;
-      const [s] = await conn`select seq_scan::int as seq, idx_scan::int as idx
-                               from pg_stat_user_tables where relid = 'control.dispatch_queue'::regclass`;
-      return s as { seq: number; idx: number };
-    };
+    const scans = () => queueScans(conn);
     /** What `run` did to the queue's scan counts, in a transaction rolled back afterwards. */
     const scansOf = async (run: () => Promise<unknown>) => {
       const before = await scans();
@@ -336,25 +345,12 @@ Deno.test("done events are found by the tuple id their claim returned, by key on
   await using db = await createTestDatabase();
   const conn = await db.sql.reserve();
   try {
-    await conn`create table public.t (id int primary key)`;
-    await conn`insert into control.dispatch_functions (name, code) values ('noop', 'export default () => {}')`;
-    await conn`insert into control.dispatch_triggers (table_schema, table_name, function_name)
-               values ('public', 't', 'noop')`;
-    await conn`select control.dispatch_install('public', 't')`;
-    await conn`insert into control.dispatch_nodes (node_id, host, pid, bind, lease_until)
-               values ('n', 'h', 1, 'b', now() + interval '1 hour')`;
+    await noopTableAndNode(conn, "t", "n");
     await conn`insert into public.t select g from generate_series(1, 30) g`;
     const claimed = await conn<{ id: string; at: string }[]>`
       select id::text as id, at::text as at from control.dispatch_claim('n', 30, null, null, null, null) order by id`;
     assert.equal(claimed.length, 30);
-    /** Index scans of the queue so far (this connection's statistics flushed first). */
-    const idxScans = async () => {
-      await conn`select pg_stat_force_next_flush()`;
-      await conn`select pg_stat_clear_snapshot()`;
-      const [s] = await conn`select idx_scan::int as n from pg_stat_user_tables
-                              where relid = 'control.dispatch_queue'::regclass`;
-      return s.n as number;
-    };
+    const idxScans = async () => (await queueScans(conn)).idx;
     const finish = (evs: { id: string; at: string | null }[]) =>
       conn`select from control.dispatch_claim('n', 0, ${evs.map((e) => e.id)}::bigint[],
              ${evs.map((e) => e.at)}::tid[], ${evs.map(() => "2.5")}::float8[], null)`;
