@@ -3,7 +3,7 @@
  * (a small file can declare a huge image: a decompression bomb), EXIF orientation is applied, and the
  * output is a fresh JPEG, so no metadata of the upload (GPS, camera, comments) survives.
  */
-import sharp from "sharp";
+import sharp, { type Metadata } from "sharp";
 
 /** Thumbnail settings. */
 export interface ThumbnailOptions {
@@ -68,7 +68,7 @@ async function whyRejected(
   o: ThumbnailOptions,
   cause: unknown,
 ): Promise<ImageRejectedError> {
-  let meta: sharp.Metadata;
+  let meta: Metadata;
   try {
     meta = await sharp(input, { limitInputPixels: false }).metadata();
   } catch (e) {
