@@ -63,11 +63,13 @@ Deno.test("with the target down for a while the slot holds the changes and the p
     const [held] = await source.sql`select (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint::int as lag
                                       from pg_replication_slots where slot_name = ${slot}`;
     assert.ok(held.lag > 0, "the slot is not acknowledged past unloaded changes");
-    const [p] = await source.sql`select state, last_error from control.replicate_pipelines where name = ${
-      "p" + id
-    }`;
-    assert.equal(p.state, "retrying");
-    assert.ok(p.last_error);
+    // The control row follows the in-memory state at the next status write (every 200 ms here).
+    const row = async () =>
+      (await source.sql`select state, last_error from control.replicate_pipelines where name = ${"p" + id}`)[
+        0
+      ];
+    await eventually("the control row to report retrying", async () => (await row())?.state === "retrying");
+    assert.ok((await row()).last_error);
     pg = await own.start();
     await converged(source.sql, tsql, ["public.t"], 45_000);
     await eventually("lag to drop", () => Promise.resolve(status.state === "streaming"));
