@@ -7,7 +7,7 @@
  * `BENCH_EVENTS` (default 100000) sets the batch size; `BENCH_CONCURRENCY` (default 24) the per-node
  * concurrency for both; `BENCH_PREFETCH` (default 500) how many events each side fetches ahead. The defaults
  * are graphile-worker's own performance guide's settings (`concurrentJobs: 24`, `maxPoolSize: 25`,
- * `localQueue: { size: 500 }`, batch delays 0): its best, measured; with 64 ahead it ran about a third slower.
+ * `localQueue: { size: 500 }`, batch delays 0): its best, measured; with 64 ahead it ran a quarter to a third slower.
  * `BENCH_ONLY=dispatch` skips graphile-worker (for quick comparisons of dispatch changes; the ratio is then 0).
  */
 import process from "node:process";
