@@ -64,10 +64,12 @@ Deno.test("with the target down for a while the slot holds the changes and the p
                                       from pg_replication_slots where slot_name = ${slot}`;
     assert.ok(held.lag > 0, "the slot is not acknowledged past unloaded changes");
     // The control row follows the in-memory state at the next status write (every 200 ms here).
-    const row = async () =>
-      (await source.sql`select state, last_error from control.replicate_pipelines where name = ${"p" + id}`)[
-        0
-      ];
+    const row = async () => {
+      const [r] = await source.sql`select state, last_error from control.replicate_pipelines where name = ${
+        "p" + id
+      }`;
+      return r;
+    };
     await eventually("the control row to report retrying", async () => (await row())?.state === "retrying");
     assert.ok((await row()).last_error);
     pg = await own.start();
