@@ -32,6 +32,8 @@ import { cpuMsOf, peakRssMiB, procStat, report, type Row } from "./_util.ts";
 const ROWS = Number(Deno.env.get("BENCH_ROWS") ?? 1_000_000);
 const CHANGES = Number(Deno.env.get("BENCH_CHANGES") ?? 200_000);
 const PEER_BINARY = Deno.env.get("BENCH_PEER_BINARY") !== "0";
+/** The worker's batch file format (`REPLICATE_FILE_FORMAT`): binary, like the peer; `BENCH_FORMAT=csv` for CSV. */
+const FORMAT = Deno.env.get("BENCH_FORMAT") === "csv" ? "csv" : "binary";
 const TABLES = ["t1", "t2", "t3"];
 const MAIN = fromFileUrl(new URL("../workers/replicate/main.ts", import.meta.url));
 /** Extra `deno run` flags for the worker (e.g. `--cpu-prof --cpu-prof-dir=…` to profile it). */
@@ -258,6 +260,7 @@ async function runWharf(
         REPLICATE_TARGET_URL: pgUrl("dst_wharf"),
         REPLICATE_BUCKET: "bench-warehouse",
         REPLICATE_SPOOL_DIR: join(tmp, "spool"),
+        REPLICATE_FILE_FORMAT: FORMAT,
         S3_ENDPOINT: s3Endpoint,
         S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
         S3_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
@@ -363,6 +366,7 @@ try {
     peer_seconds: Number(Number(peer.seconds).toFixed(2)),
     peer_workload_s: Number(Number(peer.workload_s).toFixed(2)),
     peer_binary: PEER_BINARY,
+    format: FORMAT,
     rows_per_s: Math.round(Number(ours.rows_per_s)),
     peer_rows_per_s: Math.round(Number(peer.rows_per_s)),
     peak_lag_mib: Number(Number(ours.peak_lag_mib).toFixed(1)),

@@ -14,7 +14,12 @@ const TRICKY = [
   "\\x00",
 ];
 
-Deno.test("the snapshot and every change kind reach the target exactly, tricky values included", async () => {
+for (const format of ["csv", "binary"] as const) {
+  Deno.test(`the snapshot and every change kind reach the target exactly, tricky values included (${format} files)`, () =>
+    changeKinds(format));
+}
+
+async function changeKinds(format: "csv" | "binary"): Promise<void> {
   const tables = ["public.items", "public.full_items", "public.trunc"];
   await using f = await fixture(async (sql) => {
     await sql`create table public.items (id int primary key, name text, note text, data bytea, big text,
@@ -31,7 +36,7 @@ Deno.test("the snapshot and every change kind reach the target exactly, tricky v
     await sql`insert into public.full_items select g, 'v' || g from generate_series(1, 20) g`;
     await sql`insert into public.trunc select g, 'old' || g from generate_series(1, 5) g`;
   }, tables);
-  const p = f.start();
+  const p = f.start({ format });
   await converged(f.source.sql, f.target.sql, tables);
   const [snap] = await f.source.sql`select snapshot_state, snapshot_rows from control.replicate_tables
                                      where table_name = 'public.items'`;
@@ -91,8 +96,11 @@ Deno.test("the snapshot and every change kind reach the target exactly, tricky v
   assert.equal(pl.state, "streaming");
   const keys = await s`select s3_key from control.replicate_batches where pipeline = ${f.pipeline}`;
   assert.ok(keys.length > 0);
+  // The files are in the format asked for.
+  const ext = format === "binary" ? ".pgcopy" : ".csv";
+  assert.deepEqual(keys.filter((k) => !k.s3_key.endsWith(ext)), []);
   // Every applied batch is on S3 (the load commits only after its upload).
   for (const k of keys) await f.s3.send(new HeadObjectCommand({ Bucket: f.bucket, Key: k.s3_key }));
   assert.equal(await checksum(f.target.sql, "public.trunc"), await checksum(s, "public.trunc"));
   await p.stop();
-});
+}

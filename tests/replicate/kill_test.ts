@@ -6,7 +6,12 @@ import { checksum, converged, eventually, fixture } from "./_helpers.ts";
 
 const MAIN = fromFileUrl(new URL("../../workers/replicate/main.ts", import.meta.url));
 
-Deno.test("kill -9 of the worker during a load, then a restart, leaves the target equal to the source", async () => {
+for (const format of ["csv", "binary"] as const) {
+  Deno.test(`kill -9 of the worker during a load, then a restart, leaves the target equal to the source (${format} files)`, () =>
+    killAndRestart(format));
+}
+
+async function killAndRestart(format: "csv" | "binary"): Promise<void> {
   const tables = ["public.load_a", "public.load_b"];
   await using f = await fixture(async (sql) => {
     await sql`create table public.load_a (id int primary key, v text)`;
@@ -24,6 +29,7 @@ Deno.test("kill -9 of the worker during a load, then a restart, leaves the targe
     REPLICATE_BATCH_ROWS: "300",
     REPLICATE_BATCH_MS: "50",
     REPLICATE_SPOOL_DIR: f.spoolDir,
+    REPLICATE_FILE_FORMAT: format,
     OPS_PORT: "0",
     WHARF_LOG_LEVEL: "info",
   };
@@ -85,4 +91,4 @@ Deno.test("kill -9 of the worker during a load, then a restart, leaves the targe
     logFile.close();
     assert.equal(st.code, 0);
   }
-});
+}

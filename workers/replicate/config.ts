@@ -21,6 +21,7 @@ export const ReplicateConfig = z.object({
   REPLICATE_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "must be an S3 bucket name"),
   REPLICATE_BATCH_ROWS: z.coerce.number().int().min(1).max(10_000_000).default(50_000),
   REPLICATE_BATCH_MS: z.coerce.number().int().min(10).max(600_000).default(250),
+  REPLICATE_FILE_FORMAT: z.enum(["csv", "binary"]).default("csv"),
   REPLICATE_SPOOL_DIR: z.string().optional(),
   REPLICATE_WAL_WARN_BYTES: z.coerce.number().int().min(0).default(1024 ** 3),
   REDSHIFT_IAM_ROLE: z.string().optional(),

@@ -99,6 +99,7 @@ if (import.meta.main) {
             spoolDir,
             batchRows: c.REPLICATE_BATCH_ROWS,
             batchMs: c.REPLICATE_BATCH_MS,
+            format: c.REPLICATE_FILE_FORMAT,
             walWarnBytes: c.REPLICATE_WAL_WARN_BYTES,
             control,
             log: ctx.log,

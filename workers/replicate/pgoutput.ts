@@ -42,7 +42,17 @@ export const KIND_NULL = 0x6e; // 'n'
 export const KIND_UNCHANGED = 0x75; // 'u'
 /** A value in text form. */
 export const KIND_TEXT = 0x74; // 't'
-const KIND_BINARY = 0x62; // 'b'
+/** A value in its type's binary form (its `typsend` output), in a `binary` session. */
+export const KIND_BINARY = 0x62; // 'b'
+
+/**
+ * Thrown when a `binary` session meets what it cannot write as binary batch files (a column of a type
+ * without binary send and receive functions, or a user-defined type). The pipeline then starts a new
+ * session in text, which replays from the slot: nothing is lost, the batch being built is thrown away.
+ */
+export class TextFallback extends Error {
+  override name = "TextFallback";
+}
 
 const raw = (s: string) => s;
 const SLAB = 256 * 1024;
@@ -51,9 +61,20 @@ function int32(b: Uint8Array, o: number): number {
   return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3];
 }
 
-/** A pgoutput plugin for `publications`: row changes as {@linkcode RawChange}, the rest parsed (text values). */
-export function textPgoutputPlugin(publications: string[]): StreamPlugin {
+/**
+ * A pgoutput plugin for `publications`: row changes as {@linkcode RawChange}, the rest parsed (text values).
+ * With `binary`, the server sends each value with its type's send function where the type has one
+ * (`KIND_BINARY`), which costs it less than text output.
+ */
+export function textPgoutputPlugin(publications: string[], o: { binary?: boolean } = {}): StreamPlugin {
   const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: publications });
+  if (o.binary) {
+    type Client = { query(sql: string): Promise<unknown> };
+    const start = plugin.start.bind(plugin) as (c: Client, slot: string, lsn: string) => Promise<unknown>;
+    // The library's START_REPLICATION has no binary option: its statement, with the option added.
+    (plugin as unknown as { start: typeof start }).start = (client, slot, lsn) =>
+      start({ query: (sql) => client.query(sql.replace(/\)$/, ", binary 'true')")) }, slot, lsn);
+  }
   const parser = (plugin as unknown as { parser: Record<string, unknown> }).parser;
   const readColumn = (parser.readRelationColumn as (r: unknown) => Record<string, unknown>).bind(parser);
   parser.readRelationColumn = (reader: unknown) => ({ ...readColumn(reader), parser: raw });

@@ -27,13 +27,21 @@ import {
   OP_DELETE,
   OP_INSERT,
   type StreamMessage,
+  TextFallback,
   textPgoutputPlugin,
   Tuple,
 } from "./pgoutput.ts";
 import { uploadFile } from "./s3.ts";
-import { type Column, describeTable, publishedTables, tableId, type TableInfo } from "./schema.ts";
+import {
+  binaryTypeOids,
+  type Column,
+  describeTable,
+  publishedTables,
+  tableId,
+  type TableInfo,
+} from "./schema.ts";
 import { openSnapshot, progressBar, runSnapshot, type SnapshotOptions } from "./snapshot.ts";
-import { BatchSpool, TableSpool } from "./spool.ts";
+import { BatchSpool, type FileFormat, TableSpool } from "./spool.ts";
 import type { Segment, Target } from "./targets/target.ts";
 
 /** A segment with its local file. */
@@ -77,6 +85,14 @@ export interface PipelineOptions {
   batchRows: number;
   /** …or this long after its first transaction. */
   batchMs: number;
+  /**
+   * The batch files' format. `csv` (the default) for any target. `binary`: Postgres's binary COPY format,
+   * for a Postgres target: the source sends values with their types' send functions and the target reads
+   * them with the receive functions, which costs both less than text. A session whose tables have a
+   * column of a type without a binary form (user-defined, or without binary send and receive functions)
+   * writes CSV; the snapshot's files are always CSV.
+   */
+  format?: FileFormat;
   /** Retained WAL above this logs a warning and shows on the console. */
   walWarnBytes: number;
   /** Where the control tables are (the wharf database); no control rows when absent. */
@@ -162,6 +178,8 @@ export async function runPipeline(
         instance_id = excluded.instance_id, updated_at = now()`;
   }
   let attempt = 0;
+  /** Set when a binary session met a type it cannot carry: later sessions of this run are text. */
+  const session = { textOnly: false };
   while (!signal.aborted) {
     if (control) {
       const [p] = await control<{ paused: boolean }[]>`
@@ -174,10 +192,16 @@ export async function runPipeline(
       }
     }
     try {
-      await runSession(o, signal, status, log, m, setState);
+      await runSession(o, signal, status, log, m, setState, session);
       attempt = 0;
     } catch (e) {
       if (signal.aborted) break;
+      if (e instanceof TextFallback && !session.textOnly) {
+        // Not a failure: the next session reads the same changes again, in text.
+        log.info("batch files in CSV from now on", { reason: e.message });
+        session.textOnly = true;
+        continue;
+      }
       const message = (e as Error).message ?? String(e);
       log.warn("session ended with an error; retrying", { error: e, attempt });
       await setState("retrying", message);
@@ -196,6 +220,7 @@ async function runSession(
   log: Logger,
   m: Metrics,
   setState: (s: string, e?: string) => Promise<void>,
+  session: { textOnly: boolean },
 ): Promise<void> {
   const source = connectPostgres(o.sourceUrl, {
     max: 3,
@@ -287,6 +312,23 @@ async function runSession(
       }
     }
     for (const t of tables.values()) await o.target.ensureTable(t);
+    // Binary batch files when asked for and every published column's type has a binary form here.
+    const binaryOids = o.format === "binary" && o.target.kind === "postgres" && !session.textOnly
+      ? await binaryTypeOids(source)
+      : undefined;
+    const binary = binaryOids !== undefined &&
+      [...tables.values()].every((t) => t.columns.every((c) => c.oid !== undefined && binaryOids.has(c.oid)));
+    if (binaryOids && !binary) {
+      log.info("batch files in CSV: a published column's type has no binary form", {
+        columns: [...tables.values()].flatMap((t) =>
+          t.columns.filter((c) => c.oid === undefined || !binaryOids.has(c.oid)).map((c) =>
+            `${tableId(t)}.${c.name}`
+          )
+        ),
+      });
+    }
+    /** Per relation oid, the wire types of its columns (binary sessions): a new array when they change. */
+    const wireTypes = new Map<number, number[]>();
     // A stop asked for while the session was being set up ends it here, before the stream starts.
     sessionAbort.signal.throwIfAborted();
 
@@ -306,7 +348,7 @@ async function runSession(
     const newBatch = async () => {
       const dir = join(o.spoolDir, `batch-${Date.now()}-${++batchNo}`);
       await Deno.mkdir(dir, { recursive: true });
-      return new BatchSpool(dir, batch?.seq ?? 0);
+      return new BatchSpool(dir, batch?.seq ?? 0, { format: binary ? "binary" : "csv" });
     };
     batch = await newBatch();
     let failure: ((e: unknown) => void) | undefined;
@@ -472,7 +514,8 @@ async function runSession(
         const segments = await spool.close();
         if (!segments.length && !spool.truncate) continue;
         for (const [i, s] of segments.entries()) {
-          s.key = `${o.name}/${id}/${formatLsn(b.endLsn).replace("/", "-")}-${i + 1}.csv`;
+          const ext = s.format === "binary" ? "pgcopy" : "csv";
+          s.key = `${o.name}/${id}/${formatLsn(b.endLsn).replace("/", "-")}-${i + 1}.${ext}`;
         }
         const eager = Promise.all(segments.map((s) => uploadFile(o.s3, o.bucket, s.key, s.path)));
         eager.catch(() => {});
@@ -614,6 +657,19 @@ async function runSession(
           return;
         case "relation": {
           relationIds.set(msg.relationOid, `${msg.schema}.${msg.name}`);
+          if (binary) {
+            const bad = msg.columns.find((c) => !binaryOids!.has(c.typeOid));
+            if (bad) {
+              throw new TextFallback(
+                `column ${bad.name} of ${msg.schema}.${msg.name} has a type without a binary form here`,
+              );
+            }
+            const oids = msg.columns.map((c) => c.typeOid);
+            const was = wireTypes.get(msg.relationOid);
+            if (!was || was.length !== oids.length || was.some((x, i) => x !== oids[i])) {
+              wireTypes.set(msg.relationOid, oids);
+            }
+          }
           const known = tables.get(`${msg.schema}.${msg.name}`);
           return relationTable(msg).then((info) => {
             if (info && info !== known) dirty.add(tableId(info));
@@ -625,6 +681,11 @@ async function runSession(
           if (!info || skip(id!)) return;
           const spool = b.spool(id!, info);
           if (spool.table !== info) spool.table = info;
+          if (binary) {
+            const wire = wireTypes.get(msg.relationOid);
+            if (!wire) throw new Error(`Cannot write a change of ${id}: no relation message came before it`);
+            spool.wire = wire;
+          }
           b.rows++;
           decodeChange(msg, change);
           if (msg.op === OP_INSERT) return spool.writeTuple(++b.seq, "I", msg.bytes, change.new);
@@ -733,7 +794,7 @@ async function runSession(
       if (idle) ack(lsn);
       else if (reply) ack(acked);
     };
-    const plugin = textPgoutputPlugin([o.publication]);
+    const plugin = textPgoutputPlugin([o.publication], { binary });
     service.on("data", (_lsn: string, msg: StreamMessage) => onData(msg, 200));
     service.on("heartbeat", (lsn: string, _ts: number, reply: boolean) => onHeartbeat(parseLsn(lsn), reply));
     service.on("error", (e: Error) => failure?.(e));

@@ -20,6 +20,8 @@ export interface Column {
    * stream never carries it.
    */
   missing?: string;
+  /** The source column's type oid (`atttypid`), when read from the catalog. */
+  oid?: number;
 }
 
 /**
@@ -53,6 +55,7 @@ export async function describeTable(sql: Sql, schema: string, name: string): Pro
       name: string;
       type: string;
       num: number;
+      oid: number;
       missing: string | null;
       builtin: boolean;
       pk: boolean;
@@ -60,6 +63,7 @@ export async function describeTable(sql: Sql, schema: string, name: string): Pro
     }[]
   >`
     select a.attname as name, format_type(a.atttypid, a.atttypmod) as type, a.attnum::int as num,
+           a.atttypid::int as oid,
            case when a.atthasmissing then (a.attmissingval::text::text[])[1] end as missing,
            t.typnamespace = 'pg_catalog'::regnamespace as builtin,
            coalesce(a.attnum = any(pk.indkey), false) as pk,
@@ -78,6 +82,7 @@ export async function describeTable(sql: Sql, schema: string, name: string): Pro
     name: r.name,
     type: r.builtin ? r.type : "text",
     num: r.num,
+    oid: r.oid,
     ...(r.missing === null ? {} : { missing: r.missing }),
   }));
   let key = rows.filter((r) => r.pk).map((r) => r.name);
@@ -96,4 +101,24 @@ export async function publishedTables(
     select schemaname as schema, tablename as name from pg_publication_tables
      where pubname = ${publication} order by 1, 2`;
   return rows.map((r) => ({ schema: r.schema, name: r.name }));
+}
+
+/**
+ * The built-in types whose values a `binary` session can carry into `COPY … (FORMAT binary)` files: types
+ * of `pg_catalog` with binary send and receive functions (and so their element type, for arrays), but
+ * for the `reg*` types (their binary form is an oid of the source database, their text a name) and the
+ * planner's internal types (whose receive functions refuse every value). A user-defined type's binary
+ * form may hold oids the target does not share.
+ */
+export async function binaryTypeOids(sql: Sql): Promise<Set<number>> {
+  const rows = await sql<{ oid: number }[]>`
+    with usable as (
+      select oid from pg_type
+       where typnamespace = 'pg_catalog'::regnamespace and oid < 16384 and typsend <> 0 and typreceive <> 0
+         and typname !~ '^reg' and typname not in ('pg_node_tree', 'pg_ndistinct', 'pg_dependencies',
+                                                  'pg_mcv_list', 'pg_brin_bloom_summary',
+                                                  'pg_brin_minmax_multi_summary'))
+    select t.oid::int as oid from pg_type t
+     where t.oid in (select oid from usable) and (t.typelem = 0 or t.typelem in (select oid from usable))`;
+  return new Set(rows.map((r) => r.oid));
 }

@@ -13,10 +13,16 @@
  * would cost a scan of every byte. The twin is dropped (and its files removed) at the first row that is
  * not an insert, and by the table whose row takes a batch's twins past {@linkcode PLAIN_TWIN_LIMIT} bytes, so
  * that a huge bulk load does not take twice its size on disk (the target then strips the change columns).
+ *
+ * In a `binary` session the files are `COPY … (FORMAT binary)` instead ({@linkcode BINARY_HEADER}): the
+ * change columns `_seq` (int8), `_op` and `_unchanged` (text), then each value as the message holds it
+ * (a length, then its type's send output: the very layout of a binary COPY field). A file's columns then
+ * also have their wire types (`Segment.wire`, the relation message's type oids), and a new file starts
+ * when they change.
  */
 import { join } from "node:path";
 import { writeAll } from "../../shared/io.ts";
-import { KIND_TEXT, KIND_UNCHANGED, type Tuple } from "./pgoutput.ts";
+import { KIND_BINARY, KIND_NULL, KIND_TEXT, KIND_UNCHANGED, TextFallback, type Tuple } from "./pgoutput.ts";
 import type { Segment } from "./targets/target.ts";
 import { type Column, columnNum, type TableInfo } from "./schema.ts";
 
@@ -28,11 +34,43 @@ const QUOTE = 0x22;
 const COMMA = 0x2c;
 const NULL_FIELD = [0x5c, 0x4e]; // \N
 
+/** The batch file format: CSV (see `csv.ts`), or Postgres's binary COPY format. */
+export type FileFormat = "csv" | "binary";
+
+/** A binary COPY file's header: signature, flags (none), header extension length (none). */
+export const BINARY_HEADER = new Uint8Array([
+  0x50,
+  0x47,
+  0x43,
+  0x4f,
+  0x50,
+  0x59,
+  0x0a,
+  0xff,
+  0x0d,
+  0x0a,
+  0x00, // PGCOPY\n\377\r\n\0
+  0,
+  0,
+  0,
+  0,
+  0,
+  0,
+  0,
+  0,
+]);
+/** A binary COPY file's trailer: a field count of -1. */
+const BINARY_TRAILER = [0xff, 0xff];
+/** Type oids of int2, int4 and int8, whose binary values the key tracking reads as numbers. */
+const INT_OIDS = new Set([21, 23, 20]);
+
 interface OpenSegment {
   unchanged: Set<number>;
   path: string;
   file: Deno.FsFile;
   columns: Column[];
+  /** Wire type oids of the columns (binary files). */
+  wire?: number[];
   rows: number;
   bytes: number;
   /** The plain twin (see above), while every row is an insert. */
@@ -58,6 +96,21 @@ export function integerKey(msg: Uint8Array, start: number, len: number): number 
     v = v * 10 + d;
   }
   return negative ? -v : v;
+}
+
+/**
+ * The value of the big-endian two's complement integer of `len` (2, 4 or 8) bytes at `msg[start]` when it
+ * fits a double exactly; else undefined. The same answer as {@linkcode integerKey} of its text.
+ */
+export function binaryIntegerKey(msg: Uint8Array, start: number, len: number): number | undefined {
+  if (len === 2) return ((msg[start] << 24) | (msg[start + 1] << 16)) >> 16;
+  const hi = (msg[start] << 24) | (msg[start + 1] << 16) | (msg[start + 2] << 8) | msg[start + 3];
+  if (len === 4) return hi;
+  if (len !== 8 || hi > 0x1fffff || hi < -0x200000) return undefined;
+  const lo = ((msg[start + 4] << 24) | (msg[start + 5] << 16) | (msg[start + 6] << 8) | msg[start + 7]) >>> 0;
+  const v = hi * 0x100000000 + lo;
+  // integerKey reads at most 15 characters of text
+  return v < 1e15 && v > -1e14 ? v : undefined;
 }
 
 /** What is left of a batch's {@linkcode PLAIN_TWIN_LIMIT}, shared by its tables. */
@@ -102,10 +155,21 @@ export class TableSpool {
   readonly #slug: string;
 
   readonly #budget: TwinBudget;
+  readonly format: FileFormat;
+  /** Wire type oids of the rows being written (binary), see {@linkcode wire}. */
+  #wire: number[] | undefined;
+  /** The key columns' wire types when the key tracking started (binary). */
+  #keyWire: string | undefined;
 
-  constructor(dir: string, table: TableInfo, budget: TwinBudget = { left: PLAIN_TWIN_LIMIT }) {
+  constructor(
+    dir: string,
+    table: TableInfo,
+    budget: TwinBudget = { left: PLAIN_TWIN_LIMIT },
+    format: FileFormat = "csv",
+  ) {
     this.#dir = dir;
     this.#budget = budget;
+    this.format = format;
     this.#table = table;
     this.#keyIdx = TableSpool.#keyIndexes(table);
     this.#slug = `${table.schema}.${table.name}`.replace(/[^A-Za-z0-9_.-]/g, "_");
@@ -128,6 +192,19 @@ export class TableSpool {
     this.#keyIdx = TableSpool.#keyIndexes(table);
   }
 
+  /**
+   * The wire types (the relation message's type oids) of the rows that follow, in a binary session: set
+   * before each row (a new array when they change, which starts a new file).
+   */
+  set wire(wire: number[]) {
+    if (wire === this.#wire) return;
+    this.#wire = wire;
+    const sig = this.#keyIdx.map((i) => wire[i]).join(",");
+    // Keys seen as values of other types may not compare as bytes: stop tracking (answer "maybe not").
+    if (this.#keyWire !== undefined && sig !== this.#keyWire) this.#keys = undefined;
+    this.#keyWire = sig;
+  }
+
   /** Rows written since the last truncate. */
   get rows(): number {
     return this.segments.reduce((a, s) => a + s.rows, 0);
@@ -135,19 +212,33 @@ export class TableSpool {
 
   async #current(): Promise<OpenSegment> {
     const last = this.segments.at(-1);
-    if (last && last.columns === this.#table.columns) return last;
+    if (last && last.columns === this.#table.columns && last.wire === this.#wire) return last;
+    const binary = this.format === "binary";
+    if (binary && !this.#wire) {
+      throw new Error("Cannot write a binary batch file: the row's types are unknown");
+    }
+    if (binary && this.#wire!.length !== this.#table.columns.length) {
+      // The stream's columns are not the table's as known (a stream behind a column change of a table that
+      // just joined): text files load by name and number whatever the types.
+      throw new TextFallback(
+        `The stream's columns of ${this.#table.schema}.${this.#table.name} are not its known ones`,
+      );
+    }
+    if (last && binary) this.#endBinary(last);
     await this.#flush();
-    const path = join(this.#dir, `${this.#slug}.${++this.#n}.csv`);
+    const ext = binary ? "pgcopy" : "csv";
+    const path = join(this.#dir, `${this.#slug}.${++this.#n}.${ext}`);
     const seg: OpenSegment = {
       path,
       file: await Deno.open(path, { write: true, create: true, truncate: true }),
       columns: this.#table.columns,
+      ...(binary ? { wire: this.#wire } : {}),
       rows: 0,
       bytes: 0,
       unchanged: new Set<number>(),
     };
     if (this.#plainOn) {
-      const plain = join(this.#dir, `${this.#slug}.${this.#n}.plain.csv`);
+      const plain = join(this.#dir, `${this.#slug}.${this.#n}.plain.${ext}`);
       seg.plain = {
         path: plain,
         file: await Deno.open(plain, { write: true, create: true, truncate: true }),
@@ -155,7 +246,27 @@ export class TableSpool {
       };
     }
     this.segments.push(seg);
+    if (binary) {
+      this.#reserve(BINARY_HEADER.length).set(BINARY_HEADER, this.#len);
+      this.#len += BINARY_HEADER.length;
+      if (seg.plain) this.#plainPut(BINARY_HEADER);
+    }
     return seg;
+  }
+
+  /** Appends `bytes` to the plain twin's buffer. */
+  #plainPut(bytes: Uint8Array): void {
+    this.#plainBuf = withRoom(this.#plainBuf, this.#plainLen, this.#plainLen + bytes.length);
+    this.#plainBuf.set(bytes, this.#plainLen);
+    this.#plainLen += bytes.length;
+  }
+
+  /** Ends binary segment `seg` (the last one, whose bytes are buffered): its trailer. */
+  #endBinary(seg: OpenSegment): void {
+    const buf = this.#reserve(2);
+    buf[this.#len++] = BINARY_TRAILER[0];
+    buf[this.#len++] = BINARY_TRAILER[1];
+    if (seg.plain) this.#plainPut(new Uint8Array(BINARY_TRAILER));
   }
 
   /** Stops writing the plain twins and removes their files (in the background, until `close`). */
@@ -203,8 +314,106 @@ export class TableSpool {
    */
   writeTuple(seq: number, op: "I" | "U" | "D", msg: Uint8Array, tuple: Tuple): Promise<void> | undefined {
     const last = this.segments.at(-1);
-    if (last && last.columns === this.#table.columns) return this.#append(last, seq, op, msg, tuple);
-    return this.#current().then((seg) => this.#append(seg, seq, op, msg, tuple));
+    if (last && last.columns === this.#table.columns && last.wire === this.#wire) {
+      return this.format === "binary"
+        ? this.#appendBinary(last, seq, op, msg, tuple)
+        : this.#append(last, seq, op, msg, tuple);
+    }
+    return this.#current().then((seg) =>
+      this.format === "binary"
+        ? this.#appendBinary(seg, seq, op, msg, tuple)
+        : this.#append(seg, seq, op, msg, tuple)
+    );
+  }
+
+  /** {@linkcode writeTuple} for a binary file (see the top of this file). */
+  #appendBinary(
+    seg: OpenSegment,
+    seq: number,
+    op: "I" | "U" | "D",
+    msg: Uint8Array,
+    t: Tuple,
+  ): Promise<void> | undefined {
+    const ncols = seg.columns.length;
+    const n = Math.min(t.n, ncols);
+    // Worst case: the message's bytes (the values with their lengths are in it), a NULL's length per
+    // column, the change columns and the unchanged marks.
+    const buf = this.#reserve(64 + ncols * 12 + msg.length);
+    let p = this.#len;
+    const fields = 3 + ncols;
+    buf[p++] = fields >> 8;
+    buf[p++] = fields & 0xff;
+    // _seq: int8
+    buf[p++] = 0, buf[p++] = 0, buf[p++] = 0, buf[p++] = 8;
+    const hi = Math.floor(seq / 0x100000000);
+    const lo = seq >>> 0;
+    buf[p++] = hi >>> 24, buf[p++] = (hi >>> 16) & 0xff, buf[p++] = (hi >>> 8) & 0xff, buf[p++] = hi & 0xff;
+    buf[p++] = lo >>> 24, buf[p++] = (lo >>> 16) & 0xff, buf[p++] = (lo >>> 8) & 0xff, buf[p++] = lo & 0xff;
+    // _op: one character
+    buf[p++] = 0, buf[p++] = 0, buf[p++] = 0, buf[p++] = 1;
+    buf[p++] = op.charCodeAt(0);
+    // _unchanged: ",3,7," (the columns' numbers) or "-"; its length is written once known
+    const lenAt = p;
+    p += 4;
+    let marked = false;
+    if (op !== "D") {
+      for (let i = 0; i < n; i++) {
+        if (t.kind[i] !== KIND_UNCHANGED) continue;
+        if (!marked) buf[p++] = COMMA;
+        marked = true;
+        const num = columnNum(seg.columns, i);
+        seg.unchanged.add(num);
+        const d = String(num);
+        for (let j = 0; j < d.length; j++) buf[p++] = d.charCodeAt(j);
+        buf[p++] = COMMA;
+      }
+    }
+    if (!marked) buf[p++] = 0x2d; // -
+    const ulen = p - lenAt - 4;
+    buf[lenAt] = 0, buf[lenAt + 1] = 0, buf[lenAt + 2] = ulen >> 8, buf[lenAt + 3] = ulen & 0xff;
+    const data = p;
+    for (let i = 0; i < ncols; i++) {
+      const k = i < n ? t.kind[i] : KIND_NULL;
+      if (k === KIND_BINARY) {
+        // The length and the value, as the message has them.
+        const from = t.start[i] - 4;
+        const end = t.start[i] + t.len[i];
+        if (end - from <= 64) { for (let j = from; j < end; j++) buf[p++] = msg[j]; }
+        else {
+          buf.set(msg.subarray(from, end), p);
+          p += end - from;
+        }
+      } else if (k === KIND_NULL || k === KIND_UNCHANGED) {
+        buf[p++] = 0xff, buf[p++] = 0xff, buf[p++] = 0xff, buf[p++] = 0xff;
+      } else {
+        throw new TextFallback(
+          `Column ${
+            seg.columns[i]?.name
+          } of ${this.#table.schema}.${this.#table.name} came as text in a binary session`,
+        );
+      }
+    }
+    this.#len = p;
+    if (op !== "I") {
+      this.#insertsOnly = false;
+      if (this.#plainOn) this.#dropPlain();
+    }
+    if (seg.plain) {
+      const size = 2 + p - data;
+      this.#plainBytes += size;
+      if ((this.#budget.left -= size) < 0) this.#dropPlain();
+      else {
+        this.#plainBuf = withRoom(this.#plainBuf, this.#plainLen, this.#plainLen + size);
+        const pb = this.#plainBuf;
+        pb[this.#plainLen] = ncols >> 8;
+        pb[this.#plainLen + 1] = ncols & 0xff;
+        pb.set(buf.subarray(data, p), this.#plainLen + 2);
+        this.#plainLen += size;
+      }
+    }
+    if (this.#keys) this.#trackKey(msg, t);
+    seg.rows++;
+    return this.#len >= FLUSH_AT ? this.#flush() : undefined;
   }
 
   #append(
@@ -299,8 +508,12 @@ export class TableSpool {
     const keys = this.#keys!;
     const idx = this.#keyIdx;
     let entry: string | number | undefined;
-    if (idx.length === 1 && idx[0] >= 0 && idx[0] < t.n && t.kind[idx[0]] === KIND_TEXT) {
-      entry = integerKey(msg, t.start[idx[0]], t.len[idx[0]]);
+    if (idx.length === 1 && idx[0] >= 0 && idx[0] < t.n) {
+      const i = idx[0];
+      if (t.kind[i] === KIND_TEXT) entry = integerKey(msg, t.start[i], t.len[i]);
+      else if (t.kind[i] === KIND_BINARY && INT_OIDS.has(this.#wire?.[i] ?? 0)) {
+        entry = binaryIntegerKey(msg, t.start[i], t.len[i]);
+      }
     }
     if (entry === undefined) {
       let k = "";
@@ -309,7 +522,7 @@ export class TableSpool {
           this.#keys = undefined;
           return;
         }
-        if (i < t.n && t.kind[i] === KIND_TEXT) {
+        if (i < t.n && (t.kind[i] === KIND_TEXT || t.kind[i] === KIND_BINARY)) {
           const s = t.start[i];
           const end = s + t.len[i];
           for (let j = s; j < end; j += 4096) {
@@ -348,7 +561,7 @@ export class TableSpool {
   static distinctAcross(spools: TableSpool[]): boolean {
     const sets: Set<string | number>[] = [];
     for (const s of spools) {
-      if (!s.#keys) return false;
+      if (!s.#keys || s.#keyWire !== spools[0].#keyWire) return false;
       sets.push(s.#keys);
     }
     if (sets.reduce((a, k) => a + k.size, 0) > KEY_TRACK_LIMIT) return false;
@@ -382,6 +595,8 @@ export class TableSpool {
 
   /** Flushes and closes the files; returns them as segments (key left empty for the uploader). */
   async close(): Promise<(Segment & { path: string })[]> {
+    const last = this.segments.at(-1);
+    if (last && this.format === "binary") this.#endBinary(last);
     await this.#flush();
     await Promise.all(this.#removing.splice(0));
     this.#buf = new Uint8Array(0);
@@ -397,6 +612,7 @@ export class TableSpool {
       rows: s.rows,
       bytes: s.bytes,
       unchanged: [...s.unchanged],
+      ...(s.wire ? { format: "binary" as const, wire: s.wire } : {}),
       ...(s.plain ? { plain: { path: s.plain.path, bytes: s.plain.bytes } } : {}),
     }));
   }
@@ -423,17 +639,21 @@ export class BatchSpool {
    * `seq` continues from the previous batch, so batches loaded together keep their order.
    * `plainTwinLimit`: see {@linkcode PLAIN_TWIN_LIMIT}.
    */
-  constructor(dir: string, seq = 0, o: { plainTwinLimit?: number } = {}) {
+  constructor(dir: string, seq = 0, o: { plainTwinLimit?: number; format?: FileFormat } = {}) {
     this.dir = dir;
     this.seq = seq;
     this.#twins = { left: o.plainTwinLimit ?? PLAIN_TWIN_LIMIT };
+    this.format = o.format ?? "csv";
   }
+
+  /** The format of the batch's files. */
+  readonly format: FileFormat;
 
   /** The spool of `table` (created on first use). */
   spool(id: string, table: TableInfo): TableSpool {
     let s = this.tables.get(id);
     if (!s) {
-      s = new TableSpool(this.dir, table, this.#twins);
+      s = new TableSpool(this.dir, table, this.#twins, this.format);
       this.tables.set(id, s);
     }
     return s;

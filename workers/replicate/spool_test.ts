@@ -11,7 +11,7 @@ import {
   Tuple,
 } from "./pgoutput.ts";
 import type { TableInfo } from "./schema.ts";
-import { BatchSpool, integerKey, TableSpool } from "./spool.ts";
+import { BatchSpool, binaryIntegerKey, integerKey, TableSpool } from "./spool.ts";
 
 const enc = new TextEncoder();
 
@@ -273,4 +273,153 @@ Deno.test("several batches of a table count as distinct only when no key repeats
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** A pgoutput tuple in a binary session: bytes are a binary value, null is NULL, undefined unchanged. */
+function binaryTuple(values: (Uint8Array | null | undefined)[]): number[] {
+  const out = [values.length >> 8, values.length & 255];
+  for (const v of values) {
+    if (v === null) out.push(0x6e);
+    else if (v === undefined) out.push(0x75);
+    else {out.push(
+        0x62,
+        (v.length >>> 24) & 255,
+        (v.length >>> 16) & 255,
+        (v.length >>> 8) & 255,
+        v.length & 255,
+        ...v,
+      );}
+  }
+  return out;
+}
+
+function binaryMessage(op: number, values: (Uint8Array | null | undefined)[]): RawChange {
+  const bytes = new Uint8Array([op, 0, 0, 0, 42, 0x4e, ...binaryTuple(values)]);
+  return { tag: "raw", op, relationOid: 42, bytes };
+}
+
+/** Reads a binary COPY file: its rows, each field's bytes or null. */
+function readBinaryCopy(file: Uint8Array): (Uint8Array | null)[][] {
+  const view = new DataView(file.buffer, file.byteOffset, file.byteLength);
+  assert.deepEqual([...file.subarray(0, 11)], [...enc.encode("PGCOPY\n"), 0xff, 0x0d, 0x0a, 0]);
+  assert.equal(view.getInt32(11), 0);
+  assert.equal(view.getInt32(15), 0);
+  const rows: (Uint8Array | null)[][] = [];
+  let p = 19;
+  for (;;) {
+    const n = view.getInt16(p);
+    p += 2;
+    if (n === -1) break;
+    const row: (Uint8Array | null)[] = [];
+    for (let i = 0; i < n; i++) {
+      const len = view.getInt32(p);
+      p += 4;
+      if (len === -1) row.push(null);
+      else {
+        row.push(file.slice(p, p + len));
+        p += len;
+      }
+    }
+    rows.push(row);
+  }
+  assert.equal(p, file.length, "nothing after the trailer");
+  return rows;
+}
+
+const int8 = (v: bigint) => {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigInt64(0, v);
+  return b;
+};
+
+Deno.test("binary batch files: binary COPY rows with the change columns, a plain twin, a new file when types change", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const batch = new BatchSpool(dir, 0, { format: "binary" });
+    const spool = batch.spool("public.t", TABLE);
+    const d = fresh();
+    const wire = [20, 25, 25];
+    spool.wire = wire;
+    const nul = new Uint8Array([0, 1, 0]);
+    const write = async (seq: number, values: (Uint8Array | null | undefined)[]) => {
+      const msg = binaryMessage(OP_INSERT, values);
+      decodeChange(msg, d);
+      await spool.writeTuple(seq, "I", msg.bytes, d.new);
+    };
+    await write(1, [int8(1n), enc.encode('a,"b"\n'), null]);
+    await write(2, [int8(-5n), new Uint8Array(0), nul]);
+    assert.equal(spool.distinctKeys, true);
+    // Another type for the key: a new file (its values are another type's bytes).
+    spool.wire = [23, 25, 25];
+    await write(3, [new Uint8Array([0, 0, 0, 7]), enc.encode("x"), null]);
+    const segments = await spool.close();
+    assert.equal(segments.length, 2);
+    assert.deepEqual(segments.map((s) => [s.format, s.wire, s.rows]), [["binary", wire, 2], ["binary", [
+      23,
+      25,
+      25,
+    ], 1]]);
+    assert.ok(segments.every((s) => s.path.endsWith(".pgcopy") && s.plain?.path.endsWith(".plain.pgcopy")));
+    const rows = readBinaryCopy(await Deno.readFile(segments[0].path));
+    const text = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));
+    assert.deepEqual(rows.map((r) => [new DataView(r[0]!.buffer).getBigInt64(0), text(r[1]), text(r[2])]), [
+      [1n, "I", "-"],
+      [2n, "I", "-"],
+    ]);
+    assert.deepEqual(rows.map((r) => r.slice(3)), [[int8(1n), enc.encode('a,"b"\n'), null], [
+      int8(-5n),
+      new Uint8Array(0),
+      nul,
+    ]]);
+    // The twin: the same rows without the change columns.
+    const plain = readBinaryCopy(await Deno.readFile(segments[0].plain!.path));
+    assert.deepEqual(plain, rows.map((r) => r.slice(3)));
+    assert.equal(segments[0].bytes, (await Deno.stat(segments[0].path)).size);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("binary batch files: unchanged values are marked and NULL, a text value is refused", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const batch = new BatchSpool(dir, 0, { format: "binary" });
+    const spool = batch.spool("public.t", TABLE);
+    spool.wire = [20, 25, 25];
+    const d = fresh();
+    const msg = binaryMessage(OP_UPDATE, [int8(9n), enc.encode("v"), undefined]);
+    decodeChange(msg, d);
+    await spool.writeTuple(1, "U", msg.bytes, d.new);
+    const [seg] = await spool.close();
+    assert.equal(seg.plain, undefined, "an update drops the twin");
+    assert.deepEqual(seg.unchanged, [3]);
+    const [row] = readBinaryCopy(await Deno.readFile(seg.path));
+    assert.deepEqual([new TextDecoder().decode(row[1]!), new TextDecoder().decode(row[2]!), row[5]], [
+      "U",
+      ",3,",
+      null,
+    ]);
+
+    const other = new BatchSpool(dir, 0, { format: "binary" }).spool("public.t", TABLE);
+    other.wire = [20, 25, 25];
+    const text = message(OP_INSERT, { new: ["1", "a", null] });
+    decodeChange(text, d);
+    await assert.rejects(
+      async () => await other.writeTuple(1, "I", text.bytes, d.new),
+      (e: Error) => e.name === "TextFallback",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("binary integer keys read as the numbers their text would", () => {
+  const edges = [999999999999999n, 1000000000000000n, -99999999999999n, -100000000000000n, 9007199254740993n];
+  for (const v of [0n, 1n, -1n, 2147483647n, -2147483648n, ...edges]) {
+    const b = int8(v);
+    const t = enc.encode(String(v));
+    assert.equal(binaryIntegerKey(b, 0, 8), integerKey(t, 0, t.length), String(v));
+  }
+  assert.equal(binaryIntegerKey(new Uint8Array([0xff, 0xfe]), 0, 2), -2);
+  assert.equal(binaryIntegerKey(new Uint8Array([0x80, 0, 0, 0]), 0, 4), -2147483648);
 });

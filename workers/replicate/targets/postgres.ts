@@ -26,6 +26,16 @@ import {
 import { type Segment, STATE_SCHEMA, STATE_TABLE, type TableBatch, type Target } from "./target.ts";
 
 const COPY_OPTIONS = `(format csv, null '\\N')`;
+const BINARY_OPTIONS = `(format binary)`;
+/** The change columns as every staging table has them (see `createStagingSql`). */
+const CHANGE_COLUMNS = `_seq bigint, _op char(1), _unchanged varchar(4096)`;
+
+/** A column of a table in the target, as its catalog has it. */
+interface TargetColumn {
+  oid: number;
+  /** `format_type()`: the type with its modifier. */
+  type: string;
+}
 
 /** Bytes read from a local batch file per COPY data message. */
 const COPY_CHUNK = 512 * 1024;
@@ -173,7 +183,23 @@ export class PostgresTarget implements Target {
         const extra = droppedColumns(batch.table, batch.segments);
         first.push(tx.unsafe(createStagingSql("postgres", batch.table, staging, extra)));
       }
-      const [, [cur]] = await all(first) as [unknown, { lsn: string }[]];
+      // Binary files load as they are only into columns of their values' types: the destination's are read.
+      const binary = batch.kind === "changes" && batch.segments.some((s) => s.format === "binary");
+      if (binary) {
+        first.push(tx<{ name: string; oid: number; type: string }[]>`
+          select attname as name, atttypid::int as oid, format_type(atttypid, atttypmod) as type
+            from pg_attribute
+           where attrelid = ${
+          staging ? quoteIdent(staging) : t
+        }::regclass and attnum > 0 and not attisdropped`);
+      }
+      const [, [cur], ...rest] = await all(first) as [unknown, { lsn: string }[], ...unknown[]];
+      const destTypes = new Map<string, TargetColumn>();
+      if (binary) {
+        for (const c of rest.at(-1) as { name: string; oid: number; type: string }[]) {
+          destTypes.set(c.name, c);
+        }
+      }
       if (cur && batch.kind === "changes" && parseLsn(cur.lsn) >= batch.lsn) {
         await tx`rollback`;
         open = false;
@@ -189,18 +215,41 @@ export class PostgresTarget implements Target {
         // Inserts of keys the target cannot hold yet: appended straight into the table, no merge.
         if (batch.truncate) await tx.unsafe(`truncate ${t}`);
         for (const [i, seg] of batch.segments.entries()) {
-          await this.#copy(tx, `copy ${t} (${names[i]}) from stdin ${COPY_OPTIONS}`, batch.bucket, seg, true);
+          if (seg.format === "binary") {
+            await this.#copyBinary(
+              tx,
+              t,
+              loadNames(batch.table, seg.columns),
+              false,
+              batch.bucket,
+              seg,
+              destTypes,
+            );
+          } else {
+            await this.#copy(
+              tx,
+              `copy ${t} (${names[i]}) from stdin ${COPY_OPTIONS}`,
+              batch.bucket,
+              seg,
+              true,
+            );
+          }
         }
       } else {
         if (batch.truncate) await tx.unsafe(`truncate ${t}`);
         for (const [i, seg] of batch.segments.entries()) {
           const cols = `_seq, _op, _unchanged${names[i] ? ", " + names[i] : ""}`;
-          await this.#copy(
-            tx,
-            `copy ${quoteIdent(staging)} (${cols}) from stdin ${COPY_OPTIONS}`,
-            batch.bucket,
-            seg,
-          );
+          if (seg.format === "binary") {
+            const into = loadNames(batch.table, seg.columns);
+            await this.#copyBinary(tx, quoteIdent(staging), into, true, batch.bucket, seg, destTypes);
+          } else {
+            await this.#copy(
+              tx,
+              `copy ${quoteIdent(staging)} (${cols}) from stdin ${COPY_OPTIONS}`,
+              batch.bucket,
+              seg,
+            );
+          }
           for (const c of missing[i]) {
             const fill = fillMissingSql("postgres", quoteIdent(staging), c);
             await tx.unsafe(fill.sql, fill.params);
@@ -247,6 +296,59 @@ export class PostgresTarget implements Target {
     }
   }
 
+  /**
+   * Loads binary segment `seg` into `dest` (a quoted name: the staging table, with the change columns, or
+   * the table itself, without), its data columns into the columns named `into`. When every value's type
+   * is the destination column's, the file is copied straight in (the plain twin into the table). Else
+   * (a column retyped since the file was written, or the table's types made by hand), and for a table
+   * load without a plain twin, it is copied into a temporary table typed like the file, then inserted
+   * with each differing value cast through its text form, as a CSV load would read it.
+   */
+  async #copyBinary(
+    tx: postgres.ReservedSql<Record<string, unknown>>,
+    dest: string,
+    into: string[],
+    changeColumns: boolean,
+    bucket: string,
+    seg: Segment,
+    destTypes: Map<string, TargetColumn>,
+  ): Promise<void> {
+    const wire = seg.wire ?? [];
+    if (wire.length !== into.length) {
+      throw new Error(`Cannot load a binary batch file: ${into.length} columns but ${wire.length} types`);
+    }
+    const same = into.every((n, j) => destTypes.get(n)?.oid === wire[j]);
+    const cols = into.map(quoteIdent);
+    if (same && (changeColumns || seg.plain)) {
+      const list = (changeColumns ? ["_seq", "_op", "_unchanged", ...cols] : cols).join(", ");
+      await this.#copy(
+        tx,
+        `copy ${dest} (${list}) from stdin ${BINARY_OPTIONS}`,
+        bucket,
+        seg,
+        !changeColumns,
+      );
+      return;
+    }
+    const names = await tx<{ type: string }[]>`
+      select format_type(o::oid, null) as type from unnest(${"{" + wire.join(",") + "}"}::int[])
+        with ordinality x(o, n) order by n`;
+    const file = `wharf_file_${crypto.randomUUID().slice(0, 8)}`;
+    const fileCols = wire.map((_, j) => `c${j + 1} ${names[j].type}`);
+    await tx.unsafe(
+      `create temp table ${file} (${[CHANGE_COLUMNS, ...fileCols].join(", ")}) on commit drop`,
+    );
+    await this.#copy(tx, `copy ${file} from stdin ${BINARY_OPTIONS}`, bucket, seg);
+    const values = into.map((n, j) => {
+      const d = destTypes.get(n);
+      return d && d.oid !== wire[j] ? `c${j + 1}::text::${d.type}` : `c${j + 1}`;
+    });
+    const list = changeColumns ? ["_seq", "_op", "_unchanged", ...cols] : cols;
+    const select = changeColumns ? ["_seq", "_op", "_unchanged", ...values] : values;
+    await tx.unsafe(`insert into ${dest} (${list.join(", ")}) select ${select.join(", ")} from ${file}`);
+    await tx.unsafe(`drop table ${file}`);
+  }
+
   async #copy(
     tx: postgres.ReservedSql<Record<string, unknown>>,
     statement: string,
@@ -256,6 +358,9 @@ export class PostgresTarget implements Target {
   ): Promise<void> {
     if (stripChangeColumns && seg.plain) {
       return await copyLocalFile(tx, statement, seg.plain.path, seg.plain.bytes, false);
+    }
+    if (stripChangeColumns && seg.format === "binary") {
+      throw new Error("Cannot strip the change columns of a binary batch file");
     }
     if (seg.path) return await copyLocalFile(tx, statement, seg.path, seg.bytes, stripChangeColumns);
     const body = await openObject(this.#s3, bucket, seg.key);

@@ -23,6 +23,16 @@ export interface Segment {
    */
   unchanged?: number[];
   /**
+   * `binary`: the file is in `COPY … (FORMAT binary)` (written by a binary session for a Postgres target);
+   * absent: CSV (see `csv.ts`).
+   */
+  format?: "binary";
+  /**
+   * Binary files: the type oid of each data column's values (the source's, as the stream sent them), which
+   * a target must load into columns of the same types (else through a cast from their text form).
+   */
+  wire?: number[];
+  /**
    * The same bytes in a local file, when the loader has them (the worker that wrote the batch): a
    * target that loads through its client reads that instead of downloading the object again.
    */
