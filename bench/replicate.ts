@@ -14,7 +14,8 @@
  * subscription, `binary = true` (values sent with the types' binary send functions and read with their
  * receive functions: measured in seven interleaved pairs, about 1 s less CPU in the apply worker and 7 %
  * less time than the default text format; `BENCH_PEER_BINARY=0` gives the peer text), a target without
- * extra indexes. Ours runs as a separate process with its defaults.
+ * extra indexes. Ours runs as a separate process with its defaults but for the batch files' format:
+ * binary (`REPLICATE_FILE_FORMAT=binary`), like the peer; `BENCH_FORMAT=csv` gives it CSV, the default.
  */
 import { CreateBucketCommand } from "@aws-sdk/client-s3";
 import { fileURLToPath as fromFileUrl } from "node:url";
@@ -32,7 +33,7 @@ import { cpuMsOf, peakRssMiB, procStat, report, type Row } from "./_util.ts";
 const ROWS = Number(Deno.env.get("BENCH_ROWS") ?? 1_000_000);
 const CHANGES = Number(Deno.env.get("BENCH_CHANGES") ?? 200_000);
 const PEER_BINARY = Deno.env.get("BENCH_PEER_BINARY") !== "0";
-/** The worker's batch file format (`REPLICATE_FILE_FORMAT`): binary, like the peer; `BENCH_FORMAT=csv` for CSV. */
+/** The worker's batch file format (`REPLICATE_FILE_FORMAT`). */
 const FORMAT = Deno.env.get("BENCH_FORMAT") === "csv" ? "csv" : "binary";
 const TABLES = ["t1", "t2", "t3"];
 const MAIN = fromFileUrl(new URL("../workers/replicate/main.ts", import.meta.url));

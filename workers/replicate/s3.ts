@@ -50,7 +50,7 @@ export async function uploadFile(client: S3Client, bucket: string, key: string, 
         Key: key,
         Body: body,
         ContentLength: size,
-        ContentType: "text/csv",
+        ContentType: path.endsWith(".csv") ? "text/csv" : "application/octet-stream",
       }),
     );
   if (size <= IN_MEMORY_UPLOAD && inMemory + size <= IN_MEMORY_BUDGET) {
