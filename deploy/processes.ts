@@ -180,7 +180,9 @@ export const PROCESSES: ProcessSpec[] = [
       REPLICATE_CONFIG: "settings come from the environment, not a JSON file",
       REDSHIFT_IAM_ROLE: "only with REPLICATE_TARGET=redshift (set it then, with a redshift:// target)",
       REPLICATE_BATCH_ROWS: "the default (50 000 rows a batch)",
-      REPLICATE_BATCH_MS: "the default (1 s) bounds the added latency",
+      REPLICATE_BATCH_MS: "the default (250 ms) bounds the added latency",
+      REPLICATE_FILE_FORMAT:
+        "the default (csv), which every target reads; binary is faster for a Postgres target",
       REPLICATE_WAL_WARN_BYTES: "the default (1 GiB of WAL held by the slot) before a warning",
     },
     summary: "streams the WAL through CSV batches on S3 into a warehouse; one instance per pipeline",
