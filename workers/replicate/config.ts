@@ -30,6 +30,14 @@ export const ReplicateConfig = z.object({
   S3_ACCESS_KEY_ID: z.string().optional(),
   S3_SECRET_ACCESS_KEY: z.string().optional(),
   S3_FORCE_PATH_STYLE: boolVar.default(false),
+}).superRefine((c, ctx) => {
+  if (c.REPLICATE_FILE_FORMAT === "binary" && c.REPLICATE_TARGET !== "postgres") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["REPLICATE_FILE_FORMAT"],
+      message: "binary batch files are for a Postgres target: Redshift's COPY reads CSV only",
+    });
+  }
 });
 
 /** Parsed settings. */

@@ -28,3 +28,25 @@ Deno.test("loadReplicateConfig() names a bad variable without echoing its value"
       e instanceof ConfigError && /REPLICATE_TARGET_URL/.test(e.message) && !/secretpw/.test(e.message),
   );
 });
+
+Deno.test("loadReplicateConfig() refuses binary files for a Redshift target", () => {
+  assert.equal(
+    loadReplicateConfig({ ...BASE, REPLICATE_FILE_FORMAT: "binary" }).REPLICATE_FILE_FORMAT,
+    "binary",
+  );
+  assert.throws(
+    () =>
+      loadReplicateConfig({
+        ...BASE,
+        REPLICATE_TARGET: "redshift",
+        REPLICATE_TARGET_URL: "redshift://u:p@h:5439/db",
+        REPLICATE_FILE_FORMAT: "binary",
+      }),
+    (e: unknown) =>
+      e instanceof ConfigError && /REPLICATE_FILE_FORMAT/.test(e.message) && /Redshift/.test(e.message),
+  );
+  assert.throws(
+    () => loadReplicateConfig({ ...BASE, REPLICATE_FILE_FORMAT: "parquet" }),
+    (e: unknown) => e instanceof ConfigError && /REPLICATE_FILE_FORMAT/.test(e.message),
+  );
+});

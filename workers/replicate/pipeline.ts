@@ -313,9 +313,18 @@ async function runSession(
     }
     for (const t of tables.values()) await o.target.ensureTable(t);
     // Binary batch files when asked for and every published column's type has a binary form here.
-    const binaryOids = o.format === "binary" && o.target.kind === "postgres" && !session.textOnly
+    // (pgoutput has the option since PostgreSQL 14.)
+    const [{ version }] = await source<{ version: number }[]>`
+      select current_setting('server_version_num')::int as version`;
+    const binaryOids = o.format === "binary" && o.target.kind === "postgres" && !session.textOnly &&
+        version >= 140000
       ? await binaryTypeOids(source)
       : undefined;
+    if (o.format === "binary" && version < 140000) {
+      log.info(
+        "batch files in CSV: the source is older than PostgreSQL 14, whose pgoutput has no binary option",
+      );
+    }
     const binary = binaryOids !== undefined &&
       [...tables.values()].every((t) => t.columns.every((c) => c.oid !== undefined && binaryOids.has(c.oid)));
     if (binaryOids && !binary) {
