@@ -1,11 +1,16 @@
 import assert from "node:assert/strict";
 import { converged, eventually, fixture } from "./_helpers.ts";
 
-Deno.test("a transaction far larger than a batch is spooled to files and loaded whole, in one merge", async () => {
+for (const format of ["csv", "binary"] as const) {
+  Deno.test(`a transaction far larger than a batch is spooled to files and loaded whole, in one merge (${format} files)`, () =>
+    largeTransaction(format));
+}
+
+async function largeTransaction(format: "csv" | "binary"): Promise<void> {
   await using f = await fixture(async (sql) => {
     await sql`create table public.big_tx (id int primary key, v text)`;
   }, ["public.big_tx"]);
-  const p = f.start({ batchRows: 100 });
+  const p = f.start({ batchRows: 100, format });
   await eventually("the stream to start", () => Promise.resolve(p.status.state === "streaming"));
   await f.source.sql.begin(async (tx) => {
     await tx`insert into public.big_tx select g, repeat(md5(g::text), 4) from generate_series(1, 40000) g`;
@@ -23,4 +28,4 @@ Deno.test("a transaction far larger than a batch is spooled to files and loaded 
   assert.deepEqual(rows.map((r) => r.rows), [48_000]);
   assert.ok(rows[0].bytes > 5_000_000);
   await p.stop();
-});
+}
