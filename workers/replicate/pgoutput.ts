@@ -1,9 +1,9 @@
 /**
  * The stream's decoder. Row changes (insert, update, delete: nearly every message) are not decoded into
  * JavaScript values at all: they stay the bytes Postgres sent, and the spool copies each value's text
- * straight into the batch file ({@linkcode Tuple}, `TableSpool.writeTuple`). Values thus arrive exactly
- * as Postgres printed them (a timestamp keeps its microseconds), and a row costs no strings, objects or
- * UTF-8 round trips. Every other message (begin, commit, relation, truncate…) goes through
+ * (or, in a binary session, its binary form) straight into the batch file ({@linkcode Tuple},
+ * `TableSpool.writeTuple`). Values thus arrive exactly as Postgres printed them (a timestamp keeps its
+ * microseconds), and a row costs no strings, objects or UTF-8 round trips. Every other message (begin, commit, relation, truncate…) goes through
  * pg-logical-replication's pgoutput parser, kept on text output.
  */
 import { type Pgoutput, PgoutputPlugin } from "pg-logical-replication";

@@ -1,6 +1,7 @@
 /**
  * One pipeline: a logical slot on the source, read with pgoutput, cut into batches at transaction
- * boundaries, spooled to CSV files, uploaded to S3, and loaded into the target table by table.
+ * boundaries, spooled to files (CSV, or Postgres's binary COPY format for a Postgres target: see `format`),
+ * uploaded to S3, and loaded into the target table by table.
  *
  * Exactly-once effect: each table's load commits with the table's applied LSN in the target; the slot is
  * acknowledged only after every table of the batch has committed. After a crash the stream resumes at

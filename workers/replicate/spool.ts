@@ -1,5 +1,5 @@
 /**
- * The batch being built, on disk: one CSV file per table (a new one when the table's columns change),
+ * The batch being built, on disk: one file per table (a new one when the table's columns change),
  * written through a small buffer. Memory stays bounded whatever the size of a transaction or a batch:
  * only the write buffer and the counters live in memory; the net effect per key is computed by the
  * target's merge, not here.
