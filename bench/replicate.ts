@@ -10,6 +10,10 @@
  * `pg_current_wal_lsn() - confirmed_flush_lsn` seen; peak RSS is the worker process's (VmHWM) and, for
  * the peer, the apply worker backend's.
  *
+ * `BENCH_ROUNDS` (default 3) interleaved rounds, each contender first in every other round, each in fresh
+ * databases after a checkpoint; the JSON line gives every round's ratio (`ratios`) and the median round's
+ * figures (`ratio` is its ratio): this machine's noise moves a single round's ratio by a tenth either way.
+ *
  * The peer gets its best: `streaming = on` for large transactions, `synchronous_commit = off` on the
  * subscription, `binary = true` (values sent with the types' binary send functions and read with their
  * receive functions: measured in seven interleaved pairs, about 1 s less CPU in the apply worker and 7 %
@@ -35,6 +39,8 @@ const CHANGES = Number(Deno.env.get("BENCH_CHANGES") ?? 200_000);
 const PEER_BINARY = Deno.env.get("BENCH_PEER_BINARY") !== "0";
 /** The worker's batch file format (`REPLICATE_FILE_FORMAT`). */
 const FORMAT = Deno.env.get("BENCH_FORMAT") === "csv" ? "csv" : "binary";
+/** Interleaved rounds (each contender first in every other one); the ratio is the median round's. */
+const ROUNDS = Math.max(1, Number(Deno.env.get("BENCH_ROUNDS") ?? 3));
 const TABLES = ["t1", "t2", "t3"];
 const MAIN = fromFileUrl(new URL("../workers/replicate/main.ts", import.meta.url));
 /** Extra `deno run` flags for the worker (e.g. `--cpu-prof --cpu-prof-dir=…` to profile it). */
@@ -159,17 +165,24 @@ async function followSlot(
   return { peakLagMiB: peakLag / 1024 / 1024, peakRss };
 }
 
-async function runNative(pgUrl: (db: string) => string, admin: Sql, servers: number[]): Promise<Row> {
-  await admin.unsafe(`create database src_native`);
-  await admin.unsafe(`create database dst_native`);
-  const src = connectPostgres(pgUrl("src_native"), { max: 2 });
-  const dst = connectPostgres(pgUrl("dst_native"), { max: 2 });
+async function runNative(
+  pgUrl: (db: string) => string,
+  admin: Sql,
+  servers: number[],
+  round: number,
+): Promise<Row> {
+  const [srcDb, dstDb] = [`src_native_${round}`, `dst_native_${round}`];
+  await admin.unsafe("checkpoint"); // what earlier rounds wrote is not this one's to flush
+  await admin.unsafe(`create database ${srcDb}`);
+  await admin.unsafe(`create database ${dstDb}`);
+  const src = connectPostgres(pgUrl(srcDb), { max: 2 });
+  const dst = connectPostgres(pgUrl(dstDb), { max: 2 });
   try {
     await createSource(src);
     await createTargetTables(dst);
     await src`create publication bench_pub for table public.t1, public.t2, public.t3`;
     // The subscription's connection string: same server, the source database.
-    const conn = pgUrl("src_native").replace(
+    const conn = pgUrl(srcDb).replace(
       /^postgres:\/\/([^:]+):([^@]+)@([^:/]+):(\d+)\/(.+)$/,
       (_m, u, p, h, port, d) =>
         `host=${h} port=${port} user=${decodeURIComponent(u)} password=${decodeURIComponent(p)} dbname=${d}`,
@@ -221,7 +234,13 @@ async function runNative(pgUrl: (db: string) => string, admin: Sql, servers: num
     };
   } finally {
     await Promise.allSettled([src.end(), dst.end()]);
+    await dropDatabases(admin, [srcDb, dstDb]);
   }
+}
+
+/** Drops a round's databases, so that the next round's server holds only its own. */
+async function dropDatabases(admin: Sql, names: string[]): Promise<void> {
+  for (const n of names) await admin.unsafe(`drop database if exists ${n} with (force)`).catch(() => {});
 }
 
 async function runWharf(
@@ -230,20 +249,24 @@ async function runWharf(
   servers: number[],
   s3Endpoint: string,
   tmp: string,
+  round: number,
 ): Promise<Row> {
-  await admin.unsafe(`create database src_wharf`);
-  await admin.unsafe(`create database dst_wharf`);
-  await admin.unsafe(`create database ctl_wharf`);
-  const src = connectPostgres(pgUrl("src_wharf"), { max: 2 });
-  const dst = connectPostgres(pgUrl("dst_wharf"), { max: 2 });
-  const ctl = connectPostgres(pgUrl("ctl_wharf"), { max: 2 });
+  const [srcDb, dstDb, ctlDb] = [`src_wharf_${round}`, `dst_wharf_${round}`, `ctl_wharf_${round}`];
+  const bucket = `bench-warehouse-${round}`;
+  await admin.unsafe("checkpoint"); // what earlier rounds wrote is not this one's to flush
+  await admin.unsafe(`create database ${srcDb}`);
+  await admin.unsafe(`create database ${dstDb}`);
+  await admin.unsafe(`create database ${ctlDb}`);
+  const src = connectPostgres(pgUrl(srcDb), { max: 2 });
+  const dst = connectPostgres(pgUrl(dstDb), { max: 2 });
+  const ctl = connectPostgres(pgUrl(ctlDb), { max: 2 });
   const s3 = s3Client({
     endpoint: s3Endpoint,
     region: "us-east-1",
     forcePathStyle: true,
     ...LOCAL_S3_CREDENTIALS,
   });
-  await s3.send(new CreateBucketCommand({ Bucket: "bench-warehouse" }));
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
   let worker: Deno.ChildProcess | undefined;
   try {
     await migrate(ctl, { log });
@@ -253,14 +276,14 @@ async function runWharf(
       args: ["run", "-A", ...WORKER_FLAGS, MAIN],
       env: {
         ...Deno.env.toObject(),
-        DATABASE_URL: pgUrl("ctl_wharf"),
-        REPLICATE_SOURCE_URL: pgUrl("src_wharf"),
+        DATABASE_URL: pgUrl(ctlDb),
+        REPLICATE_SOURCE_URL: pgUrl(srcDb),
         REPLICATE_PIPELINE: "bench",
         REPLICATE_SLOT: "bench_wharf",
         REPLICATE_PUBLICATION: "bench_pub",
-        REPLICATE_TARGET_URL: pgUrl("dst_wharf"),
-        REPLICATE_BUCKET: "bench-warehouse",
-        REPLICATE_SPOOL_DIR: join(tmp, "spool"),
+        REPLICATE_TARGET_URL: pgUrl(dstDb),
+        REPLICATE_BUCKET: bucket,
+        REPLICATE_SPOOL_DIR: join(tmp, `spool-${round}`),
         REPLICATE_FILE_FORMAT: FORMAT,
         S3_ENDPOINT: s3Endpoint,
         S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
@@ -320,6 +343,7 @@ async function runWharf(
     await admin`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = 'bench_wharf'`
       .catch(() => {});
     await Promise.allSettled([src.end(), dst.end(), ctl.end()]);
+    await dropDatabases(admin, [srcDb, dstDb, ctlDb]);
     s3.destroy();
   }
 }
@@ -349,16 +373,43 @@ try {
       CHANGES.toLocaleString("en-US")
     } updates/deletes`,
   );
-  let peer: Row = { seconds: NaN, rows_per_s: NaN, peak_lag_mib: NaN, target_equals_source: "yes" };
-  if (ONLY !== "wharf") {
-    say("peer: PostgreSQL logical replication…");
-    peer = await runNative(pg.urlFor, admin, servers);
-    say(`peer done in ${Number(peer.seconds).toFixed(1)} s; wharf replicate…`);
+  // Interleaved rounds, each contender first in every other one; the ratio is the median round's.
+  const rounds: { ours: Row; peer: Row; ratio: number }[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    let peer: Row = { seconds: NaN, rows_per_s: NaN, peak_lag_mib: NaN, target_equals_source: "yes" };
+    let ours: Row | undefined;
+    const tag = ROUNDS > 1 ? ` (round ${r + 1} of ${ROUNDS})` : "";
+    const native = async () => {
+      if (ONLY === "wharf") return;
+      say(`peer: PostgreSQL logical replication${tag}…`);
+      peer = await runNative(pg.urlFor, admin, servers, r);
+      say(`peer done in ${Number(peer.seconds).toFixed(1)} s`);
+    };
+    const wharf = async () => {
+      say(`wharf replicate${tag}…`);
+      ours = await runWharf(pg.urlFor, admin, servers, s3.endpoint, dir, r);
+      say(`wharf done in ${Number(ours.seconds).toFixed(1)} s`);
+    };
+    if (r % 2 === 0) {
+      await native();
+      await wharf();
+    } else {
+      await wharf();
+      await native();
+    }
+    const ratio = ONLY === "wharf" ? 0 : Number((Number(peer.seconds) / Number(ours!.seconds)).toFixed(3));
+    rounds.push({ ours: ours!, peer, ratio });
   }
-  const ours = await runWharf(pg.urlFor, admin, servers, s3.endpoint, dir);
-  const rows = ONLY === "wharf" ? [ours] : [ours, peer];
+  const byRatio = [...rounds].sort((a, b) => a.ratio - b.ratio);
+  const { ours, peer, ratio } = byRatio[Math.floor((byRatio.length - 1) / 2)];
+  const label = (row: Row, r: number) =>
+    ROUNDS > 1 ? { ...row, system: `${row.system}, round ${r + 1}` } : row;
+  const rows = rounds.flatMap((x, r) =>
+    ONLY === "wharf" ? [label(x.ours, r)] : [label(x.ours, r), label(x.peer, r)]
+  );
   report("replicate", rows, {
-    ratio: ONLY === "wharf" ? 0 : Number((Number(peer.seconds) / Number(ours.seconds)).toFixed(3)),
+    ratio,
+    ratios: rounds.map((x) => x.ratio),
     rows: ROWS + CHANGES,
     seconds: Number(Number(ours.seconds).toFixed(2)),
     workload_s: Number(Number(ours.workload_s).toFixed(2)),
@@ -372,8 +423,10 @@ try {
     peer_rows_per_s: Math.round(Number(peer.rows_per_s)),
     peak_lag_mib: Number(Number(ours.peak_lag_mib).toFixed(1)),
     peer_peak_lag_mib: Number(Number(peer.peak_lag_mib).toFixed(1)),
-    rss_mb: Math.round(Number(ours.peak_rss_mib)),
-    target_equals_source: ours.target_equals_source === "yes" && peer.target_equals_source === "yes",
+    rss_mb: Math.round(Math.max(...rounds.map((x) => Number(x.ours.peak_rss_mib)))),
+    target_equals_source: rounds.every((x) =>
+      x.ours.target_equals_source === "yes" && x.peer.target_equals_source === "yes"
+    ),
   });
 } finally {
   await admin.end({ timeout: 5 });
