@@ -89,3 +89,25 @@ export function cpuMsOf(pid: number, children = false): number {
   }
   return ms;
 }
+
+/**
+ * Runs `a` then `b` in even rounds and `b` then `a` in odd ones, so that neither side of a comparison always
+ * runs first.
+ */
+export async function alternate(
+  round: number,
+  a: () => Promise<void>,
+  b: () => Promise<void>,
+): Promise<void> {
+  for (const f of round % 2 === 0 ? [a, b] : [b, a]) await f();
+}
+
+/** The round with the median ratio (the lower of the two middle ones for an even count). */
+export function medianRound<T extends { ratio: number }>(rounds: T[]): T {
+  return [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor((rounds.length - 1) / 2)];
+}
+
+/** `row` named with its round (1-based) when there is more than one round. */
+export function roundRow(row: Row, round: number, rounds: number): Row {
+  return rounds > 1 ? { ...row, system: `${row.system} (round ${round + 1})` } : row;
+}

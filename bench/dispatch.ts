@@ -28,7 +28,7 @@ import { startPostgres } from "../shared/stack/postgres.ts";
 import { freePort } from "../shared/stack/process.ts";
 import { abortableSleep } from "../shared/worker.ts";
 import { type NodeStatus, runNode } from "../workers/dispatch/node.ts";
-import { cpuMsOf, percentile, report, type Row } from "./_util.ts";
+import { alternate, cpuMsOf, medianRound, percentile, report, roundRow, type Row } from "./_util.ts";
 
 const N = Number(Deno.env.get("BENCH_EVENTS") ?? 100_000);
 const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 24);
@@ -259,23 +259,17 @@ try {
         peer.push(await benchGraphile(sql, pg.url, nodes, false));
         peer.push(await benchGraphile(sql, pg.url, nodes, true));
       };
-      if (r % 2 === 0) {
-        await mine();
-        await theirs();
-      } else {
-        await theirs();
-        await mine();
-      }
+      await alternate(r, mine, theirs);
     }
     const ratio = peer.length ? Number((best(ours) / best(peer)).toFixed(3)) : 0;
     if (ROUNDS > 1) console.error(`[bench] round ${r + 1} of ${ROUNDS}: ratio ${ratio}`);
     rounds.push({ ours, peer, ratio });
   }
-  const { ours, peer, ratio } = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor((ROUNDS - 1) / 2)];
-  const label = (row: Row, r: number) =>
-    ROUNDS > 1 ? { ...row, system: `${row.system} (round ${r + 1})` } : row;
+  const { ours, peer, ratio } = medianRound(rounds);
   const rows = rounds.flatMap((x, r) =>
-    [...x.ours, ...x.peer].sort((a, b) => Number(a.nodes) - Number(b.nodes)).map((row) => label(row, r))
+    [...x.ours, ...x.peer].sort((a, b) => Number(a.nodes) - Number(b.nodes)).map((row) =>
+      roundRow(row, r, ROUNDS)
+    )
   );
   report("dispatch", rows, {
     ratio,

@@ -32,7 +32,16 @@ import { freePort } from "../shared/stack/process.ts";
 import { LOCAL_S3_CREDENTIALS, startS3 } from "../shared/stack/s3.ts";
 import { abortableSleep } from "../shared/worker.ts";
 import { s3Client } from "../workers/replicate/s3.ts";
-import { cpuMsOf, peakRssMiB, procStat, report, type Row } from "./_util.ts";
+import {
+  alternate,
+  cpuMsOf,
+  medianRound,
+  peakRssMiB,
+  procStat,
+  report,
+  roundRow,
+  type Row,
+} from "./_util.ts";
 
 const ROWS = Number(Deno.env.get("BENCH_ROWS") ?? 1_000_000);
 const CHANGES = Number(Deno.env.get("BENCH_CHANGES") ?? 200_000);
@@ -390,22 +399,13 @@ try {
       ours = await runWharf(pg.urlFor, admin, servers, s3.endpoint, dir, r);
       say(`wharf done in ${Number(ours.seconds).toFixed(1)} s`);
     };
-    if (r % 2 === 0) {
-      await native();
-      await wharf();
-    } else {
-      await wharf();
-      await native();
-    }
+    await alternate(r, native, wharf);
     const ratio = ONLY === "wharf" ? 0 : Number((Number(peer.seconds) / Number(ours!.seconds)).toFixed(3));
     rounds.push({ ours: ours!, peer, ratio });
   }
-  const byRatio = [...rounds].sort((a, b) => a.ratio - b.ratio);
-  const { ours, peer, ratio } = byRatio[Math.floor((byRatio.length - 1) / 2)];
-  const label = (row: Row, r: number) =>
-    ROUNDS > 1 ? { ...row, system: `${row.system}, round ${r + 1}` } : row;
+  const { ours, peer, ratio } = medianRound(rounds);
   const rows = rounds.flatMap((x, r) =>
-    ONLY === "wharf" ? [label(x.ours, r)] : [label(x.ours, r), label(x.peer, r)]
+    (ONLY === "wharf" ? [x.ours] : [x.ours, x.peer]).map((row) => roundRow(row, r, ROUNDS))
   );
   report("replicate", rows, {
     ratio,

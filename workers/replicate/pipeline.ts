@@ -313,29 +313,28 @@ async function runSession(
       }
     }
     for (const t of tables.values()) await o.target.ensureTable(t);
-    // Binary batch files when asked for and every published column's type has a binary form here.
-    // (pgoutput has the option since PostgreSQL 14.)
-    const [{ version }] = await source<{ version: number }[]>`
-      select current_setting('server_version_num')::int as version`;
-    const binaryOids = o.format === "binary" && o.target.kind === "postgres" && !session.textOnly &&
-        version >= 140000
-      ? await binaryTypeOids(source)
-      : undefined;
-    if (o.format === "binary" && version < 140000) {
+    // Binary batch files when asked for and every published column's type has a binary form here (and
+    // the source's pgoutput has the option: PostgreSQL 14 and later).
+    const wantBinary = o.format === "binary" && o.target.kind === "postgres" && !session.textOnly;
+    const [{ version }] = wantBinary
+      ? await source<{ version: number }[]>`select current_setting('server_version_num')::int as version`
+      : [{ version: 0 }];
+    if (wantBinary && version < 140000) {
       log.info(
         "batch files in CSV: the source is older than PostgreSQL 14, whose pgoutput has no binary option",
       );
     }
-    const binary = binaryOids !== undefined &&
-      [...tables.values()].every((t) => t.columns.every((c) => c.oid !== undefined && binaryOids.has(c.oid)));
-    if (binaryOids && !binary) {
-      log.info("batch files in CSV: a published column's type has no binary form", {
-        columns: [...tables.values()].flatMap((t) =>
-          t.columns.filter((c) => c.oid === undefined || !binaryOids.has(c.oid)).map((c) =>
-            `${tableId(t)}.${c.name}`
-          )
-        ),
-      });
+    const binaryOids = wantBinary && version >= 140000 ? await binaryTypeOids(source) : undefined;
+    const noBinary = binaryOids
+      ? [...tables.values()].flatMap((t) =>
+        t.columns.filter((c) => c.oid === undefined || !binaryOids.has(c.oid)).map((c) =>
+          `${tableId(t)}.${c.name}`
+        )
+      )
+      : [];
+    const binary = binaryOids !== undefined && noBinary.length === 0;
+    if (noBinary.length) {
+      log.info("batch files in CSV: a published column's type has no binary form", { columns: noBinary });
     }
     /** Per relation oid, the wire types of its columns (binary sessions): a new array when they change. */
     const wireTypes = new Map<number, number[]>();

@@ -39,28 +39,15 @@ export type FileFormat = "csv" | "binary";
 
 /** A binary COPY file's header: signature, flags (none), header extension length (none). */
 export const BINARY_HEADER = new Uint8Array([
-  0x50,
-  0x47,
-  0x43,
-  0x4f,
-  0x50,
-  0x59,
-  0x0a,
+  ...new TextEncoder().encode("PGCOPY\n"),
   0xff,
   0x0d,
   0x0a,
-  0x00, // PGCOPY\n\377\r\n\0
-  0,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0,
+  0x00,
+  ...new Uint8Array(8),
 ]);
 /** A binary COPY file's trailer: a field count of -1. */
-const BINARY_TRAILER = [0xff, 0xff];
+const BINARY_TRAILER = new Uint8Array([0xff, 0xff]);
 /** Type oids of int2, int4 and int8, whose binary values the key tracking reads as numbers. */
 const INT_OIDS = new Set([21, 23, 20]);
 
@@ -263,10 +250,9 @@ export class TableSpool {
 
   /** Ends binary segment `seg` (the last one, whose bytes are buffered): its trailer. */
   #endBinary(seg: OpenSegment): void {
-    const buf = this.#reserve(2);
-    buf[this.#len++] = BINARY_TRAILER[0];
-    buf[this.#len++] = BINARY_TRAILER[1];
-    if (seg.plain) this.#plainPut(new Uint8Array(BINARY_TRAILER));
+    this.#reserve(BINARY_TRAILER.length).set(BINARY_TRAILER, this.#len);
+    this.#len += BINARY_TRAILER.length;
+    if (seg.plain) this.#plainPut(BINARY_TRAILER);
   }
 
   /** Stops writing the plain twins and removes their files (in the background, until `close`). */
@@ -314,16 +300,72 @@ export class TableSpool {
    */
   writeTuple(seq: number, op: "I" | "U" | "D", msg: Uint8Array, tuple: Tuple): Promise<void> | undefined {
     const last = this.segments.at(-1);
+    const append = this.format === "binary" ? this.#appendBinary : this.#append;
     if (last && last.columns === this.#table.columns && last.wire === this.#wire) {
-      return this.format === "binary"
-        ? this.#appendBinary(last, seq, op, msg, tuple)
-        : this.#append(last, seq, op, msg, tuple);
+      return append.call(this, last, seq, op, msg, tuple);
     }
-    return this.#current().then((seg) =>
-      this.format === "binary"
-        ? this.#appendBinary(seg, seq, op, msg, tuple)
-        : this.#append(seg, seq, op, msg, tuple)
-    );
+    return this.#current().then((seg) => append.call(this, seg, seq, op, msg, tuple));
+  }
+
+  /**
+   * Writes the `_unchanged` marks of a row at `buf[p]`: `,3,7,` (the numbers of its unchanged TOAST
+   * columns, also added to `seg.unchanged`) or `-`. Returns the offset after them.
+   */
+  #unchangedMarks(buf: Uint8Array, p: number, seg: OpenSegment, op: string, t: Tuple, n: number): number {
+    let marked = false;
+    if (op !== "D") {
+      for (let i = 0; i < n; i++) {
+        if (t.kind[i] !== KIND_UNCHANGED) continue;
+        if (!marked) buf[p++] = COMMA;
+        marked = true;
+        const num = columnNum(seg.columns, i);
+        seg.unchanged.add(num);
+        const d = String(num);
+        for (let j = 0; j < d.length; j++) buf[p++] = d.charCodeAt(j);
+        buf[p++] = COMMA;
+      }
+    }
+    if (!marked) buf[p++] = 0x2d; // -
+    return p;
+  }
+
+  /**
+   * Ends a row written into the buffer up to `p`: its plain twin (the bytes from `from`, after a binary
+   * row's field count `fields` when given), the inserts-only state, the key tracking, and a flush when the
+   * buffer is full.
+   */
+  #endRow(
+    seg: OpenSegment,
+    op: string,
+    msg: Uint8Array,
+    t: Tuple,
+    from: number,
+    p: number,
+    fields?: number,
+  ): Promise<void> | undefined {
+    this.#len = p;
+    if (op !== "I") {
+      this.#insertsOnly = false;
+      if (this.#plainOn) this.#dropPlain();
+    }
+    if (seg.plain) {
+      const head = fields === undefined ? 0 : 2;
+      const size = head + p - from;
+      this.#plainBytes += size;
+      if ((this.#budget.left -= size) < 0) this.#dropPlain();
+      else {
+        const pb = this.#plainBuf = withRoom(this.#plainBuf, this.#plainLen, this.#plainLen + size);
+        if (fields !== undefined) {
+          pb[this.#plainLen] = fields >> 8;
+          pb[this.#plainLen + 1] = fields & 0xff;
+        }
+        pb.set(this.#buf.subarray(from, p), this.#plainLen + head);
+        this.#plainLen += size;
+      }
+    }
+    if (this.#keys) this.#trackKey(msg, t);
+    seg.rows++;
+    return this.#len >= FLUSH_AT ? this.#flush() : undefined;
   }
 
   /** {@linkcode writeTuple} for a binary file (see the top of this file). */
@@ -354,21 +396,7 @@ export class TableSpool {
     buf[p++] = op.charCodeAt(0);
     // _unchanged: ",3,7," (the columns' numbers) or "-"; its length is written once known
     const lenAt = p;
-    p += 4;
-    let marked = false;
-    if (op !== "D") {
-      for (let i = 0; i < n; i++) {
-        if (t.kind[i] !== KIND_UNCHANGED) continue;
-        if (!marked) buf[p++] = COMMA;
-        marked = true;
-        const num = columnNum(seg.columns, i);
-        seg.unchanged.add(num);
-        const d = String(num);
-        for (let j = 0; j < d.length; j++) buf[p++] = d.charCodeAt(j);
-        buf[p++] = COMMA;
-      }
-    }
-    if (!marked) buf[p++] = 0x2d; // -
+    p = this.#unchangedMarks(buf, p + 4, seg, op, t, n);
     const ulen = p - lenAt - 4;
     buf[lenAt] = 0, buf[lenAt + 1] = 0, buf[lenAt + 2] = ulen >> 8, buf[lenAt + 3] = ulen & 0xff;
     const data = p;
@@ -393,27 +421,7 @@ export class TableSpool {
         );
       }
     }
-    this.#len = p;
-    if (op !== "I") {
-      this.#insertsOnly = false;
-      if (this.#plainOn) this.#dropPlain();
-    }
-    if (seg.plain) {
-      const size = 2 + p - data;
-      this.#plainBytes += size;
-      if ((this.#budget.left -= size) < 0) this.#dropPlain();
-      else {
-        this.#plainBuf = withRoom(this.#plainBuf, this.#plainLen, this.#plainLen + size);
-        const pb = this.#plainBuf;
-        pb[this.#plainLen] = ncols >> 8;
-        pb[this.#plainLen + 1] = ncols & 0xff;
-        pb.set(buf.subarray(data, p), this.#plainLen + 2);
-        this.#plainLen += size;
-      }
-    }
-    if (this.#keys) this.#trackKey(msg, t);
-    seg.rows++;
-    return this.#len >= FLUSH_AT ? this.#flush() : undefined;
+    return this.#endRow(seg, op, msg, t, data, p, ncols);
   }
 
   #append(
@@ -443,20 +451,7 @@ export class TableSpool {
     buf[p++] = COMMA;
     // "_unchanged": ",3,7," (the columns' numbers) or "-"
     buf[p++] = QUOTE;
-    let marked = false;
-    if (op !== "D") {
-      for (let i = 0; i < n; i++) {
-        if (t.kind[i] !== KIND_UNCHANGED) continue;
-        if (!marked) buf[p++] = COMMA;
-        marked = true;
-        const num = columnNum(seg.columns, i);
-        seg.unchanged.add(num);
-        const d = String(num);
-        for (let j = 0; j < d.length; j++) buf[p++] = d.charCodeAt(j);
-        buf[p++] = COMMA;
-      }
-    }
-    if (!marked) buf[p++] = 0x2d; // -
+    p = this.#unchangedMarks(buf, p, seg, op, t, n);
     buf[p++] = QUOTE;
     const data = p + 1; // the data columns start after the next comma
     for (let i = 0; i < ncols; i++) {
@@ -476,26 +471,8 @@ export class TableSpool {
       }
     }
     buf[p++] = 0x0a;
-    this.#len = p;
-    if (op !== "I") {
-      this.#insertsOnly = false;
-      if (this.#plainOn) this.#dropPlain();
-    }
-    if (seg.plain) {
-      // A table without columns has no comma after the change columns: its plain row is the newline.
-      const from = ncols ? data : p - 1;
-      const n = p - from;
-      this.#plainBytes += n;
-      if ((this.#budget.left -= n) < 0) this.#dropPlain();
-      else {
-        this.#plainBuf = withRoom(this.#plainBuf, this.#plainLen, this.#plainLen + n);
-        this.#plainBuf.set(buf.subarray(from, p), this.#plainLen);
-        this.#plainLen += n;
-      }
-    }
-    if (this.#keys) this.#trackKey(msg, t);
-    seg.rows++;
-    return this.#len >= FLUSH_AT ? this.#flush() : undefined;
+    // A table without columns has no comma after the change columns: its plain row is the newline.
+    return this.#endRow(seg, op, msg, t, ncols ? data : p - 1, p);
   }
 
   /**

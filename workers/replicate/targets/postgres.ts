@@ -176,9 +176,8 @@ export class PostgresTarget implements Target {
            where pipeline = ${batch.pipeline} and table_name = ${id} for update`,
       ];
       // Each file's columns by the names they load into now (a file written before a rename or a drop).
-      const names = batch.segments.map((seg) =>
-        loadNames(batch.table, seg.columns).map(quoteIdent).join(", ")
-      );
+      const into = batch.segments.map((seg) => loadNames(batch.table, seg.columns));
+      const names = into.map((cols) => cols.map(quoteIdent).join(", "));
       if (staging) {
         const extra = droppedColumns(batch.table, batch.segments);
         first.push(tx.unsafe(createStagingSql("postgres", batch.table, staging, extra)));
@@ -216,15 +215,7 @@ export class PostgresTarget implements Target {
         if (batch.truncate) await tx.unsafe(`truncate ${t}`);
         for (const [i, seg] of batch.segments.entries()) {
           if (seg.format === "binary") {
-            await this.#copyBinary(
-              tx,
-              t,
-              loadNames(batch.table, seg.columns),
-              false,
-              batch.bucket,
-              seg,
-              destTypes,
-            );
+            await this.#copyBinary(tx, t, into[i], false, batch.bucket, seg, destTypes);
           } else {
             await this.#copy(
               tx,
@@ -238,11 +229,10 @@ export class PostgresTarget implements Target {
       } else {
         if (batch.truncate) await tx.unsafe(`truncate ${t}`);
         for (const [i, seg] of batch.segments.entries()) {
-          const cols = `_seq, _op, _unchanged${names[i] ? ", " + names[i] : ""}`;
           if (seg.format === "binary") {
-            const into = loadNames(batch.table, seg.columns);
-            await this.#copyBinary(tx, quoteIdent(staging), into, true, batch.bucket, seg, destTypes);
+            await this.#copyBinary(tx, quoteIdent(staging), into[i], true, batch.bucket, seg, destTypes);
           } else {
+            const cols = `_seq, _op, _unchanged${names[i] ? ", " + names[i] : ""}`;
             await this.#copy(
               tx,
               `copy ${quoteIdent(staging)} (${cols}) from stdin ${COPY_OPTIONS}`,

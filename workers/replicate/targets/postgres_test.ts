@@ -11,6 +11,7 @@ import {
 } from "./conformance.ts";
 import { qualified } from "./merge_sql.ts";
 import { PostgresTarget } from "./postgres.ts";
+import { BINARY_HEADER } from "../spool.ts";
 
 async function subject(): Promise<ConformanceSubject & { target: PostgresTarget }> {
   const db = await createTestDatabase();
@@ -82,21 +83,7 @@ Deno.test("postgres target: a batch refused at its COPY or in its merge changes 
 
 /** A binary COPY file of change rows `[seq, op, unchanged, ...values]` (values: bytes or null). */
 function binaryFile(rows: (Uint8Array | null)[][]): Uint8Array {
-  const parts: number[] = [
-    ...new TextEncoder().encode("PGCOPY\n"),
-    0xff,
-    0x0d,
-    0x0a,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-  ];
+  const parts: number[] = [...BINARY_HEADER];
   for (const r of rows) {
     parts.push(r.length >> 8, r.length & 255);
     for (const v of r) {
