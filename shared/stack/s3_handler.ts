@@ -51,8 +51,14 @@ const OWNER: XmlNode[] = [["ID", "wharf-local"], ["DisplayName", "wharf"]];
 /** Query names that never select an operation. */
 const NEUTRAL = /^(x-id|x-amz-[a-z0-9-]+|response-[a-z-]+)$/i;
 const SMALL_BODY_LIMIT = 4 * 1024 * 1024;
-/** Objects up to this size are read whole and sent as one buffer; larger ones are streamed. */
-const SMALL_READ = 256 * 1024;
+/**
+ * Objects up to this size are read whole (one synchronous read) and sent as one buffer; larger ones are
+ * streamed. A file's stream reads 64 KiB at a time, each read handed to a blocking thread and back (a
+ * thread wake-up per piece), and its body goes out in as many writes, each waking the reader: for a 3.4
+ * MiB photo that cost about 5 ms of the server's CPU and 2.5 of the client's, against 3.5 and 1.7 read whole
+ * (`bench:s3`). 16 MiB bounds the memory of one GET (a phone photo is 2–10 MiB).
+ */
+const WHOLE_READ = 16 * 1024 * 1024;
 
 function decodePath(s: string): string {
   try {
@@ -374,8 +380,7 @@ export function createS3Handler(
     if (!range) {
       headers.set("content-length", String(meta.size));
       if (head) return new Response(null, { headers });
-      // A small object in one read: cheaper than a stream's machinery, and its memory is bounded.
-      if (meta.size <= SMALL_READ) return new Response(store.readSmall(bucket, meta), { headers });
+      if (meta.size <= WHOLE_READ) return new Response(store.readWhole(bucket, meta), { headers });
       const file = store.openBody(bucket, meta);
       return new Response(file.readable, { headers });
     }

@@ -255,6 +255,24 @@ Deno.test("the local S3 server speaks S3 to the AWS SDK", async (t) => {
       },
     );
 
+    await t.step("objects come back whole: read at once up to 16 MiB, streamed above", async () => {
+      for (
+        const [key, n] of [["photo", 3_500_000], ["at-limit", 16 * 1024 * 1024], [
+          "video",
+          17_000_000,
+        ]] as const
+      ) {
+        const b = bytes(n, 7);
+        await c.send(new PutObjectCommand({ Bucket: "media", Key: key, Body: b }));
+        const got = await c.send(new GetObjectCommand({ Bucket: "media", Key: key }));
+        assert.equal(got.ContentLength, n);
+        const back = await got.Body!.transformToByteArray();
+        assert.equal(back.length, n, key);
+        assert.equal(md5(back), md5(b), key);
+        await c.send(new DeleteObjectCommand({ Bucket: "media", Key: key }));
+      }
+    });
+
     await t.step("range and conditional GETs answer 206, 416, 304 and 412", async () => {
       await c.send(new PutObjectCommand({ Bucket: "media", Key: "digits", Body: "0123456789" }));
       const etag = `"${md5("0123456789")}"`;

@@ -416,8 +416,8 @@ export class S3Store {
     }
   }
 
-  /** The first `length` bytes of `meta` (a small object, read at once). */
-  readSmall(bucket: string, meta: ObjectMeta): Uint8Array<ArrayBuffer> {
+  /** The bytes of `meta`'s object, in one synchronous read (for objects of bounded size). */
+  readWhole(bucket: string, meta: ObjectMeta): Uint8Array<ArrayBuffer> {
     using file = this.openBody(bucket, meta);
     const out = new Uint8Array(meta.size);
     let got = 0;
