@@ -185,7 +185,7 @@ try {
   const c0 = cpu();
   const t0 = performance.now();
   const worker = startImgproc(
-    new PgQueue({ sql, consumerId: "bench", pollMs: 20 }),
+    new PgQueue({ sql, consumerId: "bench", pollMs: 20, prefetch: CONC }),
     metrics,
     controller.signal,
   );
@@ -216,7 +216,11 @@ try {
   {
     const idle = new AbortController();
     const idleMetrics = new Registry();
-    const idleWorker = startImgproc(new PgQueue({ sql, consumerId: "bench-idle" }), idleMetrics, idle.signal);
+    const idleWorker = startImgproc(
+      new PgQueue({ sql, consumerId: "bench-idle", prefetch: CONC }),
+      idleMetrics,
+      idle.signal,
+    );
     const made = idleMetrics.counter("wharf_imgproc_events_total", "Object events by outcome");
     await abortableSleep(500); // the bridge and the queue are waiting
     for (let i = 0; i < IDLE_PHOTOS; i++) {

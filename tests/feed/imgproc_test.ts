@@ -7,6 +7,7 @@ import {
   PutObjectCommand,
 } from "@aws-sdk/client-s3";
 import { createLogger } from "../../shared/log.ts";
+import { Registry } from "../../shared/metrics.ts";
 import { freePort } from "../../shared/stack/process.ts";
 import { LOCAL_S3_CREDENTIALS } from "../../shared/stack/s3.ts";
 import { EVENTS_PATH } from "../../shared/stack/s3_events.ts";
@@ -17,6 +18,7 @@ import { bridgeOnce, runBridge } from "../../workers/imgproc/bridge.ts";
 import { type ConsumerStatus, runConsumer } from "../../workers/imgproc/consumer.ts";
 import { encodeEventKey, parseEvents } from "../../workers/imgproc/events.ts";
 import { enqueue, PgQueue } from "../../workers/imgproc/pg_queue.ts";
+import type { QueueMessage } from "../../workers/imgproc/queue.ts";
 import { applyEvent, type ProcessorDeps } from "../../workers/imgproc/processor.ts";
 import type { ThumbnailOptions } from "../../workers/imgproc/thumbnail.ts";
 import { runImgproc } from "../../workers/imgproc/run.ts";
@@ -328,6 +330,112 @@ Deno.test("a message claimed by a copy that died comes back to another copy afte
   assert.equal(again.receiveCount, 2);
   await alive.ack(again);
   assert.equal(await alive.depth(), 0);
+});
+
+Deno.test("a queue claims ahead, hands out what it holds without claiming, and gives back what it did not hand out", async () => {
+  await using db = await createTestDatabase();
+  for (let i = 1; i <= 5; i++) await enqueue(db.sql, `k${i}`, `body ${i}`);
+  const signal = new AbortController().signal;
+  const ahead = new PgQueue({ sql: db.sql, consumerId: "ahead", prefetch: 3 });
+  const other = new PgQueue({ sql: db.sql, consumerId: "other" });
+  const claimed = async () =>
+    (await db.sql`select body, attempts from control.imgproc_messages
+                   where claimed_by = 'ahead' order by id`).map((r) => [r.body, r.attempts]);
+  const bodies = (ms: { body: string }[]) => ms.map((m) => m.body);
+
+  assert.deepEqual(bodies(await ahead.receive(1, 0, signal)), ["body 1"]);
+  assert.deepEqual(await claimed(), [["body 1", 1], ["body 2", 1], ["body 3", 1], ["body 4", 1]]);
+  assert.deepEqual(bodies(await other.receive(5, 0, signal)), ["body 5"], "held ahead, hidden from others");
+  // Served from what it holds: nothing more is claimed.
+  await enqueue(db.sql, "k6", "body 6");
+  assert.deepEqual(bodies(await ahead.receive(2, 0, signal)), ["body 2", "body 3"]);
+  const [six] = await db.sql`select claimed_by from control.imgproc_messages where body = 'body 6'`;
+  assert.equal(six.claimed_by, null);
+
+  // Closing gives back the one still held: visible again, its claim not counted as a delivery.
+  await ahead.close();
+  const [four] = await db.sql`select claimed_by, attempts, visible_at <= now() as visible
+                                from control.imgproc_messages where body = 'body 4'`;
+  assert.deepEqual({ ...four }, { claimed_by: null, attempts: 0, visible: true });
+  assert.deepEqual(bodies(await other.receive(5, 0, signal)), ["body 4", "body 6"]);
+});
+
+Deno.test("a message held ahead for half its visibility timeout is given back, not handed out", async () => {
+  await using db = await createTestDatabase();
+  for (let i = 1; i <= 3; i++) await enqueue(db.sql, `k${i}`, `body ${i}`);
+  const signal = new AbortController().signal;
+  const q = new PgQueue({ sql: db.sql, consumerId: "slow", prefetch: 2, visibilityMs: 400 });
+  const [first] = await q.receive(1, 0, signal);
+  assert.equal(first.body, "body 1");
+  await new Promise((r) => setTimeout(r, 250));
+  // The two held are past half their timeout: given back, then claimed again afresh (first delivery still).
+  const again = await q.receive(1, 0, signal);
+  assert.deepEqual(again.map((m) => [m.body, m.receiveCount]), [["body 2", 1]]);
+  // Claimed afresh: hidden until well after the first claim's timeout.
+  const rows = await db.sql`
+    select body, claimed_by, attempts,
+           visible_at - first_value(visible_at) over (order by id) >= interval '200 ms' as reclaimed
+      from control.imgproc_messages order by id`;
+  assert.deepEqual(rows.map((r) => [r.body, r.claimed_by, r.attempts, r.reclaimed]), [
+    ["body 1", "slow", 1, false],
+    ["body 2", "slow", 1, true],
+    ["body 3", "slow", 1, true],
+  ]);
+  await q.close();
+});
+
+Deno.test("a message of one event leaves the local queue in the event's transaction; others are acked after", async () => {
+  await using w = await feedWorld();
+  const key = "u/7/in tx.jpg";
+  await seedFeed(w, key);
+  await w.s3.send(new PutObjectCommand({ Bucket: w.cfg.FEED_MEDIA_BUCKET, Key: key, Body: await jpeg() }));
+  const created = body("ObjectCreated:Put", w.cfg.FEED_MEDIA_BUCKET, key, "0B01");
+  await enqueue(w.db.sql, "once", created);
+  // The same event again (a stale copy: nothing to commit) and a message of two records.
+  await enqueue(w.db.sql, "twice", created);
+  const two = JSON.parse(created);
+  two.Records.push(two.Records[0]);
+  await enqueue(w.db.sql, "two", JSON.stringify(two));
+  /** The queue, counting the consumer's own acks. */
+  class Counting extends PgQueue {
+    acks: string[] = [];
+    override ack(m: QueueMessage): Promise<void> {
+      this.acks.push(m.body === created ? "one event" : "two events");
+      return super.ack(m);
+    }
+  }
+  const queue = new Counting({ sql: w.db.sql, consumerId: "tx", pollMs: 20 });
+  const controller = new AbortController();
+  const metrics = new Registry();
+  const run = runImgproc({
+    sql: w.db.sql,
+    s3: w.s3,
+    queue,
+    mediaBucket: w.cfg.FEED_MEDIA_BUCKET,
+    thumbnailsBucket: w.cfg.FEED_THUMBNAILS_BUCKET,
+    thumbnail: { size: 32, maxPixels: 1_000_000, quality: 70 },
+    concurrency: 1,
+    maxAttempts: 3,
+    log,
+    metrics,
+    signal: controller.signal,
+  });
+  try {
+    await eventually("the queue drained", async () => {
+      const [r] = await w.db.sql`select count(*)::int as n from control.imgproc_messages`;
+      return r.n === 0 ? true : undefined;
+    });
+  } finally {
+    controller.abort();
+    await run;
+  }
+  const outcomes = metrics.counter("wharf_imgproc_events_total", "Object events by outcome");
+  assert.equal(outcomes.get({ outcome: "thumbnail" }), 1);
+  assert.equal(outcomes.get({ outcome: "stale" }), 3);
+  // The first message went with its thumbnail's commit; the stale copy and the two-record one by ack.
+  assert.deepEqual(queue.acks.sort(), ["one event", "two events"]);
+  const [f] = await w.db.sql`select thumbnail_status from app.feeds where media_key = ${key}`;
+  assert.equal(f.thumbnail_status, "ready");
 });
 
 Deno.test("a waiting copy takes a new message as soon as it is queued, not at its next poll", async () => {

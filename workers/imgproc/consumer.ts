@@ -14,8 +14,12 @@ import type { MessageQueue, QueueMessage } from "./queue.ts";
 /** Options for {@linkcode runConsumer}. */
 export interface ConsumerOptions {
   queue: MessageQueue;
-  /** Handles one message body; throws to fail it. */
-  handle(body: string): Promise<void>;
+  /**
+   * Handles one message; throws to fail it. Resolves to `"acked"` when it removed the message from the
+   * queue itself (the Postgres queue's message, in the transaction that applied its event): the consumer
+   * then does not ack it again.
+   */
+  handle(body: string, message: QueueMessage): Promise<void | "acked">;
   /** Called once when a message is dead-lettered. */
   onDead?(body: string, error: string): Promise<void>;
   concurrency: number;
@@ -45,8 +49,9 @@ export async function settle(
 ): Promise<"ack" | "retry" | "dead"> {
   const done = o.metrics?.counter("wharf_imgproc_messages_total", "Messages by outcome");
   try {
-    await o.handle(m.body);
-    await o.queue.ack(m).catch((e) => o.log.warn("ack failed; the message will come again", { error: e }));
+    if (await o.handle(m.body, m) !== "acked") {
+      await o.queue.ack(m).catch((e) => o.log.warn("ack failed; the message will come again", { error: e }));
+    }
     status.handled++;
     done?.inc({ outcome: "ack" });
     return "ack";

@@ -68,7 +68,8 @@ if (import.meta.main) {
           deadLetterUrl: cfg.IMGPROC_SQS_DLQ ? await resolveQueueUrl(client, cfg.IMGPROC_SQS_DLQ) : undefined,
         });
       } else {
-        queue = new PgQueue({ sql, consumerId: ctx.instanceId });
+        // Claims as many ahead as run at once: a claim per batch rather than per image.
+        queue = new PgQueue({ sql, consumerId: ctx.instanceId, prefetch: cfg.IMGPROC_CONCURRENCY });
         eventsUrl = cfg.IMGPROC_EVENTS_URL ??
           (cfg.S3_ENDPOINT ? cfg.S3_ENDPOINT.replace(/\/$/, "") + EVENTS_PATH : undefined);
       }

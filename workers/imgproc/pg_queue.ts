@@ -27,6 +27,18 @@ export interface PgQueueOptions {
   visibilityMs?: number;
   /** How often an empty queue is polled while waiting (default 200 ms). */
   pollMs?: number;
+  /**
+   * Messages claimed beyond what a receive asked for (default 0), handed to later receives without a
+   * round trip. They stay hidden from other copies meanwhile; one held for half the visibility timeout
+   * is given back instead of handed out, and {@linkcode PgQueue.close} gives back the rest.
+   */
+  prefetch?: number;
+}
+
+/** A message claimed ahead, and when. */
+interface Held {
+  message: QueueMessage;
+  claimedAt: number;
 }
 
 /** Adds a message unless its dedupe key is there already; true when added. */
@@ -35,6 +47,14 @@ export async function enqueue(sql: Sql, dedupeKey: string, body: string): Promis
     insert into control.imgproc_messages (dedupe_key, body) values (${dedupeKey}, ${body})
     on conflict (dedupe_key) do nothing`;
   return r.count > 0;
+}
+
+/**
+ * The statement that acks `handle` inside a caller's transaction (on the transaction's connection), so a
+ * message leaves the queue in the same commit as the work it asked for.
+ */
+export function ackIn(tx: Sql, handle: string) {
+  return tx`delete from control.imgproc_messages where id = ${handle}`;
 }
 
 /** The Postgres implementation of {@linkcode MessageQueue}. */
@@ -46,9 +66,16 @@ export class PgQueue implements MessageQueue {
   #listener: { unlisten(): Promise<void> } | undefined;
   #listenFailedAt = -Infinity;
   #closed = false;
+  /** Claimed ahead of the consumer's asking, oldest first. */
+  #held: Held[] = [];
 
   constructor(o: PgQueueOptions) {
-    this.#o = { visibilityMs: 60_000, pollMs: 200, ...o };
+    this.#o = { visibilityMs: 60_000, pollMs: 200, prefetch: 0, ...o };
+  }
+
+  /** The database the queue lives in. */
+  get sql(): Sql {
+    return this.#o.sql;
   }
 
   /** Starts listening; false when it cannot (then the queue only polls for a while). */
@@ -80,13 +107,45 @@ export class PgQueue implements MessageQueue {
       .sort((a, b) => Number(a.handle) - Number(b.handle));
   }
 
+  /**
+   * Gives claimed messages back unhandled: visible again at once, their claim not counted as a delivery.
+   * Only while this copy still holds the claim (not once another copy took the message after its timeout).
+   */
+  async #giveBack(held: Held[]): Promise<void> {
+    if (!held.length) return;
+    const ids = held.map((h) => h.message.handle);
+    await this.#o.sql`
+      update control.imgproc_messages
+         set visible_at = now(), claimed_by = null, attempts = greatest(attempts - 1, 0)
+       where id = any(${ids}::bigint[]) and claimed_by = ${this.#o.consumerId} and dead_at is null`;
+  }
+
+  /** Up to `max` messages claimed ahead; those held too long are given back. */
+  async #takeHeld(max: number): Promise<QueueMessage[]> {
+    const freshAfter = performance.now() - this.#o.visibilityMs / 2;
+    const stale = this.#held.filter((h) => h.claimedAt < freshAfter);
+    if (stale.length) {
+      this.#held = this.#held.filter((h) => h.claimedAt >= freshAfter);
+      await this.#giveBack(stale);
+    }
+    return this.#held.splice(0, max).map((h) => h.message);
+  }
+
   async receive(max: number, waitMs: number, signal: AbortSignal): Promise<QueueMessage[]> {
     const deadline = Date.now() + waitMs;
     let listening = this.#listener !== undefined;
+    if (this.#held.length) {
+      const held = await this.#takeHeld(max);
+      if (held.length) return held;
+    }
     for (;;) {
       if (signal.aborted) return [];
       const seen = this.#nudges;
-      const got = await this.#claim(max);
+      const claimedAt = performance.now();
+      const got = await this.#claim(max + this.#o.prefetch);
+      if (got.length > max) {
+        for (const message of got.splice(max)) this.#held.push({ message, claimedAt });
+      }
       if (got.length || Date.now() >= deadline) return got;
       // About to wait: listen first, and claim once more, since a message added before LISTEN took
       // effect notified nobody.
@@ -121,10 +180,15 @@ export class PgQueue implements MessageQueue {
     return r.n as number;
   }
 
+  /** Stops listening and gives back the messages claimed ahead. */
   async close(): Promise<void> {
     this.#closed = true;
     const l = this.#listener;
     this.#listener = undefined;
     await l?.unlisten().catch(() => {});
+    const held = this.#held;
+    this.#held = [];
+    // Not given back (the database is gone): they come back by themselves after the visibility timeout.
+    await this.#giveBack(held).catch(() => {});
   }
 }

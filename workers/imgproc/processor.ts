@@ -14,6 +14,7 @@ import type { Logger } from "../../shared/log.ts";
 import { thumbnailKeyFor } from "../../web/feed/s3.ts";
 import { ObjectTooLargeError, S3ObjectError, type S3Objects } from "../../web/feed/s3_objects.ts";
 import { compareSequencer, type ObjectEvent } from "./events.ts";
+import { ackIn } from "./pg_queue.ts";
 import { DEFAULT_MAX_BYTES, ImageRejectedError, makeThumbnail, type ThumbnailOptions } from "./thumbnail.ts";
 
 /** What {@linkcode applyEvent} needs. */
@@ -45,6 +46,16 @@ function tooLarge(size: number, limit: number): ImageRejectedError {
 type Tx = postgres.ReservedSql<Record<string, unknown>>;
 
 /**
+ * A queue message to remove in the event's own transaction (the Postgres queue's, holding this one
+ * event): `acked` is set once that transaction committed. An event that commits nothing (stale, gone,
+ * ignored) leaves the message to the consumer's ack.
+ */
+export interface AckInTransaction {
+  handle: string;
+  acked?: boolean;
+}
+
+/**
  * Applies `ev`; throws on a transient failure (S3 or the database), which the consumer retries.
  *
  * The transaction is driven on a reserved connection so that its statements go in two pipelined round
@@ -53,7 +64,11 @@ type Tx = postgres.ReservedSql<Record<string, unknown>>;
  * statement takes its snapshot when it starts, and the server starts it only once the lock is held: it
  * sees what the previous holder of the lock committed.
  */
-export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Outcome> {
+export async function applyEvent(
+  d: ProcessorDeps,
+  ev: ObjectEvent,
+  ack?: AckInTransaction,
+): Promise<Outcome> {
   if (ev.bucket !== d.mediaBucket) return "ignored";
   const thumbKey = thumbnailKeyFor(ev.key);
   const tx = await d.sql.reserve();
@@ -93,6 +108,7 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
         await settle(
           tx,
           ev,
+          ack,
           tx`
           update app.feeds set thumbnail_status = 'failed', thumbnail_error = ${e.message}, updated_at = now()
            where media_key = ${ev.key}`,
@@ -107,6 +123,7 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
         await settle(
           tx,
           ev,
+          ack,
           tx`
           update app.feeds set thumbnail_status = 'ready', thumbnail_key = ${thumbKey}, thumbnail_error = null,
                  updated_at = now()
@@ -120,6 +137,7 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
       await settle(
         tx,
         ev,
+        ack,
         tx`
         update app.feeds set thumbnail_status = 'failed', thumbnail_key = null,
                thumbnail_error = 'The image was removed', updated_at = now()
@@ -136,12 +154,14 @@ export async function applyEvent(d: ProcessorDeps, ev: ObjectEvent): Promise<Out
 }
 
 /**
- * Runs `feedUpdate`, records `ev` as the key's last applied event (one statement), and commits, in one
- * round trip. A failed statement leaves the transaction aborted, and the COMMIT behind it then rolls it back.
+ * Runs `feedUpdate`, records `ev` as the key's last applied event (one statement), removes the queue
+ * message when asked, and commits, in one round trip. A failed statement leaves the transaction aborted,
+ * and the COMMIT behind it then rolls it back.
  */
 async function settle(
   tx: Tx,
   ev: ObjectEvent,
+  ack: AckInTransaction | undefined,
   feedUpdate: postgres.PendingQuery<postgres.Row[]>,
 ): Promise<void> {
   const write = ev.sequencer
@@ -152,9 +172,11 @@ async function settle(
     on conflict (bucket, key) do update
       set sequencer = excluded.sequencer, event_name = excluded.event_name, applied_at = now()`
     : feedUpdate;
-  const [written, committed] = await Promise.allSettled([write, tx`commit`]);
-  if (written.status === "rejected") throw written.reason;
-  if (committed.status === "rejected") throw committed.reason;
+  const statements: Promise<unknown>[] = [write];
+  if (ack) statements.push(ackIn(tx, ack.handle));
+  statements.push(tx`commit`);
+  for (const r of await Promise.allSettled(statements)) if (r.status === "rejected") throw r.reason;
+  if (ack) ack.acked = true;
 }
 
 /** Marks the feed of `key` failed (after its event was dead-lettered). */

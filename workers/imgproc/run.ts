@@ -9,8 +9,9 @@ import type { Registry } from "../../shared/metrics.ts";
 import { runBridge } from "./bridge.ts";
 import { type ConsumerStatus, runConsumer } from "./consumer.ts";
 import { parseEvents } from "./events.ts";
-import { applyEvent, markFailed } from "./processor.ts";
+import { type AckInTransaction, applyEvent, markFailed } from "./processor.ts";
 import { S3Objects } from "../../web/feed/s3_objects.ts";
+import { PgQueue } from "./pg_queue.ts";
 import type { MessageQueue } from "./queue.ts";
 import type { ThumbnailOptions } from "./thumbnail.ts";
 
@@ -46,6 +47,8 @@ export async function runImgproc(o: ImgprocOptions): Promise<void> {
     thumbnail: o.thumbnail,
     log: o.log,
   };
+  /** The queue is the Postgres table, in the database the events' transactions write to. */
+  const inTransaction = o.queue instanceof PgQueue && o.queue.sql === o.sql;
   const tasks: Promise<void>[] = [];
   if (o.eventsUrl) {
     tasks.push(
@@ -60,12 +63,19 @@ export async function runImgproc(o: ImgprocOptions): Promise<void> {
     log: o.log,
     metrics: o.metrics,
     signal: o.signal,
-    async handle(body) {
-      for (const ev of parseEvents(body)) {
-        const outcome = await applyEvent(deps, ev);
+    async handle(body, message) {
+      const events = parseEvents(body);
+      // A message of the local queue holding one event (as S3 sends them) leaves the queue in the
+      // transaction that applies the event: a round trip less, and no window between the two.
+      const ack: AckInTransaction | undefined = inTransaction && events.length === 1
+        ? { handle: message.handle }
+        : undefined;
+      for (const ev of events) {
+        const outcome = await applyEvent(deps, ev, ack);
         outcomes?.inc({ outcome });
         o.log.debug("event applied", { key: ev.key, event: ev.eventName, outcome });
       }
+      return ack?.acked ? "acked" : undefined;
     },
     async onDead(body, error) {
       let events;
