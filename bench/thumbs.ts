@@ -2,11 +2,14 @@
  * `deno task bench:thumbs`: 500 photos through imgproc end to end (the S3 event log → the Postgres
  * queue → get from the media bucket → sharp → put to the thumbnails bucket → feed marked ready) against a
  * plain sharp loop making the same thumbnails from the same bytes held in memory, with the same
- * concurrency, in the same run (the loop before and after imgproc, averaged). Ratio: loop time ÷ imgproc time
- * (imgproc's throughput over the loop's).
+ * concurrency, in the same run. Ratio: loop time ÷ imgproc time (imgproc's throughput over the loop's).
  *
- * Then `BENCH_IDLE_PHOTOS` (20) uploads one at a time to an idle imgproc with its default queue settings: the
- * latency from the S3 PUT's answer to the feed marked ready (p50, p99).
+ * `BENCH_ROUNDS` (3) interleaved rounds, each side first in every other one, each round with photos of its
+ * own uploaded (untimed) before either side runs; the JSON line reports the median round's figures and every
+ * round's ratio (`ratios`), as a single round's ratio moves by several hundredths on this shared machine.
+ *
+ * Then `BENCH_IDLE_PHOTOS` (20) uploads one at a time to an idle imgproc with the process's queue settings:
+ * the latency from the S3 PUT's answer to the feed marked ready (p50, p99).
  *
  * `BENCH_PHOTOS` (500), `BENCH_CONCURRENCY` (4), `BENCH_WIDTH` × `BENCH_HEIGHT` (4032 × 3024, a 12-megapixel phone photo).
  */
@@ -28,7 +31,7 @@ import { PgQueue } from "../workers/imgproc/pg_queue.ts";
 import { runImgproc } from "../workers/imgproc/run.ts";
 import { DEFAULT_THUMBNAIL_OPTIONS } from "../workers/imgproc/thumbnail.ts";
 import process from "node:process";
-import { cpuMsOf, percentile, report, type Row } from "./_util.ts";
+import { alternate, cpuMsOf, medianRound, percentile, report, type Row } from "./_util.ts";
 
 const PHOTOS = Number(Deno.env.get("BENCH_PHOTOS") ?? 500);
 const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 4);
@@ -36,6 +39,8 @@ const W = Number(Deno.env.get("BENCH_WIDTH") ?? 4032);
 const H = Number(Deno.env.get("BENCH_HEIGHT") ?? 3024);
 const DISTINCT = 10;
 const IDLE_PHOTOS = Number(Deno.env.get("BENCH_IDLE_PHOTOS") ?? 20);
+/** Interleaved rounds (each side first in every other one); the ratio is the median round's. */
+const ROUNDS = Math.max(1, Number(Deno.env.get("BENCH_ROUNDS") ?? 3));
 const log = createLogger("bench-thumbs", { level: "error" });
 const opts = DEFAULT_THUMBNAIL_OPTIONS;
 
@@ -121,29 +126,9 @@ try {
 
   // Warm sharp (thread pool, codecs) for both sides.
   await sharpLoop(inputs.slice(0, 20));
-  const loopBefore = await sharpLoop(inputs);
 
   const [u] =
     await sql`insert into app.users (email, username, password) values ('b@x.io', 'bench', 'x') returning id`;
-  const keys = inputs.map((_, i) => `u/${u.id}/${i}.jpg`);
-  await sql`insert into app.feeds ${
-    sql(keys.map((k, i) => ({
-      user_id: u.id,
-      caption: `photo ${i}`,
-      media_key: k,
-      content_type: "image/jpeg",
-      size_bytes: inputs[i].length,
-    })))
-  }`;
-  const tu = performance.now();
-  let nextUpload = 0;
-  await Promise.all(Array.from({ length: 8 }, async () => {
-    while (nextUpload < keys.length) {
-      const i = nextUpload++;
-      await s3.send(new PutObjectCommand({ Bucket: "bench-media", Key: keys[i], Body: inputs[i] }));
-    }
-  }));
-  const uploadMs = performance.now() - tu;
 
   // CPU per photo of each process (stable on a busy machine, unlike wall time): this one (imgproc's
   // JavaScript and sharp's threads, or the loop), the local S3 server, and Postgres with its backends.
@@ -161,6 +146,7 @@ try {
     cpu_ms_s3: (b.s3 - a.s3) / PHOTOS,
     cpu_ms_pg: (b.pg - a.pg) / PHOTOS,
   });
+  type Cpu = ReturnType<typeof perPhoto>;
 
   /** imgproc over `queue`, bridging the S3 server's event log, with the bench's settings. */
   const startImgproc = (queue: PgQueue, metrics: Registry, signal: AbortSignal) =>
@@ -179,39 +165,83 @@ try {
       signal,
     });
 
-  // imgproc starts with the 500 creation events waiting in the S3 server's event log.
-  const controller = new AbortController();
-  const metrics = new Registry();
-  const c0 = cpu();
-  const t0 = performance.now();
-  const worker = startImgproc(
-    new PgQueue({ sql, consumerId: "bench", pollMs: 20, prefetch: CONC }),
-    metrics,
-    controller.signal,
-  );
-  // Completion is watched in this process, on imgproc's own outcome counter (an event's outcome is counted
-  // once its transaction committed): polling the feeds table instead cost Postgres about 0.6 ms of CPU
-  // per photo (and this process more), charged to imgproc. The table is checked once at the end.
-  const outcomes = metrics.counter("wharf_imgproc_events_total", "Object events by outcome");
-  const settled = () =>
-    outcomes.get({ outcome: "thumbnail" }) + outcomes.get({ outcome: "rejected" }) +
-    outcomes.get({ outcome: "stale" }) + outcomes.get({ outcome: "gone" });
-  const deadline = Date.now() + 600_000;
-  while (settled() < PHOTOS) {
-    if (Date.now() > deadline) throw new Error(`Timed out: ${settled()} of ${PHOTOS} events applied`);
-    await abortableSleep(5);
+  /** Feeds and uploads for round `r`'s photos (not timed): their creation events wait in the log. */
+  const upload = async (r: number): Promise<number> => {
+    const keys = inputs.map((_, i) => `u/${u.id}/r${r}/${i}.jpg`);
+    await sql`insert into app.feeds ${
+      sql(keys.map((k, i) => ({
+        user_id: u.id,
+        caption: `photo ${i}`,
+        media_key: k,
+        content_type: "image/jpeg",
+        size_bytes: inputs[i].length,
+      })))
+    }`;
+    const t = performance.now();
+    let next = 0;
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      while (next < keys.length) {
+        const i = next++;
+        await s3.send(new PutObjectCommand({ Bucket: "bench-media", Key: keys[i], Body: inputs[i] }));
+      }
+    }));
+    return performance.now() - t;
+  };
+
+  /** imgproc, started with the round's creation events waiting in the S3 server's event log. */
+  const timedImgproc = async (): Promise<{ ms: number; cpu: Cpu }> => {
+    const controller = new AbortController();
+    const metrics = new Registry();
+    const c0 = cpu();
+    const t0 = performance.now();
+    const worker = startImgproc(
+      new PgQueue({ sql, consumerId: "bench", pollMs: 20, prefetch: CONC }),
+      metrics,
+      controller.signal,
+    );
+    // Completion is watched in this process, on imgproc's own outcome counter (an event's outcome is
+    // counted once its transaction committed): polling the feeds table instead cost Postgres about 0.6 ms
+    // of CPU per photo (and this process more), charged to imgproc. The table is checked once at the end.
+    const outcomes = metrics.counter("wharf_imgproc_events_total", "Object events by outcome");
+    const settled = () =>
+      outcomes.get({ outcome: "thumbnail" }) + outcomes.get({ outcome: "rejected" }) +
+      outcomes.get({ outcome: "stale" }) + outcomes.get({ outcome: "gone" });
+    const deadline = Date.now() + 600_000;
+    while (settled() < PHOTOS) {
+      if (Date.now() > deadline) throw new Error(`Timed out: ${settled()} of ${PHOTOS} events applied`);
+      await abortableSleep(5);
+    }
+    const ms = performance.now() - t0;
+    const used = perPhoto(c0, cpu());
+    controller.abort();
+    await worker;
+    return { ms, cpu: used };
+  };
+
+  const timedLoop = async (): Promise<{ ms: number; cpu: Cpu }> => {
+    const c0 = cpu();
+    const ms = await sharpLoop(inputs);
+    return { ms, cpu: perPhoto(c0, cpu()) };
+  };
+
+  type Side = { ms: number; cpu: Cpu };
+  const rounds: { imgproc: Side; loop: Side; uploadMs: number; ratio: number }[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const uploadMs = await upload(r);
+    let imgproc!: Side, loop!: Side;
+    await alternate(
+      r,
+      async () => void (loop = await timedLoop()),
+      async () => void (imgproc = await timedImgproc()),
+    );
+    const ratio = Number((loop.ms / imgproc.ms).toFixed(3));
+    if (ROUNDS > 1) console.error(`[bench] round ${r + 1} of ${ROUNDS}: ratio ${ratio}`);
+    rounds.push({ imgproc, loop, uploadMs, ratio });
   }
-  const imgprocMs = performance.now() - t0;
-  const imgprocCpu = perPhoto(c0, cpu());
-  controller.abort();
-  await worker;
-  // The loop runs before and after imgproc and counts as the mean of both: outside load on this shared
-  // machine then weighs on both sides alike.
-  const c1 = cpu();
-  const loopMs = (loopBefore + await sharpLoop(inputs)) / 2;
-  const loopCpu = perPhoto(c1, cpu());
-  // Latency of one upload at a time (the S3 PUT's answer to the feed marked ready), imgproc with its
-  // default queue settings: what a user waits for after an upload when imgproc is idle.
+  const median = medianRound(rounds);
+
+  // Latency of one upload at a time (the S3 PUT's answer to the feed marked ready), imgproc with the
+  // process's queue settings: what a user waits for after an upload when imgproc is idle.
   const latencies: number[] = [];
   {
     const idle = new AbortController();
@@ -245,46 +275,55 @@ try {
                                    count(*) filter (where thumbnail_status = 'failed')::int as failed
                               from app.feeds`;
   if (done.failed) throw new Error(`Cannot report: ${done.failed} thumbnails failed`);
-  if (done.ready !== PHOTOS) throw new Error(`Cannot report: ${done.ready} of ${PHOTOS} feeds are ready`);
+  if (done.ready !== PHOTOS * ROUNDS) {
+    throw new Error(`Cannot report: ${done.ready} of ${PHOTOS * ROUNDS} feeds are ready`);
+  }
 
-  const rows: Row[] = [
+  const named = (name: string, r: number) => ROUNDS > 1 ? `${name} (round ${r + 1})` : name;
+  const rows: Row[] = rounds.flatMap((x, r) => [
     {
-      run: "imgproc end to end",
+      run: named("imgproc end to end", r),
       photos: PHOTOS,
-      "ms": imgprocMs,
-      "photos/s": PHOTOS / (imgprocMs / 1000),
-      ...imgprocCpu,
+      "ms": x.imgproc.ms,
+      "photos/s": PHOTOS / (x.imgproc.ms / 1000),
+      ...x.imgproc.cpu,
     },
     {
-      run: "plain sharp loop",
+      run: named("plain sharp loop", r),
       photos: PHOTOS,
-      "ms": loopMs,
-      "photos/s": PHOTOS / (loopMs / 1000),
-      ...loopCpu,
+      "ms": x.loop.ms,
+      "photos/s": PHOTOS / (x.loop.ms / 1000),
+      ...x.loop.cpu,
     },
+  ]);
+  const uploadMs = rounds.reduce((a, x) => a + x.uploadMs, 0) / rounds.length;
+  rows.push(
     {
       run: "one upload at a time, idle (ms: p50 upload → ready)",
       photos: IDLE_PHOTOS,
       "ms": percentile(latencies, 50),
     },
     {
-      run: "(upload to S3, not timed)",
+      run: "(upload to S3 before each round, not timed)",
       photos: PHOTOS,
       "ms": uploadMs,
       "photos/s": PHOTOS / (uploadMs / 1000),
     },
-  ];
+  );
+  const { imgproc, loop } = median;
   report("thumbs", rows, {
-    ratio: Number((loopMs / imgprocMs).toFixed(3)),
-    imgproc_photos_per_s: Number((PHOTOS / (imgprocMs / 1000)).toFixed(1)),
+    ratio: median.ratio,
+    ratios: rounds.map((x) => x.ratio),
+    imgproc_photos_per_s: Number((PHOTOS / (imgproc.ms / 1000)).toFixed(1)),
     imgproc_cpu_ms_per_photo: Math.round(
-      imgprocCpu.cpu_ms_self + imgprocCpu.cpu_ms_s3 + imgprocCpu.cpu_ms_pg,
+      imgproc.cpu.cpu_ms_self + imgproc.cpu.cpu_ms_s3 + imgproc.cpu.cpu_ms_pg,
     ),
-    sharp_cpu_ms_per_photo: Math.round(loopCpu.cpu_ms_self),
-    sharp_photos_per_s: Number((PHOTOS / (loopMs / 1000)).toFixed(1)),
+    sharp_cpu_ms_per_photo: Math.round(loop.cpu.cpu_ms_self),
+    sharp_photos_per_s: Number((PHOTOS / (loop.ms / 1000)).toFixed(1)),
     idle_latency_p50_ms: Number(percentile(latencies, 50).toFixed(1)),
     idle_latency_p99_ms: Number(percentile(latencies, 99).toFixed(1)),
     photos: PHOTOS,
+    rounds: ROUNDS,
     concurrency: CONC,
     size: `${W}x${H}`,
     avg_input_kib: Math.round(avgKiB),
