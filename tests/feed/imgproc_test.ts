@@ -6,6 +6,7 @@ import {
   HeadObjectCommand,
   PutObjectCommand,
 } from "@aws-sdk/client-s3";
+import type { Sql } from "../../shared/db.ts";
 import { createLogger } from "../../shared/log.ts";
 import { Registry } from "../../shared/metrics.ts";
 import { freePort } from "../../shared/stack/process.ts";
@@ -51,6 +52,14 @@ function processorDeps(
     thumbnail,
     log,
   };
+}
+
+/** Waits until the local queue holds no message. */
+function queueDrained(sql: Sql): Promise<unknown> {
+  return eventually("the queue drained", async () => {
+    const [r] = await sql`select count(*)::int as n from control.imgproc_messages`;
+    return r.n === 0 ? true : undefined;
+  });
 }
 
 async function seedFeed(w: Awaited<ReturnType<typeof feedWorld>>, key: string) {
@@ -200,10 +209,7 @@ Deno.test("two consumers share the Postgres queue and handle every message exact
     }, status)
   );
   try {
-    await eventually("the queue drained", async () => {
-      const [r] = await w.db.sql`select count(*)::int as n from control.imgproc_messages`;
-      return r.n === 0 ? true : undefined;
-    });
+    await queueDrained(w.db.sql);
   } finally {
     controller.abort();
     await Promise.all(runs);
@@ -421,10 +427,7 @@ Deno.test("a message of one event leaves the local queue in the event's transact
     signal: controller.signal,
   });
   try {
-    await eventually("the queue drained", async () => {
-      const [r] = await w.db.sql`select count(*)::int as n from control.imgproc_messages`;
-      return r.n === 0 ? true : undefined;
-    });
+    await queueDrained(w.db.sql);
   } finally {
     controller.abort();
     await run;

@@ -50,8 +50,8 @@ export async function enqueue(sql: Sql, dedupeKey: string, body: string): Promis
 }
 
 /**
- * The statement that acks `handle` inside a caller's transaction (on the transaction's connection), so a
- * message leaves the queue in the same commit as the work it asked for.
+ * The statement that acks `handle` on `sql`: the queue's own ack, or inside a caller's transaction (on the
+ * transaction's connection), so a message leaves the queue in the same commit as the work it asked for.
  */
 export function ackIn(tx: Sql, handle: string) {
   return tx`delete from control.imgproc_messages where id = ${handle}`;
@@ -123,11 +123,10 @@ export class PgQueue implements MessageQueue {
   /** Up to `max` messages claimed ahead; those held too long are given back. */
   async #takeHeld(max: number): Promise<QueueMessage[]> {
     const freshAfter = performance.now() - this.#o.visibilityMs / 2;
-    const stale = this.#held.filter((h) => h.claimedAt < freshAfter);
-    if (stale.length) {
-      this.#held = this.#held.filter((h) => h.claimedAt >= freshAfter);
-      await this.#giveBack(stale);
-    }
+    const stale: Held[] = [], fresh: Held[] = [];
+    for (const h of this.#held) (h.claimedAt < freshAfter ? stale : fresh).push(h);
+    this.#held = fresh;
+    await this.#giveBack(stale);
     return this.#held.splice(0, max).map((h) => h.message);
   }
 
@@ -157,7 +156,7 @@ export class PgQueue implements MessageQueue {
   }
 
   async ack(m: QueueMessage): Promise<void> {
-    await this.#o.sql`delete from control.imgproc_messages where id = ${m.handle}`;
+    await ackIn(this.#o.sql, m.handle);
   }
 
   async retry(m: QueueMessage, delayMs: number, error: string): Promise<void> {
