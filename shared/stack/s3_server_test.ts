@@ -273,6 +273,26 @@ Deno.test("the local S3 server speaks S3 to the AWS SDK", async (t) => {
       }
     });
 
+    await t.step("GETs read at once and in flight together each get their own bytes", async () => {
+      // The server reads such objects into one reused buffer: each answer must hold its own copy.
+      const objects = [1_000_000, 3_000_000, 2_000_000, 3_500_000, 500_000, 2_500_000].map((n, i) => ({
+        key: `together/${i}`,
+        body: bytes(n, 11 + i),
+      }));
+      for (const o of objects) {
+        await c.send(new PutObjectCommand({ Bucket: "media", Key: o.key, Body: o.body }));
+      }
+      // Every answer arrives before any body is read, so all of them are in flight at once.
+      const answers = await Promise.all(
+        objects.map((o) => c.send(new GetObjectCommand({ Bucket: "media", Key: o.key }))),
+      );
+      for (const [i, got] of answers.entries()) {
+        const back = await got.Body!.transformToByteArray();
+        assert.equal(md5(back), md5(objects[i].body), objects[i].key);
+      }
+      for (const o of objects) await c.send(new DeleteObjectCommand({ Bucket: "media", Key: o.key }));
+    });
+
     await t.step("range and conditional GETs answer 206, 416, 304 and 412", async () => {
       await c.send(new PutObjectCommand({ Bucket: "media", Key: "digits", Body: "0123456789" }));
       const etag = `"${md5("0123456789")}"`;

@@ -416,10 +416,14 @@ export class S3Store {
     }
   }
 
-  /** The bytes of `meta`'s object, in one synchronous read (for objects of bounded size). */
-  readWhole(bucket: string, meta: ObjectMeta): Uint8Array<ArrayBuffer> {
+  /**
+   * The bytes of `meta`'s object, in one synchronous read (for objects of bounded size): into `into` when
+   * it is large enough (the result is then a view of it, valid until `into` is written again), else into
+   * a new array.
+   */
+  readWhole(bucket: string, meta: ObjectMeta, into?: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
     using file = this.openBody(bucket, meta);
-    const out = new Uint8Array(meta.size);
+    const out = into && into.length >= meta.size ? into.subarray(0, meta.size) : new Uint8Array(meta.size);
     let got = 0;
     while (got < out.length) {
       const n = file.readSync(out.subarray(got));
