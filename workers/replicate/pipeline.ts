@@ -362,8 +362,17 @@ async function runSession(
     batch = await newBatch();
     let failure: ((e: unknown) => void) | undefined;
     let finish: (() => void) | undefined;
+    /**
+     * Set by the session's first failure: from then on no message is handled and no batch is cut, since a
+     * message skipped by the failure followed by a later commit loaded would move the stored LSN past it.
+     * The next session starts from what was loaded.
+     */
+    let failed = false;
     const ended = new Promise<void>((resolve, reject) => {
-      failure = reject;
+      failure = (e) => {
+        failed = true;
+        reject(e);
+      };
       finish = resolve;
     });
     sessionAbort.signal.addEventListener("abort", () => finish?.(), { once: true });
@@ -766,6 +775,7 @@ async function runSession(
           queueBytes = 0;
           await lock.run(async () => {
             for (let i = 0; i < run.length; i++) {
+              if (failed) return;
               const r = handle(run[i]);
               if (r) await r;
               runBytesLeft -= perMessage;
@@ -785,6 +795,7 @@ async function runSession(
     };
     /** Queues a message; `size` is its length on the wire (a queued row costs that plus a few objects). */
     const onData = (msg: StreamMessage, size: number) => {
+      if (failed) return;
       queue.push(msg);
       queueBytes += size + 200;
       received++;
@@ -833,14 +844,19 @@ async function runSession(
       sessionAbort.signal.addEventListener("abort", () => clearTimeout(resting), { once: true });
       conn.removeAllListeners("copyData");
       conn.on("copyData", ({ chunk }) => {
-        const tag = chunk[0];
-        if (tag === 0x77 /* w: XLogData */) {
-          // A plain view: a Buffer's subarray goes through its species constructor, which costs.
-          const body = new Uint8Array(chunk.buffer, chunk.byteOffset + 25, chunk.byteLength - 25);
-          onData(plugin.parseStream(body), chunk.byteLength);
-        } else if (tag === 0x6b /* k: keepalive */) {
-          const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-          onHeartbeat(view.getBigUint64(1), chunk[17] !== 0);
+        // Called from the socket's data event: a throw here would end the process rather than the session.
+        try {
+          const tag = chunk[0];
+          if (tag === 0x77 /* w: XLogData */) {
+            // A plain view: a Buffer's subarray goes through its species constructor, which costs.
+            const body = new Uint8Array(chunk.buffer, chunk.byteOffset + 25, chunk.byteLength - 25);
+            onData(plugin.parseStream(body), chunk.byteLength);
+          } else if (tag === 0x6b /* k: keepalive */) {
+            const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+            onHeartbeat(view.getBigUint64(1), chunk[17] !== 0);
+          }
+        } catch (e) {
+          failure?.(e);
         }
       });
     });
@@ -858,7 +874,7 @@ async function runSession(
       if (!due) return;
       void lock.run(async () => {
         const b = batch!;
-        if (tx || sessionAbort.signal.aborted || b.endLsn === 0n) return;
+        if (tx || failed || sessionAbort.signal.aborted || b.endLsn === 0n) return;
         await cut();
       }).catch((e) => failure?.(e));
     }, IDLE_CUT_MS));
