@@ -806,6 +806,8 @@ async function runSession(
       if (!draining) void drain();
     };
     const onHeartbeat = (lsn: bigint, reply: boolean) => {
+      // After a failure the messages since it were dropped: the server's position says nothing of them.
+      if (failed) return;
       // Idle and caught up (nothing queued, spooled or loading, no transaction open): the server's WAL
       // position can be acknowledged, so that writes to unpublished tables do not show up as lag.
       const idle = !tx && !loading && batch?.rows === 0 && batch.endLsn === 0n && !queue.length &&
