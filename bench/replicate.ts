@@ -24,7 +24,7 @@
 import { CreateBucketCommand } from "@aws-sdk/client-s3";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { join } from "node:path";
-import { connectPostgres, type Sql } from "../shared/db.ts";
+import { connectPostgres, dropReplicationSlot, type Sql } from "../shared/db.ts";
 import { createLogger } from "../shared/log.ts";
 import { migrate } from "../shared/migrate.ts";
 import { startPostgres } from "../shared/stack/postgres.ts";
@@ -229,7 +229,7 @@ async function runNative(
     await dst`alter subscription bench_sub disable`;
     await dst`alter subscription bench_sub set (slot_name = none)`;
     await dst`drop subscription bench_sub`;
-    await dropSlot(admin, "bench_sub");
+    await dropReplicationSlot(admin, "bench_sub");
     return {
       system: "postgres logical replication",
       seconds: secs,
@@ -244,23 +244,6 @@ async function runNative(
   } finally {
     await Promise.allSettled([src.end(), dst.end()]);
     await dropDatabases(admin, [srcDb, dstDb]);
-  }
-}
-
-/**
- * Drops `slot` once nothing reads it any more: the walsender of a subscription just disabled (or of a worker
- * just stopped) may still hold it for a moment, and the drop then fails with "is active for PID …".
- */
-async function dropSlot(admin: Sql, slot: string): Promise<void> {
-  const end = Date.now() + 15_000;
-  for (;;) {
-    try {
-      await admin`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${slot}`;
-      return;
-    } catch (e) {
-      if (Date.now() > end) throw e;
-      await abortableSleep(200);
-    }
   }
 }
 
@@ -366,7 +349,7 @@ async function runWharf(
       worker.kill("SIGTERM");
       await worker.status;
     }
-    await dropSlot(admin, "bench_wharf").catch(() => {});
+    await dropReplicationSlot(admin, "bench_wharf").catch(() => {});
     await Promise.allSettled([src.end(), dst.end(), ctl.end()]);
     await dropDatabases(admin, [srcDb, dstDb, ctlDb]);
     s3.destroy();

@@ -194,6 +194,24 @@ export function databaseUrlFromEnv(
   return undefined;
 }
 
+/**
+ * Drops replication slot `slot` (if there is one) once nothing reads it any more: the walsender of a
+ * subscription just disabled, or of a replication client just stopped, may hold it for a moment, and a drop
+ * then fails with "is active for PID …". Retries for up to `timeoutMs`, then throws the last error.
+ */
+export async function dropReplicationSlot(sql: Sql, slot: string, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await sql`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${slot}`;
+      return;
+    } catch (e) {
+      if (Date.now() > end) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+}
+
 /** Quotes an identifier (schema, table, column) for SQL text built from trusted names. */
 export function quoteIdent(name: string): string {
   if (name.includes("\u0000")) throw new WharfError(400, "Cannot use an identifier that contains a NUL byte");

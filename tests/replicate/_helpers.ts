@@ -4,7 +4,7 @@
  * pipeline, and a per-table checksum to compare source and target.
  */
 import { CreateBucketCommand, type S3Client } from "@aws-sdk/client-s3";
-import type { Sql } from "../../shared/db.ts";
+import { dropReplicationSlot, type Sql } from "../../shared/db.ts";
 import { createLogger } from "../../shared/log.ts";
 import { LOCAL_S3_CREDENTIALS } from "../../shared/stack/s3.ts";
 import {
@@ -95,20 +95,6 @@ export interface Fixture extends AsyncDisposable {
   start(extra?: Partial<PipelineOptions>): { stop(): Promise<void>; status: PipelineStatus };
 }
 
-/** Drops a slot once nothing reads it any more. */
-export async function dropSlot(sql: Sql, slot: string): Promise<void> {
-  const end = Date.now() + 15_000;
-  for (;;) {
-    try {
-      await sql`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${slot}`;
-      return;
-    } catch (e) {
-      if (Date.now() > end) throw e;
-      await abortableSleep(200);
-    }
-  }
-}
-
 /** Builds a fixture; `setup` runs on the source before the publication is created. */
 export async function fixture(setup: (sql: Sql) => Promise<void>, tables: string[]): Promise<Fixture> {
   const source = await createTestDatabase();
@@ -171,7 +157,7 @@ export async function fixture(setup: (sql: Sql) => Promise<void>, tables: string
     },
     async [Symbol.asyncDispose]() {
       await Promise.allSettled(running.map((s) => s()));
-      await dropSlot(source.sql, slot).catch(() => {});
+      await dropReplicationSlot(source.sql, slot).catch(() => {});
       await source.drop();
       await target.drop();
       s3.destroy();

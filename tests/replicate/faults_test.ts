@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { connectPostgres } from "../../shared/db.ts";
+import { connectPostgres, dropReplicationSlot } from "../../shared/db.ts";
 import { createLogger } from "../../shared/log.ts";
 import { startPostgres } from "../../shared/stack/postgres.ts";
 import { freePort } from "../../shared/stack/process.ts";
 import { createTestDatabase, testEnv, testId } from "../../shared/testing/mod.ts";
 import { type PipelineStatus, runPipeline } from "../../workers/replicate/pipeline.ts";
 import { PostgresTarget } from "../../workers/replicate/targets/postgres.ts";
-import { converged, dropSlot, eventually, testBucket, testS3 } from "./_helpers.ts";
+import { converged, eventually, testBucket, testS3 } from "./_helpers.ts";
 
 /** An extra Postgres of this test's own, so the shared test services are never restarted. */
 async function ownPostgres() {
@@ -79,7 +79,7 @@ Deno.test("with the target down for a while the slot holds the changes and the p
     controller.abort();
     await run;
     await Promise.allSettled([target.close(), tsql.end({ timeout: 1 })]);
-    await dropSlot(source.sql, slot).catch(() => {});
+    await dropReplicationSlot(source.sql, slot).catch(() => {});
     await source.drop();
     await pg.stop();
     s3.destroy();
@@ -137,7 +137,7 @@ Deno.test("a source restart breaks the stream and the pipeline reconnects and re
     controller.abort();
     await run;
     await pgTarget.close();
-    await dropSlot(src, slot).catch(() => {});
+    await dropReplicationSlot(src, slot).catch(() => {});
     await src.end({ timeout: 1 });
     await Promise.allSettled([target.drop(), control.drop()]);
     await pg.stop();
