@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createTestDatabase } from "../../shared/testing/mod.ts";
 import { binaryTypeOids } from "../../workers/replicate/schema.ts";
-import { converged, eventually, fixture } from "./_helpers.ts";
+import { converged, eventually, fixture, recordedKeys } from "./_helpers.ts";
 
 Deno.test("binary files: a column of a user-defined type turns the session to CSV, without losing a change", async () => {
   const tables = ["public.plain"];
@@ -16,9 +16,7 @@ Deno.test("binary files: a column of a user-defined type turns the session to CS
   await s`insert into public.plain select g, 'v' || g, now(), g / 3.0, array[g, null] from generate_series(2, 500) g`;
   await s`update public.plain set v = null, n = 'NaN' where id < 10`;
   await converged(s, f.target.sql, tables);
-  const keys = async () =>
-    (await s<{ k: string }[]>`select s3_key as k from control.replicate_batches where pipeline = ${f.pipeline}
-                                order by loaded_at, k`).map((r) => r.k);
+  const keys = () => recordedKeys(f, "public.plain");
   const before = await keys();
   assert.ok(before.length > 0 && before.every((k) => k.endsWith(".pgcopy")), before.join(", "));
 
