@@ -145,12 +145,14 @@ export async function startProcess(options: StartOptions): Promise<ManagedProces
   }).spawn();
   if (isolate) {
     // Until setsid has exec'd the program, the pid's command line is setsid's (or, just after the fork,
-    // this process's): wait for the program's own (setsid keeps its argv[0] as given), so that what a
-    // caller records of this process (recordProcesses) is the program's.
+    // this process's): wait until it is neither, so that what a caller records of this process
+    // (recordProcesses) is the program's. Not for the program's own command line: a program may exec
+    // another at once (`setpriv` execs Postgres), which would never show it.
+    const own = cmdlineOf(Deno.pid);
     const deadline = Date.now() + 10_000;
     for (;;) {
       const cmdline = cmdlineOf(child.pid);
-      if (cmdline === undefined || cmdline.startsWith(options.cmd + "\0")) break;
+      if (cmdline === undefined || (!cmdline.startsWith(SETSID + "\0") && cmdline !== own)) break;
       if (Date.now() > deadline) {
         log.warn("setsid did not start the program in time", { name: options.name, pid: child.pid });
         break;
