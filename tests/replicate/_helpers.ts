@@ -90,14 +90,14 @@ export async function recordedKeys(f: Fixture, table: string): Promise<string[]>
   const [applied] = await f.target.sql<{ lsn: string }[]>`
     select lsn::text as lsn from wharf_replicate.applied where pipeline = ${f.pipeline} and table_name = ${table}`;
   if (!applied) throw new Error(`no load of ${table} was applied`);
-  const keys = async () => (await f.source.sql<{ k: string; at_last: boolean }[]>`
+  let rows: { k: string; at_last: boolean }[] = [];
+  await eventually(`the batch of ${table} at ${applied.lsn} to be recorded`, async () => {
+    rows = await f.source.sql<{ k: string; at_last: boolean }[]>`
       select s3_key as k, lsn::pg_lsn >= ${applied.lsn}::pg_lsn as at_last from control.replicate_batches
-       where pipeline = ${f.pipeline} and table_name = ${table} order by id`);
-  await eventually(
-    `the batch of ${table} at ${applied.lsn} to be recorded`,
-    async () => (await keys()).some((r) => r.at_last),
-  );
-  return (await keys()).map((r) => r.k);
+       where pipeline = ${f.pipeline} and table_name = ${table} order by id`;
+    return rows.some((r) => r.at_last);
+  });
+  return rows.map((r) => r.k);
 }
 
 /** A source, a target, a bucket, a slot and a publication; dispose drops them all. */
