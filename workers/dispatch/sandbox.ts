@@ -125,10 +125,47 @@ function answerQuery(
     });
 }
 
-function newWorker(): Worker {
+/**
+ * How a sandbox worker's clock reads on the node's. Each thread's `performance.now()` counts from its own
+ * start, and its `performance.timeOrigin` is the wall clock at that start, so `timeOrigin + now()` of two
+ * threads agree only while the wall clock never steps (an NTP correction, a virtual machine paused and
+ * resumed). Seen once in the bench: the workers started after such a step read 23 s ahead of the node,
+ * which recorded every start 23 s late; stepped the other way, every function would time out at once.
+ * Both `now()` are monotonic, so the offset between them is a constant, bounded by each batch: the worker
+ * got the batch after it was sent (offset ≥ sent − received) and ended it before its answer arrived
+ * (offset ≤ arrived − ended). The middle of the tightest bounds is used: within half a message's way.
+ */
+class WorkerClock {
+  #lo = -Infinity;
+  #hi = Infinity;
+  /** The worker's clock read `workerAt` no earlier than this thread's `hereAt`. */
+  notBefore(hereAt: number, workerAt: number): void {
+    if (workerAt) this.#lo = Math.max(this.#lo, hereAt - workerAt);
+  }
+  /** The worker's clock read `workerAt` no later than this thread's `hereAt`. */
+  notAfter(hereAt: number, workerAt: number): void {
+    if (workerAt) this.#hi = Math.min(this.#hi, hereAt - workerAt);
+  }
+  /** `workerAt` on this thread's clock (`performance.now()`). */
+  toHere(workerAt: number): number {
+    const lo = this.#lo, hi = this.#hi;
+    if (lo === -Infinity) return workerAt + (hi === Infinity ? 0 : hi);
+    return workerAt + (hi === Infinity || hi < lo ? lo : (lo + hi) / 2);
+  }
+}
+
+const clocks = new WeakMap<Worker, WorkerClock>();
+
+function clockOf(worker: Worker): WorkerClock {
+  let c = clocks.get(worker);
+  if (!c) clocks.set(worker, c = new WorkerClock());
+  return c;
+}
+
+function newWorker(url = WORKER_URL): Worker {
   // `deno.permissions` is an unstable option missing from the stable WorkerOptions type.
   const options = { type: "module", deno: { permissions: "none" } } as WorkerOptions;
-  return new Worker(WORKER_URL, options);
+  return new Worker(url, options);
 }
 
 /**
@@ -207,12 +244,12 @@ function execBatch(
   release: (w: Worker, reusable: boolean) => void,
 ): Promise<BatchItemResult[]> {
   const n = o.items.length;
-  const progress = new Float64Array(new SharedArrayBuffer(8 * (3 + 2 * n)));
+  const progress = new Float64Array(new SharedArrayBuffer(8 * (4 + 2 * n)));
   const stop = () => progress[1 + 2 * n] = 1;
   if (o.signal?.aborted) stop();
   o.signal?.addEventListener("abort", stop, { once: true });
-  const sentAt = performance.timeOrigin + performance.now();
-  const toLocal = (epochMs: number) => epochMs - performance.timeOrigin;
+  const sentAt = performance.now();
+  const clock = clockOf(worker);
   const errors = new Map<number, { message: string; stack: string }>();
   return new Promise((resolve) => {
     let settled = false;
@@ -227,15 +264,22 @@ function execBatch(
       release(worker, reusable);
       resolve(results);
     };
-    const startedAt = (i: number) => progress[1 + i] || sentAt;
+    // When event i started, on this thread's clock (the send time if it has not started yet).
+    const startedAt = (i: number) => {
+      if (!progress[1 + i]) return sentAt;
+      clock.notBefore(sentAt, progress[3 + 2 * n]);
+      return clock.toHere(progress[1 + i]);
+    };
     // How long event i ran: until the next one started or the batch ended (now, if neither happened).
-    const msOf = (i: number) =>
-      (progress[2 + i] && i + 1 < n ? progress[2 + i] : progress[2 + 2 * n] ||
-        performance.timeOrigin + performance.now()) - startedAt(i);
+    const msOf = (i: number) => {
+      const end = progress[2 + i] && i + 1 < n ? progress[2 + i] : progress[2 + 2 * n];
+      if (end && progress[1 + i]) return end - progress[1 + i];
+      return (end ? clock.toHere(end) : performance.now()) - startedAt(i);
+    };
     const resultOf = (i: number, fallback?: { error: string; timedOut: boolean }): BatchItemResult => {
       const state = progress[1 + n + i];
       const at = startedAt(i);
-      if (state === 1) return { ok: true, ms: msOf(i), started: true, startedAt: toLocal(at) };
+      if (state === 1) return { ok: true, ms: msOf(i), started: true, startedAt: at };
       const e = errors.get(i);
       if (state === 2 || !fallback) {
         return {
@@ -245,7 +289,7 @@ function execBatch(
           stack: e?.stack ?? "",
           timedOut: false,
           started: true,
-          startedAt: toLocal(at),
+          startedAt: at,
         };
       }
       return {
@@ -255,7 +299,7 @@ function execBatch(
         stack: "",
         timedOut: fallback.timedOut,
         started: true,
-        startedAt: toLocal(at),
+        startedAt: at,
       };
     };
     /** Ends the batch early: event `j` failed with `why`, those before it finished, those after never started. */
@@ -275,7 +319,7 @@ function execBatch(
         timer = setTimeout(check, 5);
         return;
       }
-      const now = performance.timeOrigin + performance.now();
+      const now = performance.now();
       const deadline = startedAt(j) + o.items[j].timeoutMs;
       if (now >= deadline) {
         return abort(j, { error: `Function timed out after ${o.items[j].timeoutMs} ms`, timedOut: true });
@@ -293,6 +337,8 @@ function execBatch(
         errors.set(m.index, { message: String(m.message), stack: String(m.stack) });
       } else if (m.type === "query") answerQuery(worker, o, m, () => settled);
       else if (m.type === "batch-done") {
+        clock.notBefore(sentAt, progress[3 + 2 * n]);
+        clock.notAfter(performance.now(), progress[2 + 2 * n]);
         for (const err of m.errors as { index: number; message: string; stack: string }[]) {
           errors.set(err.index, { message: String(err.message), stack: String(err.stack) });
         }
@@ -333,9 +379,10 @@ export class SandboxPool {
    * `maxIdle`: idle workers kept at most. A burst leaves several warm workers behind; those beyond the most
    * recently used one of each function are terminated once idle for `idleMs`, and that one after ten times
    * as long (so a function called every few minutes stays warm, and the code of a function since changed
-   * or deleted does not hold a worker for ever).
+   * or deleted does not hold a worker for ever). `workerUrl`: the sandbox's module (tests use one whose
+   * clock is skewed).
    */
-  constructor(readonly maxIdle = 32, readonly idleMs = 60_000) {}
+  constructor(readonly maxIdle = 32, readonly idleMs = 60_000, readonly workerUrl: URL = WORKER_URL) {}
 
   /** Runs `o` on a warm worker for its code, or a new one. Never throws. */
   run(o: SandboxOptions): Promise<SandboxResult> {
@@ -357,7 +404,7 @@ export class SandboxPool {
     const w = list?.pop();
     if (w) this.#count--;
     if (list && !list.length) this.#idle.delete(code);
-    return w?.worker ?? newWorker();
+    return w?.worker ?? newWorker(this.workerUrl);
   }
 
   #give(code: string, worker: Worker, reusable: boolean): void {

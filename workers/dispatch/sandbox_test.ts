@@ -150,6 +150,52 @@ Deno.test("a batch runs its events in order; a throw fails only its event; a tim
   }
 });
 
+Deno.test("start times and timeouts hold when the wall clock stepped before a sandbox worker started", async () => {
+  for (const skew of [60_000, -60_000]) {
+    const url = new URL(`./_skewed_worker.ts?skew=${skew}`, import.meta.url);
+    const pool = new SandboxPool(4, 60_000, url);
+    const ev = (id: string, op: string | null = null) => ({ id, op }) as unknown as DispatchEvent;
+    const code = `export default async (e) => {
+        if (e.op === "wait") await new Promise((r) => setTimeout(r, 200));
+        if (e.op === "loop") { while (true) {} }
+      };`;
+    try {
+      for (let round = 0; round < 3; round++) {
+        const t0 = performance.now();
+        const r = await pool.runBatch({
+          code,
+          items: [
+            // Its short timeout has the node look at the batch while the next event waits.
+            { event: ev("1"), timeoutMs: 100 },
+            { event: ev("2", "wait"), timeoutMs: 2_000 },
+            { event: ev("3"), timeoutMs: 30_000 },
+          ],
+        });
+        const t1 = performance.now();
+        // Stepped back, the waiting event would have timed out at once; forward, the batch would be fine
+        // but every start would read a minute late.
+        assert.deepEqual(r.map((x) => x.started && x.ok), [true, true, true], `skew ${skew}`);
+        const starts = r.flatMap((x) => x.started ? [x.startedAt] : []);
+        assert.ok(
+          starts.every((s, i) => s >= t0 - 1 && s <= t1 + 1 && (i === 0 || s >= starts[i - 1])),
+          `skew ${skew}: starts ${starts.map((s) => (s - t0).toFixed(1))} ms after the call, which took ${
+            (t1 - t0).toFixed(1)
+          } ms`,
+        );
+        assert.ok(starts[2] - starts[1] >= 150, `skew ${skew}: the wait took ${starts[2] - starts[1]} ms`);
+      }
+      // A function that never returns is stopped at its timeout, not a minute later.
+      const t0 = performance.now();
+      const [looped] = await pool.runBatch({ code, items: [{ event: ev("4", "loop"), timeoutMs: 300 }] });
+      const took = performance.now() - t0;
+      assert.ok(looped.started && !looped.ok && looped.timedOut, `skew ${skew}`);
+      assert.ok(took >= 290 && took < 5_000, `skew ${skew}: stopped after ${took.toFixed(0)} ms`);
+    } finally {
+      pool.close();
+    }
+  }
+});
+
 Deno.test("a batch's events reach the function whole: every field, rows as objects, short or wide", async () => {
   const pool = new SandboxPool(2);
   const wide = "x".repeat(5_000);

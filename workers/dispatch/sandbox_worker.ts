@@ -118,13 +118,16 @@ function eventAt(p: PackedEvents, i: number): Record<string, unknown> {
 /**
  * Runs a batch of events one after another and answers once. Progress goes to a shared buffer the node
  * reads to enforce each event's timeout without a message per event: `[0]` the index of the event
- * running (the batch length when all finished), `[1 + i]` when event i started (epoch ms), `[1 + n + i]`
- * its state (1 returned, 2 threw), `[1 + 2n]` set to 1 by the node to stop before the next event, `[2 + 2n]`
- * when the batch ended (epoch ms; with the start times it gives each event's duration, a lone one's too). A
- * throw is also posted at once, so its message survives a later timeout of the same batch.
+ * running (the batch length when all finished), `[1 + i]` when event i started, `[1 + n + i]` its state (1
+ * returned, 2 threw), `[1 + 2n]` set to 1 by the node to stop before the next event, `[2 + 2n]` when the
+ * batch ended (with the start times it gives each event's duration, a lone one's too), `[3 + 2n]` when the
+ * batch arrived. Times are this worker's `performance.now()`, which the node maps onto its own clock (never
+ * `timeOrigin + now()`: the wall clock at this worker's start, off by any step of the clock since the node
+ * started). A throw is also posted at once, so its message survives a later timeout of the same batch.
  */
 async function runBatch(code: string, events: PackedEvents, progress: Float64Array) {
   const n = events.id.length;
+  progress[3 + 2 * n] = performance.now();
   const errors: { index: number; message: string; stack: string }[] = [];
   let fn: ((e: unknown, d: typeof db) => unknown) | undefined;
   let loadError: { message: string; stack: string } | undefined;
@@ -136,7 +139,7 @@ async function runBatch(code: string, events: PackedEvents, progress: Float64Arr
   for (let i = 0; i < n; i++) {
     // The node is stopping: leave the rest unstarted, to be handed back.
     if (progress[1 + 2 * n] === 1) break;
-    progress[1 + i] = performance.timeOrigin + performance.now();
+    progress[1 + i] = performance.now();
     progress[0] = i;
     try {
       if (loadError) throw Object.assign(new Error(loadError.message), { stack: loadError.stack });
@@ -149,7 +152,7 @@ async function runBatch(code: string, events: PackedEvents, progress: Float64Arr
       self.postMessage({ type: "batch-error", index: i, ...d });
     }
   }
-  progress[2 + 2 * n] = performance.timeOrigin + performance.now();
+  progress[2 + 2 * n] = performance.now();
   progress[0] = n;
   self.postMessage({ type: "batch-done", errors });
 }
