@@ -79,9 +79,9 @@ function startNodes(sql: Sql, count: number) {
 
 /** Polls `f` until true; gives up (naming `what`) after ten minutes so a stall never hangs the run. */
 async function waitUntil(f: () => Promise<boolean>, what: string): Promise<void> {
-  const end = Date.now() + 600_000;
+  const end = performance.now() + 600_000;
   while (!(await f())) {
-    if (Date.now() > end) throw new Error(`Timed out waiting for ${what}`);
+    if (performance.now() > end) throw new Error(`Timed out waiting for ${what}`);
     await abortableSleep(20);
   }
 }

@@ -252,8 +252,8 @@ try {
   }
   await Promise.all(pending);
   const offered = total / ((performance.now() - t0) / 1000);
-  const end = Date.now() + 30_000;
-  while (sentAt.size && Date.now() < end) await abortableSleep(50);
+  const end = performance.now() + 30_000;
+  while (sentAt.size && performance.now() < end) await abortableSleep(50);
   const lost = sentAt.size;
   sub.disconnect();
   const rss = peakRssMiB(worker.pid);

@@ -200,13 +200,13 @@ export function databaseUrlFromEnv(
  * then fails with "is active for PID …". Retries for up to `timeoutMs`, then throws the last error.
  */
 export async function dropReplicationSlot(sql: Sql, slot: string, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
+  const end = performance.now() + timeoutMs;
   for (;;) {
     try {
       await sql`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${slot}`;
       return;
     } catch (e) {
-      if (Date.now() > end) throw e;
+      if (performance.now() > end) throw e;
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
   }

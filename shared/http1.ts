@@ -183,7 +183,7 @@ export class Http1Client {
 
   #take(origin: string): Connection | undefined {
     const list = this.#idle.get(origin);
-    const now = Date.now();
+    const now = performance.now();
     while (list?.length) {
       const c = list.pop()!;
       if (now - c.idleSince <= this.#idleMs) return c;
@@ -197,7 +197,7 @@ export class Http1Client {
     let list = this.#idle.get(origin);
     if (!list) this.#idle.set(origin, list = []);
     if (list.length >= this.#maxIdle) return closeQuietly(c.conn);
-    c.idleSince = Date.now();
+    c.idleSince = performance.now();
     list.push(c);
   }
 

@@ -149,11 +149,11 @@ export async function startProcess(options: StartOptions): Promise<ManagedProces
     // (recordProcesses) is the program's. Not for the program's own command line: a program may exec
     // another at once (`setpriv` execs Postgres), which would never show it.
     const own = cmdlineOf(Deno.pid);
-    const deadline = Date.now() + 10_000;
+    const deadline = performance.now() + 10_000;
     for (;;) {
       const cmdline = cmdlineOf(child.pid);
       if (cmdline === undefined || (!cmdline.startsWith(SETSID + "\0") && cmdline !== own)) break;
-      if (Date.now() > deadline) {
+      if (performance.now() > deadline) {
         log.warn("setsid did not start the program in time", { name: options.name, pid: child.pid });
         break;
       }
@@ -234,8 +234,8 @@ export async function stopRecordedProcesses(path: string, graceMs = 15_000): Pro
   for (const r of stopped) {
     signal(r, r.signal);
     // One at a time, in order: the workers before the database they write to.
-    const deadline = Date.now() + graceMs;
-    while (alive(r) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+    const deadline = performance.now() + graceMs;
+    while (alive(r) && performance.now() < deadline) await new Promise((res) => setTimeout(res, 100));
     if (alive(r)) {
       log.warn("process did not stop in time; killing", { name: r.name, pid: r.pid });
       signal(r, "SIGKILL");
@@ -318,9 +318,9 @@ export async function waitUntil(
   timeoutMs = 30_000,
   intervalMs = 100,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = performance.now() + timeoutMs;
   let last: unknown;
-  while (Date.now() < deadline) {
+  while (performance.now() < deadline) {
     try {
       if (await check()) return;
     } catch (e) {

@@ -135,10 +135,10 @@ export class S3EventLog {
 
   /** {@linkcode read}, waiting up to `waitMs` for a record when there is none yet. */
   async poll(bucket: string, after: number, limit: number, waitMs: number): Promise<LoggedEvent[]> {
-    const deadline = Date.now() + waitMs;
+    const deadline = performance.now() + waitMs;
     for (;;) {
       const found = this.read(bucket, after, limit);
-      const left = deadline - Date.now();
+      const left = deadline - performance.now();
       if (found.length || left <= 0 || this.#closed) return found;
       await new Promise<void>((resolve) => {
         const done = () => {

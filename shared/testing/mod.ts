@@ -130,8 +130,8 @@ export async function waitFor<T>(
   ms = 60_000,
   everyMs = 50,
 ): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
     const v = await f();
     if (v) return v;
     await new Promise((r) => setTimeout(r, everyMs));

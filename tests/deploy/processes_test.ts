@@ -150,8 +150,8 @@ for (const p of PROCESSES) {
     try {
       const url = `http://127.0.0.1:${env[p.portVar!]}/healthz`;
       let last = "";
-      const end = Date.now() + (p.name === "discovery" ? 90_000 : 45_000);
-      while (Date.now() < end) {
+      const end = performance.now() + (p.name === "discovery" ? 90_000 : 45_000);
+      while (performance.now() < end) {
         const r = await probe(url, 2_000);
         last = r.reason;
         if (r.code === 0) break;

@@ -11,8 +11,8 @@ import { type NodeStatus, runNode } from "../../workers/dispatch/node.ts";
 const log = createLogger("dispatch-follower-test", { level: "error" });
 
 async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
     const v = await f().catch(() => undefined);
     if (v) return v;
     await abortableSleep(50);

@@ -246,8 +246,8 @@ Deno.test("the master deletes finished events past the retention, oldest first, 
     select 100 + g, 'noop', 'manual', 'done', 1, t, t, t, now()
       from generate_series(1, ${HISTORY_DELETE_BATCH + 10}) g, (select now() - interval '3 hours' as t) x`;
   await using _node = startTestNode(db, { nodeId: "trimmer", historyHours: 2 });
-  const end = Date.now() + 10_000;
-  while ((await ids()).length > 4 && Date.now() < end) await abortableSleep(100);
+  const end = performance.now() + 10_000;
+  while ((await ids()).length > 4 && performance.now() < end) await abortableSleep(100);
   assert.deepEqual(await ids(), ["3", "6", "9", "12"]);
 });
 

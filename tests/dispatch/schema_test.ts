@@ -8,8 +8,8 @@ import { installSchema } from "../../workers/dispatch/node.ts";
 const MAIN = fromFileUrl(new URL("../../workers/dispatch/main.ts", import.meta.url));
 
 async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
     const v = await f().catch(() => undefined);
     if (v) return v;
     await abortableSleep(100);

@@ -163,11 +163,11 @@ export async function eventually<T>(
   check: () => Promise<T | undefined>,
   ms = 15_000,
 ): Promise<T> {
-  const end = Date.now() + ms;
+  const end = performance.now() + ms;
   for (;;) {
     const v = await check();
     if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`Timed out waiting for ${what}`);
+    if (performance.now() > end) throw new Error(`Timed out waiting for ${what}`);
     await abortableSleep(50);
   }
 }

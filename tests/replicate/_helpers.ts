@@ -59,9 +59,9 @@ export async function checksum(sql: Sql, table: string): Promise<string> {
 
 /** Waits until `f` is true (polling), failing after `ms`. */
 export async function eventually(what: string, f: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
+  const end = performance.now() + ms;
   let last: unknown;
-  while (Date.now() < end) {
+  while (performance.now() < end) {
     try {
       if (await f()) return;
       last = undefined; // an error seen earlier is no longer why it waits

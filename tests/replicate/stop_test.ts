@@ -19,13 +19,16 @@ Deno.test("a stop during the snapshot ends the pipeline at once, and the next st
       return w.n > 0;
     });
     assert.equal(first.status.state, "snapshot");
-    const started = Date.now();
+    const started = performance.now();
     const stopped = await Promise.race([
       first.stop().then(() => true),
       abortableSleep(5_000).then(() => false),
     ]);
     assert.ok(stopped, "the pipeline did not stop within 5 s of being asked");
-    assert.ok(Date.now() - started < 3_000, `stopping took ${Date.now() - started} ms`);
+    assert.ok(
+      performance.now() - started < 3_000,
+      `stopping took ${Math.round(performance.now() - started)} ms`,
+    );
     assert.equal(first.status.state, "stopped");
     const [p] = await f.source.sql`select state from control.replicate_pipelines where name = ${f.pipeline}`;
     assert.equal(p.state, "stopped");

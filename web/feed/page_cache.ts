@@ -45,7 +45,7 @@ export class PageCache {
     if (!this.#listening) return undefined;
     const e = this.#entries.get(key);
     if (!e) return undefined;
-    if (Date.now() - e.at > this.#ttlMs) {
+    if (performance.now() - e.at > this.#ttlMs) {
       this.#entries.delete(key);
       return undefined;
     }
@@ -56,7 +56,7 @@ export class PageCache {
   set(key: string, body: string, generation: number): void {
     if (!this.#listening || generation !== this.#generation) return;
     if (this.#entries.size >= this.#max) this.#entries.clear();
-    this.#entries.set(key, { body, at: Date.now() });
+    this.#entries.set(key, { body, at: performance.now() });
   }
 
   clear(): void {

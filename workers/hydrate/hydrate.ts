@@ -105,8 +105,8 @@ export async function runHydrate(
   const known = new Set<string>();
   let seenEpoch = -1;
   const unflushed = new Map<string, number>();
-  let lastStatsAt = 0;
-  let renewedAt = 0;
+  let lastStatsAt = -Infinity;
+  let renewedAt = -Infinity;
   let mappingsAt = 0;
   /** Loads of the mappings are numbered; an older load never replaces what a newer one read. */
   let mappingsSeq = 0;
@@ -129,7 +129,7 @@ export async function runHydrate(
   /** Changes written to Redis whose rows are not deleted yet (see the drain below). */
   let appliedIds: string[] = [];
   /** When Redis last answered; a round within a second of it skips the PING. */
-  let redisOkAt = 0;
+  let redisOkAt = -Infinity;
 
   // The lease is renewed by a timer as well as by the loop, so that a long full sync keeps it.
   const ensureLeader = async (): Promise<boolean> => {
@@ -139,7 +139,7 @@ export async function runHydrate(
        where holder = ${o.instanceId} or lease_until < now()
       returning holder`;
     const leading = rows.length > 0;
-    if (leading) renewedAt = Date.now();
+    if (leading) renewedAt = performance.now();
     if (leading && !status.leader) log.info("leading");
     if (!leading && status.leader) log.warn("lost the lease to another copy");
     return leading;
@@ -176,16 +176,18 @@ export async function runHydrate(
         }
         // While leading, the timer renews the lease; the loop renews it only when the timer fell behind,
         // so that a stream of changes does not cost a lease write per round.
-        if (!status.leader || Date.now() - renewedAt > o.leaseMs / 2) status.leader = await ensureLeader();
+        if (!status.leader || performance.now() - renewedAt > o.leaseMs / 2) {
+          status.leader = await ensureLeader();
+        }
         if (!status.leader) {
           await waitNudge(Math.max(o.pollMs, 1_000));
           continue;
         }
         // A reconnection bumps the epoch on its own; the PING only makes a round after a quiet spell fail
         // early (before any Postgres work) when Redis is away.
-        if (Date.now() - redisOkAt >= 1_000) {
+        if (performance.now() - redisOkAt >= 1_000) {
           await o.redis.client.ping();
-          redisOkAt = Date.now();
+          redisOkAt = performance.now();
         }
         if (o.redis.epoch() !== seenEpoch) {
           // A (re)connection: the Redis behind it may have restarted empty, so everything is re-checked.
@@ -198,10 +200,10 @@ export async function runHydrate(
         // round goes on; and at least once a second in the background, so that a stream of changes
         // does not wait for that read.
         if (mappingsAt === 0) {
-          mappingsAt = Date.now();
+          mappingsAt = performance.now();
           await loadAll();
-        } else if (Date.now() - mappingsAt >= 1_000 && !mappingsLoading) {
-          mappingsAt = Date.now();
+        } else if (performance.now() - mappingsAt >= 1_000 && !mappingsLoading) {
+          mappingsAt = performance.now();
           mappingsLoading = true;
           loadAll().catch((e) => log.debug("mappings refresh failed", { error: e })).finally(() => {
             mappingsLoading = false;
@@ -300,7 +302,7 @@ export async function runHydrate(
           appliedIds = [];
           if (!refs.length) break;
           appliedIds = refs.map((x) => x.id);
-          redisOkAt = Date.now();
+          redisOkAt = performance.now();
           for (const name of r.truncated) needsFull.add(name);
           let total = 0;
           for (const [, n] of r.applied) total += n;
@@ -318,8 +320,8 @@ export async function runHydrate(
         }
         // Stats rows are written at most once a second, so that a busy stream of changes costs Redis
         // writes, not control-table writes; and beside the loop, so that changes do not wait for them.
-        if (Date.now() - lastStatsAt >= 1_000 && !statsWrite) {
-          lastStatsAt = Date.now();
+        if (performance.now() - lastStatsAt >= 1_000 && !statsWrite) {
+          lastStatsAt = performance.now();
           const counts = new Map(unflushed);
           unflushed.clear();
           const shown = mappings;

@@ -146,14 +146,14 @@ export function connectRedis(url: string, tls: RedisTlsFiles, log: Logger): Hydr
   const client = new Redis(url, options) as Redis & HydrateCommands;
   client.defineCommand("hydrateFlip", { numberOfKeys: 0, lua: FLIP_LUA });
   let epoch = 0;
-  let lastErrorLog = 0;
+  let lastErrorLog = -Infinity;
   client.on("ready", () => {
     epoch++;
     if (epoch > 1) log.warn("redis reconnected", { epoch });
   });
   client.on("error", (e: Error) => {
-    if (Date.now() - lastErrorLog > 5_000) {
-      lastErrorLog = Date.now();
+    if (performance.now() - lastErrorLog > 5_000) {
+      lastErrorLog = performance.now();
       log.warn("redis connection error", { error: e.message });
     }
   });

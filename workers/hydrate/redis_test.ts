@@ -41,9 +41,9 @@ Deno.test("connectRedis() speaks TLS to a rediss:// server with a password, chec
   });
   try {
     const url = `rediss://:${password}@localhost:${port}`;
-    const end = Date.now() + 10_000;
+    const end = performance.now() + 10_000;
     let ok = false;
-    while (!ok && Date.now() < end) {
+    while (!ok && performance.now() < end) {
       const r = connectRedis(url, { caFile: certs.ca }, quietLog);
       try {
         for (let i = 0; i < 20 && r.client.status !== "ready"; i++) await abortableSleep(50);

@@ -81,7 +81,7 @@ export class PgQueue implements MessageQueue {
   /** Starts listening; false when it cannot (then the queue only polls for a while). */
   async #listen(): Promise<boolean> {
     if (this.#listener) return true;
-    if (this.#closed || Date.now() - this.#listenFailedAt < LISTEN_RETRY_MS) return false;
+    if (this.#closed || performance.now() - this.#listenFailedAt < LISTEN_RETRY_MS) return false;
     try {
       this.#listener = await this.#o.sql.listen(IMGPROC_CHANNEL, () => {
         this.#nudges++;
@@ -89,7 +89,7 @@ export class PgQueue implements MessageQueue {
       });
       return true;
     } catch {
-      this.#listenFailedAt = Date.now();
+      this.#listenFailedAt = performance.now();
       return false;
     }
   }
@@ -131,7 +131,7 @@ export class PgQueue implements MessageQueue {
   }
 
   async receive(max: number, waitMs: number, signal: AbortSignal): Promise<QueueMessage[]> {
-    const deadline = Date.now() + waitMs;
+    const deadline = performance.now() + waitMs;
     let listening = this.#listener !== undefined;
     if (this.#held.length) {
       const held = await this.#takeHeld(max);
@@ -145,13 +145,13 @@ export class PgQueue implements MessageQueue {
       if (got.length > max) {
         for (const message of got.splice(max)) this.#held.push({ message, claimedAt });
       }
-      if (got.length || Date.now() >= deadline) return got;
+      if (got.length || performance.now() >= deadline) return got;
       // About to wait: listen first, and claim once more, since a message added before LISTEN took
       // effect notified nobody.
       if (!listening && (listening = await this.#listen())) continue;
       if (this.#nudges !== seen) continue;
       // Until the poll interval, or less when a notice comes.
-      if (!await this.#waker.sleep(Math.min(this.#o.pollMs, deadline - Date.now()), signal)) return [];
+      if (!await this.#waker.sleep(Math.min(this.#o.pollMs, deadline - performance.now()), signal)) return [];
     }
   }
 

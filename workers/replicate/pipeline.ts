@@ -871,7 +871,7 @@ async function runSession(
       const silent = received === receivedAtTick;
       receivedAtTick = received;
       if (tx || draining || queue.length || !batch || batch.endLsn === 0n) return;
-      const due = Date.now() - batch.createdAt >= o.batchMs ||
+      const due = performance.now() - batch.createdAt >= o.batchMs ||
         (silent && inFlight.size < MAX_BATCHES_IN_FLIGHT / 2);
       if (!due) return;
       void lock.run(async () => {

@@ -137,12 +137,12 @@ async function copyTables(
       ).readable();
       // Rows are counted for the progress bar only: a newline inside a quoted value may count twice,
       // so the figure is capped at the exact total taken in the same snapshot.
-      let lastReport = 0;
+      let lastReport = -Infinity;
       const counter = new Transform({
         transform(chunk: Uint8Array, _enc, cb) {
           for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) rows++;
-          if (Date.now() - lastReport > 250) {
-            lastReport = Date.now();
+          if (performance.now() - lastReport > 250) {
+            lastReport = performance.now();
             void o.onProgress?.(id, Math.min(rows, total), total, false);
           }
           cb(null, chunk);

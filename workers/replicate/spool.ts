@@ -608,7 +608,7 @@ export class BatchSpool {
   endLsn = 0n;
   /** Source commit time (ms) of the first transaction, for lag in seconds. */
   firstCommitMs?: number;
-  readonly createdAt = Date.now();
+  readonly createdAt = performance.now();
 
   readonly #twins: TwinBudget;
 
