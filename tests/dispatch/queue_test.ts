@@ -393,3 +393,109 @@ Deno.test("done events are found by the tuple id their claim returned, by key on
     conn.release();
   }
 });
+
+/** Blocks of the ready index read so far (`conn`'s statistics flushed first). */
+async function readyIndexBlocks(conn: Conn): Promise<number> {
+  await conn`select pg_stat_force_next_flush()`;
+  await conn`select pg_stat_clear_snapshot()`;
+  const [s] = await conn`select (idx_blks_hit + idx_blks_read)::int as n from pg_statio_user_indexes
+                          where indexrelid = 'control.dispatch_queue_ready_idx'::regclass`;
+  return s.n;
+}
+
+Deno.test("a claim starts after the node's cursor, not at the finished events' entries, and still finds events behind it", async () => {
+  await using db = await createTestDatabase();
+  const conn = await db.sql.reserve();
+  try {
+    await noopTableAndNode(conn, "t", "n");
+    // The finished events' entries stay in the index until vacuum: none runs during this test.
+    await conn`alter table control.dispatch_queue set (autovacuum_enabled = false)`;
+    await conn`insert into public.t select g from generate_series(1, 20000) g`;
+    type Row = { id: string; at: string; run_at_us: string };
+    const claim = (limit: number, done: Row[], after: Row | null) =>
+      conn<Row[]>`
+        select id::text as id, at::text as at, run_at_us::text as run_at_us
+          from control.dispatch_claim('n', ${limit}, ${done.map((e) => e.id)}::bigint[],
+                 ${done.map((e) => e.at)}::tid[], ${done.map(() => "1")}::float8[], null,
+                 ${after?.run_at_us ?? null}::bigint, ${after?.id ?? null}::bigint)
+         order by id`;
+    // Claimed and finished in order, 500 at a time, each claim after the last one's last event.
+    let done: Row[] = [];
+    let last: Row | null = null;
+    for (let i = 0; i < 30; i++) {
+      done = await claim(500, done, last);
+      assert.equal(done.length, 500);
+      last = done[done.length - 1];
+    }
+    await claim(0, done, null);
+    assert.equal(last!.id, "15000");
+    // Run in a transaction rolled back: what a claim read of the ready index, and the events it took.
+    const probe = async (limit: number, after: Row | null) => {
+      const before = await readyIndexBlocks(conn);
+      await conn`begin`;
+      const rows = await claim(limit, [], after);
+      await conn`rollback`;
+      return { blocks: await readyIndexBlocks(conn) - before, ids: rows.map((r) => Number(r.id)) };
+    };
+    const fromHead = await probe(20, null);
+    const fromCursor = await probe(20, last);
+    assert.deepEqual(fromHead.ids, fromCursor.ids);
+    assert.deepEqual(fromCursor.ids, Array.from({ length: 20 }, (_, i) => 15001 + i));
+    assert.ok(fromHead.blocks >= 60, `from the head: ${fromHead.blocks} blocks (the test proves nothing)`);
+    assert.ok(fromCursor.blocks <= 12, `after the cursor: ${fromCursor.blocks} blocks`);
+
+    // An event behind the cursor (handed back): a full claim after the cursor leaves it for later, a claim
+    // from the head takes it first, and so does a claim after the cursor that finds too few events there.
+    const [back] = await conn<Row[]>`
+      select id::text as id from control.dispatch_claim('n', 1, null, null, null, null, null, null)`;
+    assert.equal(back.id, "15001");
+    await conn`update control.dispatch_queue set state = 'pending', claimed_by = null where id = 15001`;
+    assert.deepEqual(
+      (await probe(10, { ...back, run_at_us: last!.run_at_us, id: "15001" })).ids.slice(0, 1),
+      [
+        15002,
+      ],
+    );
+    assert.deepEqual((await probe(10, null)).ids.slice(0, 1), [15001]);
+    const lastAhead = await probe(5010, { ...back, run_at_us: last!.run_at_us, id: "15001" });
+    assert.equal(lastAhead.ids.length, 5000);
+    assert.ok(lastAhead.ids.includes(15001));
+  } finally {
+    conn.release();
+  }
+});
+
+Deno.test("while a backlog keeps every claim full, an event behind a node's cursor still runs within about a second", async () => {
+  await using db = await createTestDatabase();
+  await db.sql`create table public.t (id int primary key)`;
+  await db.sql`insert into control.dispatch_functions (name, code)
+               values ('slow', 'export default () => new Promise((r) => setTimeout(r, 5))')`;
+  await db.sql`insert into control.dispatch_triggers (table_schema, table_name, function_name)
+               values ('public', 't', 'slow')`;
+  await db.sql`select control.dispatch_install('public', 't')`;
+  await db.sql`insert into public.t select g from generate_series(1, 4000) g`;
+  await using node = startTestNode(db, { leaseMs: 5_000, concurrency: 2, prefetch: 4 });
+  await waitFor("the node under way", () => Promise.resolve(node.status.done >= 100), 30_000);
+  // Recorded an hour back: behind the node's cursor, which is at the backlog's events by now.
+  const [late] = await db.sql`
+    insert into control.dispatch_queue (function_name, source, run_at)
+    values ('slow', 'manual', now() - interval '1 hour') returning id`;
+  const t0 = performance.now();
+  await waitFor(
+    "the late event done",
+    async () => {
+      const [h] = await db
+        .sql`select 1 from control.dispatch_history where id = ${late.id} and state = 'done'`;
+      return Boolean(h);
+    },
+    30_000,
+    20,
+  );
+  const took = performance.now() - t0;
+  const [left] = await db.sql`select count(*)::int as n from control.dispatch_queue where state = 'pending'`;
+  assert.ok(
+    left.n >= 500,
+    `the late event ran only once the backlog was nearly gone (${left.n} pending left)`,
+  );
+  assert.ok(took < 5_000, `the late event ran after ${Math.round(took)} ms`);
+});

@@ -50,8 +50,10 @@ Deno.test("a node started on another schema installs dispatch there and runs tha
     assert.equal((await call("POST", "/schemas", { name: "tenant_b" })).status, 201);
     const [fn] =
       await sql`select to_regprocedure('tenant_b.dispatch_claim(text, integer, bigint[], tid[], float8[], jsonb)')
-                         is not null as ok`;
-    assert.ok(fn.ok);
+                         is not null as ok,
+                       to_regprocedure('tenant_b.dispatch_claim(text, integer, bigint[], tid[], float8[], jsonb, bigint, bigint)')
+                         is not null as after`;
+    assert.ok(fn.ok && fn.after);
     const code = `export default async (e, db) => {
       await db.sql\`insert into public.seen values (\${e.id}, \${e.op}, \${e.row_id})\`;
     }`;

@@ -72,7 +72,7 @@ export function channelFor(schema: string): string {
 export async function installSchema(sql: Sql, schema: string): Promise<void> {
   if (schema === "control") return;
   await sql`select control.dispatch_install_schema(${schema})`;
-  await sql`select control.dispatch_install_claim(${schema})`;
+  await sql`select control.dispatch_install_claim_after(${schema})`;
   await sql`select control.dispatch_history_index(${schema})`;
 }
 
@@ -117,7 +117,24 @@ interface Claimed {
   backoff_ms: number;
   /** `performance.now()` when the claim returned. */
   claimedAt: number;
+  /** The event's `run_at` in microseconds since the epoch (null if infinite): the claim cursor's key. */
+  run_at_us: string | null;
 }
+
+/**
+ * Where a node's next claim starts in the ready index `(run_at, id)`: after the last event it claimed, so
+ * that a claim does not step over the entries finished events leave until vacuum (sql/0028). A claim that
+ * comes back short has also looked from the head; so does one at least every {@linkcode FROM_HEAD_MS}, so
+ * that an event behind the cursor (handed back, released, or committed late with an earlier `run_at`)
+ * waits no longer than that while a backlog keeps every claim full.
+ */
+interface ClaimCursor {
+  runAtUs: bigint | null;
+  id: bigint | null;
+  fromHeadAt: number;
+}
+
+const FROM_HEAD_MS = 1_000;
 
 /** Starts a node; resolves when `signal` aborts and in-flight events finished. */
 export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeStatus): Promise<void> {
@@ -222,6 +239,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     }
   };
   let claimFails = 0;
+  const cursor: ClaimCursor = { runAtUs: null, id: null, fromHeadAt: performance.now() };
   while (!signal.aborted) {
     nudged = false;
     const want = (slow === 0 && busy > 0 ? quickCap : cap) - busy - queue.length;
@@ -231,7 +249,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     const least = slow > 0 || busy === 0 ? 1 : Math.ceil(prefetch / 2);
     if (queue.length <= prefetch / 2 && want >= least) {
       try {
-        const rows = await claim(o, want, writer);
+        const rows = await claim(o, want, writer, cursor);
         claimFails = 0;
         for (const ev of rows) queue.push(Object.assign(ev, { claimedAt: performance.now() }));
         pump();
@@ -282,22 +300,30 @@ async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
 
 /**
  * Claims up to `n` due events, and records the outcomes waiting to be written in the same round trip.
- * Both happen in `<schema>.dispatch_claim` (sql/0026_dispatch_claim_by_tid.sql), which chooses events by the
- * ready index whatever the queue's statistics say, and updates them, and later moves the done ones, through
- * their tuple ids (the key where a tuple id no longer fits). A claim is a HOT update of the queue rows (no
- * indexed column changes). It holds a share lock on the node's own row and does nothing once the master
+ * Both happen in `<schema>.dispatch_claim` (sql/0026_dispatch_claim_by_tid.sql, and sql/0028 for the
+ * cursor), which chooses events by the ready index whatever the queue's statistics say, starting after
+ * `cursor` (from the head when it is empty or the events after it are too few), and updates them, and later
+ * moves the done ones, through their tuple ids (the key where a tuple id no longer fits); it moves `cursor`
+ * to the last event claimed. A claim is a HOT update of the queue rows (no indexed column changes). It holds a share lock on the node's own row and does nothing once the master
  * released this node (its lease had expired), so a release never misses a claim that commits after it.
  */
-async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<Claimed[]> {
+async function claim(
+  o: NodeOptions,
+  n: number,
+  writer: OutcomeWriter,
+  cursor: ClaimCursor,
+): Promise<Claimed[]> {
   const { sql } = o;
   const s = sql(o.schema);
+  if (performance.now() - cursor.fromHeadAt >= FROM_HEAD_MS) cursor.runAtUs = cursor.id = null;
+  const fromHead = cursor.id === null;
   // If the node was released meanwhile the outcomes are not written: its events went back to the queue
   // and run again.
   const outcomes = writer.take();
   const a = outcomeArgs(sql, outcomes);
   try {
     const rows = await sql<Claimed[]>`
-    select k.id::text as id, k.at::text as at, k.function_name, k.source, k.table_schema, k.table_name, k.op, k.row_id,
+    select k.id::text as id, k.at::text as at, k.run_at_us::text as run_at_us, k.function_name, k.source, k.table_schema, k.table_name, k.op, k.row_id,
            k.new_row::text as new_row, k.old_row::text as old_row, k.attempts,
            -- The code once per function (on its first event), not once per event.
            case when row_number() over (partition by k.function_name order by k.id) = 1 then f.code end as code,
@@ -305,12 +331,24 @@ async function claim(o: NodeOptions, n: number, writer: OutcomeWriter): Promise<
              as signature,
            f.timeout_ms, f.max_attempts, f.backoff_ms
       from ${s}.dispatch_claim(${o.nodeId}, ${n}, ${a.done}::bigint[], ${a.doneAt}::tid[],
-                               ${a.doneStartMs}::float8[], ${a.others}) k
+                               ${a.doneStartMs}::float8[], ${a.others}, ${
+      cursor.runAtUs?.toString() ?? null
+    }::bigint,
+                               ${cursor.id?.toString() ?? null}::bigint) k
       left join ${s}.dispatch_functions f on f.name = k.function_name
      order by k.id`;
-    // Every event of a function gets the code its first event carried.
+    if (fromHead || rows.length < n) cursor.fromHeadAt = performance.now();
+    // Every event of a function gets the code its first event carried; the cursor moves to the last one in
+    // the index's order.
     const first = new Map<string, Claimed>();
     for (const ev of rows) {
+      if (ev.run_at_us !== null) {
+        const us = BigInt(ev.run_at_us), id = BigInt(ev.id);
+        if (cursor.id === null || us > cursor.runAtUs! || (us === cursor.runAtUs && id > cursor.id)) {
+          cursor.runAtUs = us;
+          cursor.id = id;
+        }
+      }
       const f = first.get(ev.function_name);
       if (f) {
         ev.code = f.code;
