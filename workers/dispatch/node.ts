@@ -55,6 +55,8 @@ export interface NodeStatus {
   running: number;
   done: number;
   failed: number;
+  /** Sandbox workers started since the node started (each costs about 25 ms of CPU). */
+  workersStarted?: number;
 }
 
 /**
@@ -201,18 +203,31 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
   // well under a millisecond are batched fully: running them one after another costs nothing next to a
   // message pair. Slower ones are shared out among the free slots so they run side by side.
   const perEventMs = new Map<string, number>();
+  // Quick batches in flight per function: at most QUICK_WORKERS, each on its own sandbox worker.
+  const quickRunning = new Map<string, number>();
+  const isQuick = (ev: Claimed) => (perEventMs.get(ev.function_name) ?? Infinity) < QUICK_MS;
   const pump = () => {
     while (running < o.concurrency && queue.length && !signal.aborted) {
-      const quick = (perEventMs.get(queue[0].function_name) ?? Infinity) < QUICK_MS;
+      // The first event whose function may start a batch now: a quick function at its limit waits for one
+      // of its batches to end (well under a millisecond for a full one) while other functions go ahead.
+      let at = 0;
+      while (
+        at < queue.length && (quickRunning.get(queue[at].function_name) ?? 0) >= QUICK_WORKERS &&
+        isQuick(queue[at])
+      ) at++;
+      if (at === queue.length) break;
+      const first = queue[at];
+      const quick = isQuick(first);
       const size = quick
         ? QUICK_BATCH
         : Math.min(MAX_BATCH, Math.ceil(queue.length / (o.concurrency - running)));
-      const first = queue.shift()!;
-      const batch = [first];
+      let end = at + 1;
       while (
-        batch.length < size && queue[0] && queue[0].function_name === first.function_name &&
-        queue[0].code === first.code && queue[0].signature === first.signature
-      ) batch.push(queue.shift()!);
+        end - at < size && end < queue.length && queue[end].function_name === first.function_name &&
+        queue[end].code === first.code && queue[end].signature === first.signature
+      ) end++;
+      const batch = at === 0 && end === 1 ? [queue.shift()!] : queue.splice(at, end - at);
+      if (quick) quickRunning.set(first.function_name, (quickRunning.get(first.function_name) ?? 0) + 1);
       running++;
       busy += batch.length;
       if (!quick) slow++;
@@ -230,6 +245,8 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
         running--;
         busy -= batch.length;
         if (!quick) slow--;
+        else quickRunning.set(first.function_name, quickRunning.get(first.function_name)! - 1);
+        status.workersStarted = pool.started;
         inflight.delete(p);
         pump();
         // Wake the loop only when it would claim: not once per event.
@@ -371,6 +388,12 @@ const MAX_BATCH = 16;
 const QUICK_BATCH = 64;
 /** Below this time per event (ms) a function's events are batched fully rather than shared out. */
 const QUICK_MS = 0.5;
+/**
+ * Quick batches of one function running at once on a node: one per core. More would only start more
+ * sandbox workers (about 25 ms of CPU each) for work that already has every core: a burst of a no-op
+ * function started about ten per node, a quarter of a second of CPU per node and burst.
+ */
+export const QUICK_WORKERS = Math.max(1, navigator.hardwareConcurrency || 1);
 
 /**
  * Runs a batch of claimed events of one function and queues their outcomes; returns the events that

@@ -3,7 +3,7 @@ import { createLogger } from "../../shared/log.ts";
 import { createTestDatabase, type TestDatabase, waitFor } from "../../shared/testing/mod.ts";
 import { startTestNode } from "./_testing.ts";
 import { OutcomeWriter } from "./outcomes.ts";
-import { retryDelayMs, tryAcquireMaster } from "./node.ts";
+import { QUICK_WORKERS, retryDelayMs, tryAcquireMaster } from "./node.ts";
 import { exportPublicKey, importTrustedKeys, signCode } from "./sign.ts";
 
 const RECORD = `export default async (e, db) => {
@@ -234,4 +234,31 @@ Deno.test("outcomes are written in batches and only for events still running und
     started: false,
   });
   assert.equal(rows.filter((r) => r.state === "done").length, 25);
+});
+
+Deno.test("a burst of a quick function runs on one sandbox worker per core, not one per free slot", async () => {
+  await using db = await createTestDatabase();
+  await db.sql`create table public.burst (id int primary key)`;
+  await db
+    .sql`insert into control.dispatch_functions (name, code) values ('noop', 'export default () => {}')`;
+  await db.sql`insert into control.dispatch_triggers (table_schema, table_name, function_name)
+               values ('public', 'burst', 'noop')`;
+  await db.sql`select control.dispatch_install('public', 'burst')`;
+  const concurrency = QUICK_WORKERS * 8;
+  await using node = startTestNode(db, { concurrency, prefetch: 256, leaseMs: 5_000 });
+  // Lone events first: the node learns the function is quick.
+  for (let i = 1; i <= 3; i++) {
+    await db.sql`insert into public.burst values (${i})`;
+    await waitFor("a lone event", () => Promise.resolve(node.status.done >= i), 10_000, 10);
+  }
+  const before = node.status.workersStarted ?? 0;
+  await db.sql`insert into public.burst select g from generate_series(4, 5003) g`;
+  await waitFor("the burst", () => Promise.resolve(node.status.done >= 5003), 60_000, 20);
+  const started = (node.status.workersStarted ?? 0) - before;
+  assert.ok(
+    started <= QUICK_WORKERS,
+    `${started} sandbox workers started for the burst (cores: ${QUICK_WORKERS})`,
+  );
+  const [h] = await db.sql`select count(*)::int as n from control.dispatch_history where state = 'done'`;
+  assert.equal(h.n, 5003);
 });

@@ -373,6 +373,7 @@ export class SandboxPool {
   /** Idle workers per code, the most recently used last. */
   #idle = new Map<string, { worker: Worker; at: number }[]>();
   #count = 0;
+  #started = 0;
   #reaper: ReturnType<typeof setTimeout> | undefined;
 
   /**
@@ -399,12 +400,19 @@ export class SandboxPool {
     return this.#count;
   }
 
+  /** Workers started so far. */
+  get started(): number {
+    return this.#started;
+  }
+
   #take(code: string): Worker {
     const list = this.#idle.get(code);
     const w = list?.pop();
     if (w) this.#count--;
     if (list && !list.length) this.#idle.delete(code);
-    return w?.worker ?? newWorker(this.workerUrl);
+    if (w) return w.worker;
+    this.#started++;
+    return newWorker(this.workerUrl);
   }
 
   #give(code: string, worker: Worker, reusable: boolean): void {
