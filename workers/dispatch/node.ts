@@ -321,8 +321,9 @@ async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
  * cursor), which chooses events by the ready index whatever the queue's statistics say, starting after
  * `cursor` (from the head when it is empty or the events after it are too few), and updates them, and later
  * moves the done ones, through their tuple ids (the key where a tuple id no longer fits); it moves `cursor`
- * to the last event claimed. A claim is a HOT update of the queue rows (no indexed column changes). It holds a share lock on the node's own row and does nothing once the master
- * released this node (its lease had expired), so a release never misses a claim that commits after it.
+ * to the last event claimed. A claim is a HOT update of the queue rows (no indexed column changes). It holds
+ * a share lock on the node's own row and does nothing once the master released this node (its lease had
+ * expired), so a release never misses a claim that commits after it.
  */
 async function claim(
   o: NodeOptions,
@@ -340,8 +341,9 @@ async function claim(
   const a = outcomeArgs(sql, outcomes);
   try {
     const rows = await sql<Claimed[]>`
-    select k.id::text as id, k.at::text as at, k.run_at_us::text as run_at_us, k.function_name, k.source, k.table_schema, k.table_name, k.op, k.row_id,
-           k.new_row::text as new_row, k.old_row::text as old_row, k.attempts,
+    select k.id::text as id, k.at::text as at, k.run_at_us::text as run_at_us, k.function_name, k.source,
+           k.table_schema, k.table_name, k.op, k.row_id, k.new_row::text as new_row, k.old_row::text as old_row,
+           k.attempts,
            -- The code once per function (on its first event), not once per event.
            case when row_number() over (partition by k.function_name order by k.id) = 1 then f.code end as code,
            case when row_number() over (partition by k.function_name order by k.id) = 1 then f.signature end
