@@ -2,6 +2,9 @@
  * The benchmark contract: every bench prints a readable table and, as its very last line, one JSON
  * object `{"bench": name, "ratio": ours ÷ peer (higher is better), ...figures}`.
  */
+import { join } from "node:path";
+import { startPostgres } from "../shared/stack/postgres.ts";
+import { freePort } from "../shared/stack/process.ts";
 
 /** One row of a bench table: a label and its figures. */
 export type Row = Record<string, string | number>;
@@ -110,4 +113,21 @@ export function medianRound<T extends { ratio: number }>(rounds: T[]): T {
 /** `row` named with its round (1-based) when there is more than one round. */
 export function roundRow(row: Row, round: number, rounds: number): Row {
   return rounds > 1 ? { ...row, system: `${row.system} (round ${round + 1})` } : row;
+}
+
+/**
+ * A throwaway Postgres for a bench: its own temporary directory (removed by the caller, `dir`), a free
+ * loopback port, a random password, durability off (`ephemeral`).
+ */
+export async function benchPostgres(name: string, settings?: Record<string, string | number>) {
+  const dir = await Deno.makeTempDir({ prefix: `wharf-bench-${name}-` });
+  const pg = await startPostgres({
+    dir: join(dir, "pg"),
+    port: freePort(),
+    user: "bench",
+    password: crypto.randomUUID(),
+    ephemeral: true,
+    settings,
+  });
+  return { dir, pg };
 }

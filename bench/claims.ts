@@ -13,9 +13,7 @@
 import { connectPostgres, type Sql } from "../shared/db.ts";
 import { createLogger } from "../shared/log.ts";
 import { migrate } from "../shared/migrate.ts";
-import { startPostgres } from "../shared/stack/postgres.ts";
-import { freePort } from "../shared/stack/process.ts";
-import { cpuMsOf, medianRound, report, roundRow, type Row } from "./_util.ts";
+import { benchPostgres, cpuMsOf, medianRound, report, roundRow, type Row } from "./_util.ts";
 
 const N = Number(Deno.env.get("BENCH_EVENTS") ?? 100_000);
 const CLAIM = Number(Deno.env.get("BENCH_CLAIM") ?? 250);
@@ -90,14 +88,7 @@ async function run(
   };
 }
 
-const dir = await Deno.makeTempDir({ prefix: "wharf-bench-claims-" });
-const pg = await startPostgres({
-  dir,
-  port: freePort(),
-  user: "bench",
-  password: crypto.randomUUID(),
-  ephemeral: true,
-});
+const { dir, pg } = await benchPostgres("claims");
 // One connection: claims one after another, as a single node's round trips.
 const sql = connectPostgres(pg.url, { max: 1 });
 const other = connectPostgres(pg.url, { max: 1 });

@@ -24,11 +24,18 @@ import { Logger as GraphileLogger, run as graphileRun } from "graphile-worker";
 import { connectPostgres, type Sql } from "../shared/db.ts";
 import { createLogger } from "../shared/log.ts";
 import { migrate } from "../shared/migrate.ts";
-import { startPostgres } from "../shared/stack/postgres.ts";
-import { freePort } from "../shared/stack/process.ts";
 import { abortableSleep } from "../shared/worker.ts";
 import { type NodeStatus, runNode } from "../workers/dispatch/node.ts";
-import { alternate, cpuMsOf, medianRound, percentile, report, roundRow, type Row } from "./_util.ts";
+import {
+  alternate,
+  benchPostgres,
+  cpuMsOf,
+  medianRound,
+  percentile,
+  report,
+  roundRow,
+  type Row,
+} from "./_util.ts";
 
 const N = Number(Deno.env.get("BENCH_EVENTS") ?? 100_000);
 const CONC = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 24);
@@ -230,14 +237,7 @@ async function benchGraphile(sql: Sql, url: string, nodes: number, batched: bool
   }
 }
 
-const dir = await Deno.makeTempDir({ prefix: "wharf-bench-dispatch-" });
-const pg = await startPostgres({
-  dir,
-  port: freePort(),
-  user: "bench",
-  password: crypto.randomUUID(),
-  ephemeral: true,
-});
+const { dir, pg } = await benchPostgres("dispatch");
 const sql = connectPostgres(pg.url, { max: 20 });
 try {
   await migrate(sql, { log });

@@ -145,7 +145,13 @@ Deno.test("deno task dev brings the stack up, stops every child on Ctrl-C, and k
   });
   for (const r of survivors) Deno.kill(r.pid, "SIGKILL");
   assert.deepEqual(survivors.map((r) => r.name), [], third.output());
-  assert.equal(leftBehind.length, 9, "postgres, redis, s3, web and five workers were recorded");
+  assert.equal(
+    leftBehind.length,
+    9,
+    `postgres, redis, s3, web and five workers were recorded: ${
+      leftBehind.map((r) => r.name)
+    }\n${second.output()}`,
+  );
   // Each record is of the program itself (not of a process caught between fork and exec).
   for (const r of leftBehind) {
     assert.ok(

@@ -147,12 +147,15 @@ export async function startProcess(options: StartOptions): Promise<ManagedProces
     // Until setsid has exec'd the program, the pid's command line is setsid's (or, just after the fork,
     // this process's): wait until it is neither, so that what a caller records of this process
     // (recordProcesses) is the program's. Not for the program's own command line: a program may exec
-    // another at once (`setpriv` execs Postgres), which would never show it.
+    // another at once (`setpriv` execs Postgres), which would never show it. Nor an empty one: that is a
+    // process in the middle of an exec (seen on a busy machine: the program then went unrecorded), or one
+    // that already exited.
     const own = cmdlineOf(Deno.pid);
     const deadline = performance.now() + 10_000;
     for (;;) {
       const cmdline = cmdlineOf(child.pid);
-      if (cmdline === undefined || (!cmdline.startsWith(SETSID + "\0") && cmdline !== own)) break;
+      if (cmdline === undefined || stateOf(child.pid) === "Z") break;
+      if (cmdline !== "" && !cmdline.startsWith(SETSID + "\0") && cmdline !== own) break;
       if (performance.now() > deadline) {
         log.warn("setsid did not start the program in time", { name: options.name, pid: child.pid });
         break;
@@ -186,6 +189,16 @@ interface RecordedProcess {
 function cmdlineOf(pid: number): string | undefined {
   try {
     return Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A process's state letter from /proc (`R`, `S`, `Z` for one that exited and awaits its parent…). */
+function stateOf(pid: number): string | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
   } catch {
     return undefined;
   }
