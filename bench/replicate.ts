@@ -27,13 +27,13 @@ import { join } from "node:path";
 import { connectPostgres, dropReplicationSlot, type Sql } from "../shared/db.ts";
 import { createLogger } from "../shared/log.ts";
 import { migrate } from "../shared/migrate.ts";
-import { startPostgres } from "../shared/stack/postgres.ts";
 import { freePort } from "../shared/stack/process.ts";
 import { LOCAL_S3_CREDENTIALS, startS3 } from "../shared/stack/s3.ts";
 import { abortableSleep } from "../shared/worker.ts";
 import { s3Client } from "../workers/replicate/s3.ts";
 import {
   alternate,
+  benchPostgres,
   cpuMsOf,
   medianRound,
   peakRssMiB,
@@ -356,14 +356,9 @@ async function runWharf(
   }
 }
 
-const dir = await Deno.makeTempDir({ prefix: "wharf-bench-replicate-" });
-const pg = await startPostgres({
-  dir: join(dir, "pg"),
-  port: freePort(),
-  user: "bench",
-  password: crypto.randomUUID(),
-  ephemeral: true,
-  settings: { max_wal_size: "4GB", logical_decoding_work_mem: "64MB" },
+const { dir, pg } = await benchPostgres("replicate", {
+  max_wal_size: "4GB",
+  logical_decoding_work_mem: "64MB",
 });
 const s3 = await startS3({ dir: join(dir, "s3"), port: freePort() });
 const admin = connectPostgres(pg.url, { max: 2 });
