@@ -226,7 +226,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
         end - at < size && end < queue.length && queue[end].function_name === first.function_name &&
         queue[end].code === first.code && queue[end].signature === first.signature
       ) end++;
-      const batch = at === 0 && end === 1 ? [queue.shift()!] : queue.splice(at, end - at);
+      const batch = queue.splice(at, end - at);
       if (quick) quickRunning.set(first.function_name, (quickRunning.get(first.function_name) ?? 0) + 1);
       running++;
       busy += batch.length;

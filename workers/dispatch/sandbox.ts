@@ -329,7 +329,7 @@ function execBatch(
       // Before the first event starts, its time counts from when the worker got the batch (the loading of
       // the function's code is the function's), and a worker not started yet gets WORKER_START_MS first.
       const received = progress[3 + 2 * n];
-      if (received) clock.notBefore(sentAt, received);
+      clock.notBefore(sentAt, received);
       const from = progress[1 + j]
         ? startedAt(j)
         : received
@@ -357,7 +357,6 @@ function execBatch(
         errors.set(m.index, { message: String(m.message), stack: String(m.stack) });
       } else if (m.type === "query") answerQuery(worker, o, m, () => settled);
       else if (m.type === "batch-done") {
-        clock.notBefore(sentAt, progress[3 + 2 * n]);
         clock.notAfter(performance.now(), progress[2 + 2 * n]);
         for (const err of m.errors as { index: number; message: string; stack: string }[]) {
           errors.set(err.index, { message: String(err.message), stack: String(err.stack) });
