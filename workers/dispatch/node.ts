@@ -15,7 +15,7 @@ import type { Logger } from "../../shared/log.ts";
 import { abortableSleep, Waker } from "../../shared/worker.ts";
 import { nextRun, parseCron } from "./cron.ts";
 import { SandboxPool, type WireEvent } from "./sandbox.ts";
-import { outcomeArgs, OutcomeWriter } from "./outcomes.ts";
+import { OutcomeWriter } from "./outcomes.ts";
 import { signatureProblem } from "./sign.ts";
 
 /** How a node is set up. */
@@ -266,7 +266,7 @@ export async function runNode(o: NodeOptions, signal: AbortSignal, status: NodeS
     const least = slow > 0 || busy === 0 ? 1 : Math.ceil(prefetch / 2);
     if (queue.length <= prefetch / 2 && want >= least) {
       try {
-        const rows = await claim(o, want, writer, cursor);
+        const rows = await claim(o, want, cursor);
         claimFails = 0;
         for (const ev of rows) queue.push(Object.assign(ev, { claimedAt: performance.now() }));
         pump();
@@ -316,31 +316,25 @@ async function handBack(o: NodeOptions, events: Claimed[]): Promise<void> {
 }
 
 /**
- * Claims up to `n` due events, and records the outcomes waiting to be written in the same round trip.
- * Both happen in `<schema>.dispatch_claim` (sql/0026_dispatch_claim_by_tid.sql, and sql/0028 for the
- * cursor), which chooses events by the ready index whatever the queue's statistics say, starting after
- * `cursor` (from the head when it is empty or the events after it are too few), and updates them, and later
- * moves the done ones, through their tuple ids (the key where a tuple id no longer fits); it moves `cursor`
- * to the last event claimed. A claim is a HOT update of the queue rows (no indexed column changes). It holds
- * a share lock on the node's own row and does nothing once the master released this node (its lease had
- * expired), so a release never misses a claim that commits after it.
+ * Claims up to `n` due events in `<schema>.dispatch_claim` (sql/0026_dispatch_claim_by_tid.sql, and sql/0028
+ * for the cursor), which chooses events by the ready index whatever the queue's statistics say, starting
+ * after `cursor` (from the head when it is empty or the events after it are too few), and updates them; it
+ * moves `cursor` to the last event claimed. A claim is a HOT update of the queue rows (no indexed column
+ * changes). It holds a share lock on the node's own row and does nothing once the master released this node
+ * (its lease had expired), so a release never misses a claim that commits after it.
+ *
+ * A claim carries no outcomes, though the function takes them: the {@linkcode OutcomeWriter} writes them on
+ * another connection at the same time, so the node keeps two backends busy rather than one. Carried with the
+ * claims, a node's whole database work ran on one backend one statement after another, and on two cores a
+ * quarter of the CPU stayed idle during a burst (measured with one node: about a tenth fewer events per
+ * second than with the outcomes written beside the claims).
  */
-async function claim(
-  o: NodeOptions,
-  n: number,
-  writer: OutcomeWriter,
-  cursor: ClaimCursor,
-): Promise<Claimed[]> {
+async function claim(o: NodeOptions, n: number, cursor: ClaimCursor): Promise<Claimed[]> {
   const { sql } = o;
   const s = sql(o.schema);
   if (performance.now() - cursor.fromHeadAt >= FROM_HEAD_MS) cursor.runAtUs = cursor.id = null;
   const fromHead = cursor.id === null;
-  // If the node was released meanwhile the outcomes are not written: its events went back to the queue
-  // and run again.
-  const outcomes = writer.take();
-  const a = outcomeArgs(sql, outcomes);
-  try {
-    const rows = await sql<Claimed[]>`
+  const rows = await sql<Claimed[]>`
     select k.id::text as id, k.at::text as at, k.run_at_us::text as run_at_us, k.function_name, k.source,
            k.table_schema, k.table_name, k.op, k.row_id, k.new_row::text as new_row, k.old_row::text as old_row,
            k.attempts,
@@ -349,36 +343,31 @@ async function claim(
            case when row_number() over (partition by k.function_name order by k.id) = 1 then f.signature end
              as signature,
            f.timeout_ms, f.max_attempts, f.backoff_ms
-      from ${s}.dispatch_claim(${o.nodeId}, ${n}, ${a.done}::bigint[], ${a.doneAt}::tid[],
-                               ${a.doneStartMs}::float8[], ${a.others}, ${
-      cursor.runAtUs?.toString() ?? null
-    }::bigint,
-                               ${cursor.id?.toString() ?? null}::bigint) k
+      from ${s}.dispatch_claim(${o.nodeId}, ${n}, '{}'::bigint[], '{}'::tid[], '{}'::float8[], null,
+                               ${cursor.runAtUs?.toString() ?? null}::bigint, ${
+    cursor.id?.toString() ?? null
+  }::bigint) k
       left join ${s}.dispatch_functions f on f.name = k.function_name
      order by k.id`;
-    if (fromHead || rows.length < n) cursor.fromHeadAt = performance.now();
-    // Every event of a function gets the code its first event carried; the cursor moves to the last one in
-    // the index's order.
-    const first = new Map<string, Claimed>();
-    for (const ev of rows) {
-      if (ev.run_at_us !== null) {
-        const us = BigInt(ev.run_at_us), id = BigInt(ev.id);
-        if (cursor.id === null || us > cursor.runAtUs! || (us === cursor.runAtUs && id > cursor.id)) {
-          cursor.runAtUs = us;
-          cursor.id = id;
-        }
+  if (fromHead || rows.length < n) cursor.fromHeadAt = performance.now();
+  // Every event of a function gets the code its first event carried; the cursor moves to the last one in
+  // the index's order.
+  const first = new Map<string, Claimed>();
+  for (const ev of rows) {
+    if (ev.run_at_us !== null) {
+      const us = BigInt(ev.run_at_us), id = BigInt(ev.id);
+      if (cursor.id === null || us > cursor.runAtUs! || (us === cursor.runAtUs && id > cursor.id)) {
+        cursor.runAtUs = us;
+        cursor.id = id;
       }
-      const f = first.get(ev.function_name);
-      if (f) {
-        ev.code = f.code;
-        ev.signature = f.signature;
-      } else first.set(ev.function_name, ev);
     }
-    return rows;
-  } catch (e) {
-    writer.putBack(outcomes);
-    throw e;
+    const f = first.get(ev.function_name);
+    if (f) {
+      ev.code = f.code;
+      ev.signature = f.signature;
+    } else first.set(ev.function_name, ev);
   }
+  return rows;
 }
 
 /** The most events one sandbox message carries when they are shared out among free slots. */

@@ -53,27 +53,11 @@ export class OutcomeWriter {
   }
 
   /**
-   * Queues `o`. It is written by the next flush, which starts on the next turn of the event loop (so a
-   * claim made meanwhile can carry it, see {@linkcode take}) or after the flush in flight.
+   * Queues `o`. It is written by the next flush, which starts on the next turn of the event loop (so the
+   * outcomes of one turn go together) or after the flush in flight.
    */
   add(o: Outcome): void {
     this.#queue.push(o);
-    if (!this.#flushing) this.#flushing = this.#loop();
-  }
-
-  /**
-   * Hands over up to `maxBatch` queued outcomes for a statement that records them together with a claim
-   * (`dispatch_claim`): one round trip instead of two. The caller must return them with
-   * {@linkcode putBack} if that statement fails.
-   */
-  take(): Outcome[] {
-    return this.#queue.splice(0, this.maxBatch);
-  }
-
-  /** Queues again outcomes {@linkcode take} handed over whose statement failed. */
-  putBack(batch: Outcome[]): void {
-    if (!batch.length) return;
-    this.#queue.unshift(...batch);
     if (!this.#flushing) this.#flushing = this.#loop();
   }
 
@@ -84,7 +68,7 @@ export class OutcomeWriter {
   }
 
   async #loop(): Promise<void> {
-    // Let outcomes of the same turn join the first batch, and give a claim the chance to carry them.
+    // Let outcomes of the same turn join the first batch.
     await new Promise((resolve) => setTimeout(resolve, 0));
     let fails = 0;
     while (this.#queue.length) {
