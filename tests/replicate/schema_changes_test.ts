@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import type { Sql } from "../../shared/db.ts";
-import { bigText, eventually, fixture } from "./_helpers.ts";
+import { abortableSleep } from "../../shared/worker.ts";
+import type { TableInfo } from "../../workers/replicate/schema.ts";
+import { PostgresTarget } from "../../workers/replicate/targets/postgres.ts";
+import { bigText, eventually, fixture, testS3 } from "./_helpers.ts";
 
 /** Count and md5 of the rows, reading only the columns the source table has now (by name, in its order). */
 async function sourceShaped(source: Sql, sql: Sql, table: string): Promise<string> {
@@ -26,6 +29,59 @@ for (const format of ["csv", "binary"] as const) {
   Deno.test(`columns added, renamed, retyped and dropped on the source while running keep the target right (${format} files)`, () =>
     columnChanges(format));
 }
+
+Deno.test("a column change the stream reads while the target takes the previous one is applied at the next load", async () => {
+  const table = "public.race";
+  await using f = await fixture(async (sql) => {
+    await sql`create table public.race (id int primary key, a text)`;
+    await sql`insert into public.race values (1, 'x')`;
+  }, [table]);
+  const s = f.source.sql;
+  const s3 = testS3();
+  const inner = new PostgresTarget(f.target.url, s3);
+  // The target, with its next column change held until the test lets it go.
+  let gate: { entered: PromiseWithResolvers<void>; release: PromiseWithResolvers<void> } | undefined;
+  const target = new Proxy(inner, {
+    get(o, k) {
+      if (k === "ensureTable") {
+        return async (info: TableInfo) => {
+          const g = gate;
+          gate = undefined;
+          if (g) {
+            g.entered.resolve();
+            await g.release.promise;
+          }
+          return await o.ensureTable(info);
+        };
+      }
+      const v = Reflect.get(o, k);
+      return typeof v === "function" ? v.bind(o) : v;
+    },
+  });
+  const p = f.start({ target });
+  try {
+    await sameAsSource(s, f.target.sql, table);
+    // Past the session's start, which brings the target in line with every table first.
+    await eventually("the pipeline to stream", () => Promise.resolve(p.status.state === "streaming"));
+    const g = { entered: Promise.withResolvers<void>(), release: Promise.withResolvers<void>() };
+    gate = g;
+    await s`alter table public.race rename column a to b`;
+    await s`insert into public.race values (2, 'y')`;
+    await g.entered.promise; // the load of that batch is renaming the target's column
+    await s`alter table public.race rename column b to c`;
+    await s`insert into public.race values (3, 'z')`;
+    await abortableSleep(1_000); // the stream reads the second rename meanwhile
+    g.release.resolve();
+    await sameAsSource(s, f.target.sql, table);
+    const cols = await f.target.sql`select column_name as n from information_schema.columns
+                                     where table_schema = 'public' and table_name = 'race' order by ordinal_position`;
+    assert.deepEqual(cols.map((r) => r.n), ["id", "c"]);
+  } finally {
+    await p.stop();
+    await inner.close();
+    s3.destroy();
+  }
+});
 
 async function columnChanges(format: "csv" | "binary"): Promise<void> {
   const table = "public.evolve";

@@ -474,16 +474,24 @@ async function runSession(
           // The Postgres target reads the local files while the upload runs; it commits only once the
           // files are on S3. Other targets read from S3, so they wait for the upload first.
           if (o.target.kind !== "postgres") await uploaded;
-          if (dirty.has(id)) {
-            await o.target.ensureTable(tables.get(id)!);
-            dirty.delete(id);
+          // The table as it is now (every file of the batch was written before): the target is brought in
+          // line with this description and the load uses the same one, while the stream may describe the
+          // table anew meanwhile. The mark is taken before the target's change, so a change the stream
+          // marks while it runs is not lost: the next load brings the target in line with that one.
+          const table = tables.get(id) ?? job.table;
+          if (dirty.delete(id)) {
+            try {
+              await o.target.ensureTable(table);
+            } catch (e) {
+              dirty.add(id);
+              throw e;
+            }
           }
           await o.target.load({
             pipeline: o.name,
             bucket: o.bucket,
-            // The table as it is now, which the target was just brought in line with: files written
-            // before a column change load by column number (see `Segment.columns`).
-            table: tables.get(id) ?? job.table,
+            // Files written before a column change load by column number (see `Segment.columns`).
+            table,
             kind: "changes",
             truncate: job.truncate,
             segments,
