@@ -334,6 +334,7 @@ async function claim(o: NodeOptions, n: number, cursor: ClaimCursor): Promise<Cl
   const s = sql(o.schema);
   if (performance.now() - cursor.fromHeadAt >= FROM_HEAD_MS) cursor.runAtUs = cursor.id = null;
   const fromHead = cursor.id === null;
+  const afterUs = cursor.runAtUs?.toString() ?? null, afterId = cursor.id?.toString() ?? null;
   const rows = await sql<Claimed[]>`
     select k.id::text as id, k.at::text as at, k.run_at_us::text as run_at_us, k.function_name, k.source,
            k.table_schema, k.table_name, k.op, k.row_id, k.new_row::text as new_row, k.old_row::text as old_row,
@@ -344,9 +345,7 @@ async function claim(o: NodeOptions, n: number, cursor: ClaimCursor): Promise<Cl
              as signature,
            f.timeout_ms, f.max_attempts, f.backoff_ms
       from ${s}.dispatch_claim(${o.nodeId}, ${n}, '{}'::bigint[], '{}'::tid[], '{}'::float8[], null,
-                               ${cursor.runAtUs?.toString() ?? null}::bigint, ${
-    cursor.id?.toString() ?? null
-  }::bigint) k
+                               ${afterUs}::bigint, ${afterId}::bigint) k
       left join ${s}.dispatch_functions f on f.name = k.function_name
      order by k.id`;
   if (fromHead || rows.length < n) cursor.fromHeadAt = performance.now();
