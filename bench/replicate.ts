@@ -10,7 +10,7 @@
  * `pg_current_wal_lsn() - confirmed_flush_lsn` seen; peak RSS is the worker process's (VmHWM) and, for
  * the peer, the apply worker backend's.
  *
- * `BENCH_ROUNDS` (default 3) interleaved rounds, each contender first in every other round, each in fresh
+ * `BENCH_ROUNDS` (default 5) interleaved rounds, each contender first in every other round, each in fresh
  * databases after a checkpoint; the JSON line gives every round's ratio (`ratios`) and the median round's
  * figures (`ratio` is its ratio): this machine's noise moves a single round's ratio by a tenth either way.
  *
@@ -49,7 +49,7 @@ const PEER_BINARY = Deno.env.get("BENCH_PEER_BINARY") !== "0";
 /** The worker's batch file format (`REPLICATE_FILE_FORMAT`). */
 const FORMAT = Deno.env.get("BENCH_FORMAT") === "csv" ? "csv" : "binary";
 /** Interleaved rounds (each contender first in every other one); the ratio is the median round's. */
-const ROUNDS = Math.max(1, Number(Deno.env.get("BENCH_ROUNDS") ?? 3));
+const ROUNDS = Math.max(1, Number(Deno.env.get("BENCH_ROUNDS") ?? 5));
 const TABLES = ["t1", "t2", "t3"];
 const MAIN = fromFileUrl(new URL("../workers/replicate/main.ts", import.meta.url));
 /** Extra `deno run` flags for the worker (e.g. `--cpu-prof --cpu-prof-dir=…` to profile it). */
@@ -169,7 +169,9 @@ async function followSlot(
     }
     const r = rss();
     if (Number.isFinite(r)) peakRss = Math.max(peakRss, r);
-    await abortableSleep(250);
+    // Often enough that the clock's stop is late by 25 ms on average (at 250 ms, a round's time moved by
+    // up to a twentieth of a ~6 s run either way, on both sides alike).
+    await abortableSleep(50);
   }
   return { peakLagMiB: peakLag / 1024 / 1024, peakRss };
 }

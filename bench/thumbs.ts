@@ -4,7 +4,7 @@
  * plain sharp loop making the same thumbnails from the same bytes held in memory, with the same
  * concurrency, in the same run. Ratio: loop time ÷ imgproc time (imgproc's throughput over the loop's).
  *
- * `BENCH_ROUNDS` (3) interleaved rounds, each side first in every other one, each round with photos of its
+ * `BENCH_ROUNDS` (5) interleaved rounds, each side first in every other one, each round with photos of its
  * own uploaded (untimed) before either side runs; the JSON line reports the median round's figures and every
  * round's ratio (`ratios`), as a single round's ratio moves by several hundredths on this shared machine.
  *
@@ -40,7 +40,7 @@ const H = Number(Deno.env.get("BENCH_HEIGHT") ?? 3024);
 const DISTINCT = 10;
 const IDLE_PHOTOS = Number(Deno.env.get("BENCH_IDLE_PHOTOS") ?? 20);
 /** Interleaved rounds (each side first in every other one); the ratio is the median round's. */
-const ROUNDS = Math.max(1, Number(Deno.env.get("BENCH_ROUNDS") ?? 3));
+const ROUNDS = Math.max(1, Number(Deno.env.get("BENCH_ROUNDS") ?? 5));
 const log = createLogger("bench-thumbs", { level: "error" });
 const opts = DEFAULT_THUMBNAIL_OPTIONS;
 
