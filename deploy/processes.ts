@@ -184,6 +184,7 @@ export const PROCESSES: ProcessSpec[] = [
       REPLICATE_FILE_FORMAT:
         "the default (csv), which every target reads; binary is faster for a Postgres target",
       REPLICATE_WAL_WARN_BYTES: "the default (1 GiB of WAL held by the slot) before a warning",
+      REPLICATE_SPOOL_MEMORY_MB: "the default (64 MiB of batch files in memory; larger ones go to disk)",
     },
     summary: "streams the WAL through CSV batches on S3 into a warehouse; one instance per pipeline",
   },

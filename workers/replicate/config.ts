@@ -23,6 +23,7 @@ export const ReplicateConfig = z.object({
   REPLICATE_BATCH_MS: z.coerce.number().int().min(10).max(600_000).default(250),
   REPLICATE_FILE_FORMAT: z.enum(["csv", "binary"]).default("csv"),
   REPLICATE_SPOOL_DIR: z.string().optional(),
+  REPLICATE_SPOOL_MEMORY_MB: z.coerce.number().int().min(0).max(65_536).default(64),
   REPLICATE_WAL_WARN_BYTES: z.coerce.number().int().min(0).default(1024 ** 3),
   REDSHIFT_IAM_ROLE: z.string().optional(),
   S3_ENDPOINT: z.string().optional(),

@@ -97,6 +97,7 @@ if (import.meta.main) {
             s3,
             bucket: c.REPLICATE_BUCKET,
             spoolDir,
+            spoolMemoryBytes: c.REPLICATE_SPOOL_MEMORY_MB * 1024 * 1024,
             batchRows: c.REPLICATE_BATCH_ROWS,
             batchMs: c.REPLICATE_BATCH_MS,
             format: c.REPLICATE_FILE_FORMAT,

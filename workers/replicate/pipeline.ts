@@ -32,7 +32,7 @@ import {
   textPgoutputPlugin,
   Tuple,
 } from "./pgoutput.ts";
-import { uploadFile } from "./s3.ts";
+import { uploadSegment } from "./s3.ts";
 import {
   binaryTypeOids,
   type Column,
@@ -42,11 +42,11 @@ import {
   type TableInfo,
 } from "./schema.ts";
 import { openSnapshot, progressBar, runSnapshot, type SnapshotOptions } from "./snapshot.ts";
-import { BatchSpool, type FileFormat, TableSpool } from "./spool.ts";
+import { BatchSpool, type FileFormat, type MemoryBudget, SPOOL_MEMORY_BYTES, TableSpool } from "./spool.ts";
 import type { Segment, Target } from "./targets/target.ts";
 
-/** A segment with its local file. */
-type Uploaded = Segment & { path: string };
+/** A segment with its local file or its bytes in memory. */
+type Uploaded = Segment;
 
 /** One batch's part for one table, waiting on the table's lane. */
 interface LaneItem {
@@ -80,8 +80,13 @@ export interface PipelineOptions {
   target: Target;
   s3: S3Client;
   bucket: string;
-  /** Where batch files are written before upload. */
+  /** Where batch files are written before upload (those that do not fit `spoolMemoryBytes`). */
   spoolDir: string;
+  /**
+   * Bytes of batch files the pipeline keeps in memory instead of on disk, all batches together (default
+   * 64 MiB; 0: every file on disk).
+   */
+  spoolMemoryBytes?: number;
   /** A batch is cut at the first commit after this many rows… */
   batchRows: number;
   /** …or this long after its first transaction. */
@@ -117,6 +122,8 @@ export interface PipelineStatus {
   lagSeconds?: number;
   retainedWalBytes?: number;
   lastError?: string;
+  /** Batch files that went to disk because they did not fit the memory budget (`spoolMemoryBytes`). */
+  spilledFiles?: number;
 }
 
 /** Runs one serialised async job at a time (stream messages and timer flushes). */
@@ -148,6 +155,11 @@ function pipelineMetrics(r: Registry | undefined) {
     ]),
     batchSeconds: r.histogram("wharf_replicate_batch_duration_seconds", "Upload + load time per table batch"),
     paused: r.gauge("wharf_replicate_paused", "1 while the pipeline is paused"),
+    spoolMemory: r.gauge("wharf_replicate_spool_memory_bytes", "Bytes of batch files held in memory"),
+    spilled: r.gauge(
+      "wharf_replicate_spilled_files",
+      "Batch files that went to disk because they did not fit in memory, since the worker started",
+    ),
   };
 }
 
@@ -179,8 +191,12 @@ export async function runPipeline(
         instance_id = excluded.instance_id, updated_at = now()`;
   }
   let attempt = 0;
-  /** Set when a binary session met a type it cannot carry: later sessions of this run are text. */
-  const session = { textOnly: false };
+  const session = {
+    /** Set when a binary session met a type it cannot carry: later sessions of this run are text. */
+    textOnly: false,
+    /** What batch files may hold in memory, all of the run's batches together. */
+    memory: { left: o.spoolMemoryBytes ?? SPOOL_MEMORY_BYTES } as MemoryBudget,
+  };
   while (!signal.aborted) {
     if (control) {
       const [p] = await control<{ paused: boolean }[]>`
@@ -221,7 +237,7 @@ async function runSession(
   log: Logger,
   m: Metrics,
   setState: (s: string, e?: string) => Promise<void>,
-  session: { textOnly: boolean },
+  session: { textOnly: boolean; memory: MemoryBudget },
 ): Promise<void> {
   const source = connectPostgres(o.sourceUrl, {
     max: 3,
@@ -354,12 +370,15 @@ async function runSession(
     const lock = new Lock();
     let batchNo = 0;
     let tx: { commitLsn: bigint; commitMs: number } | undefined;
-    const newBatch = async () => {
+    // The batch's folder is made when a file of it does not fit in memory.
+    const newBatch = () => {
       const dir = join(o.spoolDir, `batch-${Date.now()}-${++batchNo}`);
-      await Deno.mkdir(dir, { recursive: true });
-      return new BatchSpool(dir, batch?.seq ?? 0, { format: binary ? "binary" : "csv" });
+      return new BatchSpool(dir, batch?.seq ?? 0, {
+        format: binary ? "binary" : "csv",
+        memory: session.memory,
+      });
     };
-    batch = await newBatch();
+    batch = newBatch();
     let failure: ((e: unknown) => void) | undefined;
     let finish: (() => void) | undefined;
     /**
@@ -463,7 +482,7 @@ async function runSession(
       eager: Promise<unknown>,
     ) => {
       const t0 = performance.now();
-      const upload = () => Promise.all(segments.map((s) => uploadFile(o.s3, o.bucket, s.key, s.path)));
+      const upload = () => Promise.all(segments.map((s) => uploadSegment(o.s3, o.bucket, s.key, s)));
       let uploaded: Promise<unknown> = eager;
       // Awaited later (by the load, before its commit): mark it handled so that an upload failing first
       // is not an unhandled rejection.
@@ -532,7 +551,7 @@ async function runSession(
     /** Closes the current batch, starts its uploads and queues its loads. */
     const cut = async () => {
       const b = batch!;
-      batch = await newBatch();
+      batch = newBatch();
       if (b.firstCommitMs !== undefined) pendingSince.push(b.firstCommitMs);
       loading++;
       const tableLoads: Promise<unknown>[] = [];
@@ -543,7 +562,7 @@ async function runSession(
           const ext = s.format === "binary" ? "pgcopy" : "csv";
           s.key = `${o.name}/${id}/${formatLsn(b.endLsn).replace("/", "-")}-${i + 1}.${ext}`;
         }
-        const eager = Promise.all(segments.map((s) => uploadFile(o.s3, o.bucket, s.key, s.path)));
+        const eager = Promise.all(segments.map((s) => uploadSegment(o.s3, o.bucket, s.key, s)));
         eager.catch(() => {});
         tableLoads.push(enqueue(id, { b, spool, segments, eager }));
       }
@@ -561,6 +580,11 @@ async function runSession(
           await Promise.allSettled(tableLoads);
           await b.discard();
           if (self.p) inFlight.delete(self.p);
+          status.spilledFiles = session.memory.spilled ?? 0;
+          m?.spilled.set(status.spilledFiles, { pipeline: o.name });
+          m?.spoolMemory.set((o.spoolMemoryBytes ?? SPOOL_MEMORY_BYTES) - session.memory.left, {
+            pipeline: o.name,
+          });
         }
       })();
       self.p = done;

@@ -71,6 +71,29 @@ export async function uploadFile(client: S3Client, bucket: string, key: string, 
   }
 }
 
+/**
+ * Uploads a batch file: from memory when the worker kept it there (`data`), else from its local file
+ * (`path`).
+ */
+export async function uploadSegment(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  seg: { path?: string; data?: Uint8Array },
+): Promise<void> {
+  if (seg.path !== undefined) return await uploadFile(client, bucket, key, seg.path);
+  if (!seg.data) throw new Error(`Cannot upload ${key}: the batch file has neither a path nor bytes`);
+  await client.send(
+    new PutObjectCommand({
+      Bucket: bucket,
+      Key: key,
+      Body: seg.data,
+      ContentLength: seg.data.length,
+      ContentType: key.endsWith(".csv") ? "text/csv" : "application/octet-stream",
+    }),
+  );
+}
+
 /** Uploads a small text object (a manifest). */
 export async function putText(client: S3Client, bucket: string, key: string, text: string): Promise<void> {
   await client.send(

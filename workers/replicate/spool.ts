@@ -1,8 +1,11 @@
 /**
- * The batch being built, on disk: one file per table (a new one when the table's columns change),
- * written through a small buffer. Memory stays bounded whatever the size of a transaction or a batch:
- * only the write buffer and the counters live in memory; the net effect per key is computed by the
- * target's merge, not here.
+ * The batch being built: one file per table (a new one when the table's columns change). A file is kept
+ * in memory while the batches of the process hold less than their shared {@linkcode MemoryBudget}, and
+ * goes to disk once it does not fit (with what it had so far), written through a small buffer from then
+ * on. So memory stays bounded whatever the size of a transaction or a batch, and the usual small batch
+ * costs no file at all: on some file systems creating a file costs the kernel as much as writing a
+ * megabyte, and a batch made several (a file and its plain twin per table). The net effect per key is
+ * computed by the target's merge, not here.
  *
  * Rows are written as bytes straight from the replication message ({@linkcode TableSpool.writeTuple}):
  * the format is the one `csvLine()` writes (every value quoted, NULL the bare `\N`).
@@ -27,6 +30,15 @@ import type { Segment } from "./targets/target.ts";
 import { type Column, columnNum, type TableInfo } from "./schema.ts";
 
 const FLUSH_AT = 512 * 1024;
+/** The default of the memory budget that the batches of a process share (see the top of this file). */
+export const SPOOL_MEMORY_BYTES = 64 * 1024 * 1024;
+
+/** Bytes of batch files that the batches sharing this may still keep in memory. */
+export interface MemoryBudget {
+  left: number;
+  /** Files that went to disk because they did not fit. */
+  spilled?: number;
+}
 /** Bytes of plain twins a batch may hold on disk (see above). */
 export const PLAIN_TWIN_LIMIT = 256 * 1024 * 1024;
 const KEY_TRACK_LIMIT = 200_000;
@@ -53,15 +65,21 @@ const INT_OIDS = new Set([21, 23, 20]);
 
 interface OpenSegment {
   unchanged: Set<number>;
+  /** Where the file is, or goes if it has to leave memory. */
   path: string;
-  file: Deno.FsFile;
+  /** The file, once the segment is on disk (none while its bytes are in memory). */
+  file?: Deno.FsFile;
+  /** The bytes of an ended segment kept in memory. */
+  data?: Uint8Array;
+  /** Bytes of the memory budget the segment holds (its own and its twin's). */
+  held: number;
   columns: Column[];
   /** Wire type oids of the columns (binary files). */
   wire?: number[];
   rows: number;
   bytes: number;
-  /** The plain twin (see above), while every row is an insert. */
-  plain?: { path: string; file: Deno.FsFile; bytes: number };
+  /** The plain twin (see above), while every row is an insert: on disk with its segment, or in memory. */
+  plain?: { path: string; file?: Deno.FsFile; data?: Uint8Array; bytes: number };
 }
 
 /**
@@ -128,6 +146,11 @@ export class TableSpool {
   readonly segments: OpenSegment[] = [];
   #buf = new Uint8Array(0);
   #len = 0;
+  /**
+   * The buffer's length at which the last segment's bytes are written out (on disk), or taken from the
+   * memory budget (in memory).
+   */
+  #flushAt = FLUSH_AT;
   /** The plain twin's write buffer (bytes for the last segment's `plain` file). */
   #plainBuf = new Uint8Array(0);
   #plainLen = 0;
@@ -139,23 +162,32 @@ export class TableSpool {
   #removing: Promise<void>[] = [];
   #n = 0;
   readonly #dir: string;
+  /** Makes the folder for the files (when a file is first needed). */
+  readonly #makeDir: () => Promise<unknown>;
   readonly #slug: string;
 
   readonly #budget: TwinBudget;
+  /** Segments start in memory while this has room (none: always on disk). */
+  readonly #memory: MemoryBudget | undefined;
   readonly format: FileFormat;
   /** Wire type oids of the rows being written (binary), see {@linkcode wire}. */
   #wire: number[] | undefined;
   /** The key columns' wire types when the key tracking started (binary). */
   #keyWire: string | undefined;
 
+  /** The files go in `dir`, which `makeDir` makes when the first one is needed. */
   constructor(
     dir: string,
     table: TableInfo,
     budget: TwinBudget = { left: PLAIN_TWIN_LIMIT },
     format: FileFormat = "csv",
+    memory?: MemoryBudget,
+    makeDir: () => Promise<unknown> = () => Deno.mkdir(dir, { recursive: true }),
   ) {
     this.#dir = dir;
+    this.#makeDir = makeDir;
     this.#budget = budget;
+    this.#memory = memory;
     this.format = format;
     this.#table = table;
     this.#keyIdx = TableSpool.#keyIndexes(table);
@@ -212,26 +244,23 @@ export class TableSpool {
       );
     }
     if (last && binary) this.#endBinary(last);
-    await this.#flush();
+    if (last) await this.#end(last);
     const ext = binary ? "pgcopy" : "csv";
     const path = join(this.#dir, `${this.#slug}.${++this.#n}.${ext}`);
     const seg: OpenSegment = {
       path,
-      file: await Deno.open(path, { write: true, create: true, truncate: true }),
       columns: this.#table.columns,
       ...(binary ? { wire: this.#wire } : {}),
       rows: 0,
       bytes: 0,
+      held: 0,
       unchanged: new Set<number>(),
     };
     if (this.#plainOn) {
-      const plain = join(this.#dir, `${this.#slug}.${this.#n}.plain.${ext}`);
-      seg.plain = {
-        path: plain,
-        file: await Deno.open(plain, { write: true, create: true, truncate: true }),
-        bytes: 0,
-      };
+      seg.plain = { path: join(this.#dir, `${this.#slug}.${this.#n}.plain.${ext}`), bytes: 0 };
     }
+    if (!this.#memory) await this.#toDisk(seg);
+    this.#flushAt = FLUSH_AT;
     this.segments.push(seg);
     if (binary) {
       this.#reserve(BINARY_HEADER.length).set(BINARY_HEADER, this.#len);
@@ -239,6 +268,58 @@ export class TableSpool {
       if (seg.plain) this.#plainPut(BINARY_HEADER);
     }
     return seg;
+  }
+
+  /** Creates the files of `seg`, which had none (its bytes so far are still in the buffers). */
+  async #toDisk(seg: OpenSegment): Promise<void> {
+    const open = (path: string) => Deno.open(path, { write: true, create: true, truncate: true });
+    if (this.#memory) {
+      this.#memory.left += seg.held;
+      this.#memory.spilled = (this.#memory.spilled ?? 0) + 1;
+    }
+    seg.held = 0;
+    await this.#makeDir();
+    seg.file = await open(seg.path);
+    if (seg.plain) seg.plain.file = await open(seg.plain.path);
+  }
+
+  /**
+   * Takes the bytes that `seg` (the last segment, in memory) has in the buffers from the memory budget;
+   * false when they do not fit.
+   */
+  #keep(seg: OpenSegment): boolean {
+    const want = this.#len + this.#plainLen;
+    if (want - seg.held > this.#memory!.left) return false;
+    this.#memory!.left -= want - seg.held;
+    seg.held = want;
+    return true;
+  }
+
+  /**
+   * Ends `seg`, the last segment: its buffered bytes written to its files, or handed to it in memory (the
+   * buffers start afresh), or, when they do not fit the memory budget, its files created and written.
+   */
+  async #end(seg: OpenSegment): Promise<void> {
+    if (!seg.file && !this.#keep(seg)) await this.#toDisk(seg);
+    if (seg.file) return await this.#flush();
+    seg.data = this.#handOver(this.#buf, this.#len, (b) => this.#buf = b);
+    seg.bytes = this.#len;
+    if (seg.plain) {
+      seg.plain.data = this.#handOver(this.#plainBuf, this.#plainLen, (b) => this.#plainBuf = b);
+      seg.plain.bytes = this.#plainLen;
+    }
+    this.#len = this.#plainLen = 0;
+  }
+
+  /**
+   * The first `len` bytes of `buf` for a segment to keep. A buffer mostly empty (it grows by doubling, and
+   * starts at over 512 KiB) is copied to one of their size and stays for the next segment, so that memory
+   * held follows the budget; a fuller one is handed over whole and `replace` gets a fresh one.
+   */
+  #handOver(buf: Uint8Array, len: number, replace: (b: Uint8Array<ArrayBuffer>) => void): Uint8Array {
+    if (buf.length > len + (len >> 1)) return buf.slice(0, len);
+    replace(new Uint8Array(0));
+    return buf.subarray(0, len);
   }
 
   /** Appends `bytes` to the plain twin's buffer. */
@@ -260,10 +341,21 @@ export class TableSpool {
     this.#plainOn = false;
     for (const s of this.segments) {
       if (!s.plain) continue;
-      s.plain.file.close();
-      // A file left behind goes with the batch's folder.
-      this.#removing.push(Deno.remove(s.plain.path).catch(() => {}));
+      if (s.plain.file) {
+        s.plain.file.close();
+        // A file left behind goes with the batch's folder.
+        this.#removing.push(Deno.remove(s.plain.path).catch(() => {}));
+      } else if (s.plain.data) {
+        this.#memory!.left += s.plain.data.length;
+        s.held -= s.plain.data.length;
+      }
       s.plain = undefined;
+    }
+    // The last segment's twin bytes, taken from the memory budget while buffered.
+    const last = this.segments.at(-1);
+    if (last && !last.file && last.held > this.#len) {
+      this.#memory!.left += last.held - this.#len;
+      last.held = this.#len;
     }
     this.#plainLen = 0;
     this.#budget.left += this.#plainBytes; // the files are gone
@@ -271,14 +363,26 @@ export class TableSpool {
     this.#plainBuf = new Uint8Array(0);
   }
 
+  /**
+   * Writes the buffers out to the last segment's files; for a segment in memory, takes them from the
+   * memory budget instead, or when they do not fit, creates its files and writes them there.
+   */
   async #flush(): Promise<void> {
     const last = this.segments.at(-1);
     if (!last || !this.#len) return;
-    await writeAll(last.file, this.#buf.subarray(0, this.#len));
+    if (!last.file) {
+      if (this.#keep(last)) {
+        this.#flushAt = this.#len + FLUSH_AT;
+        return;
+      }
+      await this.#toDisk(last);
+    }
+    this.#flushAt = FLUSH_AT;
+    await writeAll(last.file!, this.#buf.subarray(0, this.#len));
     last.bytes += this.#len;
     this.#len = 0;
     if (last.plain && this.#plainLen) {
-      await writeAll(last.plain.file, this.#plainBuf.subarray(0, this.#plainLen));
+      await writeAll(last.plain.file!, this.#plainBuf.subarray(0, this.#plainLen));
       last.plain.bytes += this.#plainLen;
       this.#plainLen = 0;
     }
@@ -365,7 +469,7 @@ export class TableSpool {
     }
     if (this.#keys) this.#trackKey(msg, t);
     seg.rows++;
-    return this.#len >= FLUSH_AT ? this.#flush() : undefined;
+    return this.#len >= this.#flushAt ? this.#flush() : undefined;
   }
 
   /** {@linkcode writeTuple} for a binary file (see the top of this file). */
@@ -559,10 +663,14 @@ export class TableSpool {
     this.#plainOn = true;
     this.#keys = new Set();
     this.#insertsOnly = true;
+    this.#flushAt = FLUSH_AT;
+    this.release();
     for (const s of this.segments.splice(0)) {
-      s.file.close();
-      await Deno.remove(s.path).catch(() => {});
-      if (s.plain) {
+      if (s.file) {
+        s.file.close();
+        await Deno.remove(s.path).catch(() => {});
+      }
+      if (s.plain?.file) {
         s.plain.file.close();
         await Deno.remove(s.plain.path).catch(() => {});
       }
@@ -570,27 +678,47 @@ export class TableSpool {
     this.truncate = true;
   }
 
-  /** Flushes and closes the files; returns them as segments (key left empty for the uploader). */
-  async close(): Promise<(Segment & { path: string })[]> {
+  /** Gives the memory budget back what the segments hold (once their bytes are no longer needed). */
+  release(): void {
+    for (const s of this.segments) {
+      if (this.#memory) this.#memory.left += s.held;
+      s.held = 0;
+      s.data = undefined;
+      if (s.plain) s.plain.data = undefined;
+    }
+  }
+
+  /**
+   * Ends the last segment and closes the files; returns the segments (key left empty for the uploader),
+   * each with its file's `path` or, kept in memory, its `data`. The memory stays taken until
+   * {@linkcode release}.
+   */
+  async close(): Promise<Segment[]> {
     const last = this.segments.at(-1);
     if (last && this.format === "binary") this.#endBinary(last);
-    await this.#flush();
+    if (last) await this.#end(last);
     await Promise.all(this.#removing.splice(0));
     this.#buf = new Uint8Array(0);
     this.#plainBuf = new Uint8Array(0);
     for (const s of this.segments) {
-      s.file.close();
-      s.plain?.file.close();
+      s.file?.close();
+      s.plain?.file?.close();
     }
     return this.segments.filter((s) => s.rows > 0).map((s) => ({
       key: "",
-      path: s.path,
+      ...(s.file ? { path: s.path } : { data: s.data }),
       columns: s.columns,
       rows: s.rows,
       bytes: s.bytes,
       unchanged: [...s.unchanged],
       ...(s.wire ? { format: "binary" as const, wire: s.wire } : {}),
-      ...(s.plain ? { plain: { path: s.plain.path, bytes: s.plain.bytes } } : {}),
+      ...(s.plain
+        ? {
+          plain: s.plain.file
+            ? { path: s.plain.path, bytes: s.plain.bytes }
+            : { data: s.plain.data, bytes: s.plain.bytes },
+        }
+        : {}),
     }));
   }
 }
@@ -611,16 +739,26 @@ export class BatchSpool {
   readonly createdAt = performance.now();
 
   readonly #twins: TwinBudget;
+  readonly #memory: MemoryBudget | undefined;
+  /** The folder, made when the first file needs it. */
+  #made: Promise<void> | undefined;
 
   /**
-   * `seq` continues from the previous batch, so batches loaded together keep their order.
-   * `plainTwinLimit`: see {@linkcode PLAIN_TWIN_LIMIT}.
+   * `dir`: the batch's own folder (made when a file needs it, removed by {@linkcode discard}). `seq`
+   * continues from the previous batch, so batches loaded together keep their order. `plainTwinLimit`: see
+   * {@linkcode PLAIN_TWIN_LIMIT}. `memory`: the budget the process's batches share to keep files in memory
+   * (see the top of this file); without it every file is on disk.
    */
-  constructor(dir: string, seq = 0, o: { plainTwinLimit?: number; format?: FileFormat } = {}) {
+  constructor(
+    dir: string,
+    seq = 0,
+    o: { plainTwinLimit?: number; format?: FileFormat; memory?: MemoryBudget } = {},
+  ) {
     this.dir = dir;
     this.seq = seq;
     this.#twins = { left: o.plainTwinLimit ?? PLAIN_TWIN_LIMIT };
     this.format = o.format ?? "csv";
+    this.#memory = o.memory;
   }
 
   /** The format of the batch's files. */
@@ -630,21 +768,23 @@ export class BatchSpool {
   spool(id: string, table: TableInfo): TableSpool {
     let s = this.tables.get(id);
     if (!s) {
-      s = new TableSpool(this.dir, table, this.#twins, this.format);
+      const makeDir = () => this.#made ??= Deno.mkdir(this.dir, { recursive: true });
+      s = new TableSpool(this.dir, table, this.#twins, this.format, this.#memory, makeDir);
       this.tables.set(id, s);
     }
     return s;
   }
 
-  /** Removes the batch's folder. */
+  /** Gives back the batch's memory and removes its folder. */
   async discard(): Promise<void> {
     for (const t of this.tables.values()) {
+      t.release();
       for (const f of t.segments.flatMap((s) => [s.file, s.plain?.file])) {
         try {
           f?.close();
         } catch { /* closed */ }
       }
     }
-    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+    if (this.#made) await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 }

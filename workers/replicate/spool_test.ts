@@ -71,42 +71,56 @@ function fresh(): DecodedChange {
   return { oldKind: 0, old: new Tuple(), new: new Tuple() };
 }
 
-Deno.test("rows written from pgoutput bytes are the same CSV csvLine() writes, tricky values included", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const batch = new BatchSpool(dir);
-    const spool = batch.spool("public.t", TABLE);
-    const d = fresh();
-    const want: string[] = [];
-    // Sequence numbers cross a power of ten on the way.
-    let seq = 999_995;
-    for (const [i, v] of TRICKY.entries()) {
-      const m = message(OP_INSERT, { new: [String(i), v, i % 2 ? null : v] });
-      decodeChange(m, d);
-      await spool.writeTuple(++seq, "I", m.bytes, d.new);
-      want.push(csvLine([String(seq), "I", "-", String(i), v, i % 2 ? null : v]));
+/** A segment's bytes: kept in memory, or in its file. */
+async function bytesOf(s: { path?: string; data?: Uint8Array }): Promise<Uint8Array> {
+  if (s.data) return s.data;
+  assert.ok(s.path, "a segment has its bytes in memory or a file");
+  return await Deno.readFile(s.path);
+}
+
+const textOf = async (s: { path?: string; data?: Uint8Array }) => new TextDecoder().decode(await bytesOf(s));
+
+/** A budget large enough for every test here: every file stays in memory. */
+const plenty = () => ({ left: 1 << 30 });
+
+for (const memory of [false, true]) {
+  Deno.test(`rows written from pgoutput bytes are the same CSV csvLine() writes, tricky values included${memory ? ", kept in memory" : ""}`, async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const batch = new BatchSpool(dir, 0, { memory: memory ? plenty() : undefined });
+      const spool = batch.spool("public.t", TABLE);
+      const d = fresh();
+      const want: string[] = [];
+      // Sequence numbers cross a power of ten on the way.
+      let seq = 999_995;
+      for (const [i, v] of TRICKY.entries()) {
+        const m = message(OP_INSERT, { new: [String(i), v, i % 2 ? null : v] });
+        decodeChange(m, d);
+        await spool.writeTuple(++seq, "I", m.bytes, d.new);
+        want.push(csvLine([String(seq), "I", "-", String(i), v, i % 2 ? null : v]));
+      }
+      const upd = message(OP_UPDATE, { new: ["1", "x", undefined] });
+      decodeChange(upd, d);
+      await spool.writeTuple(++seq, "U", upd.bytes, d.new);
+      // The unchanged column is marked by its number (the third column: 3).
+      want.push(csvLine([String(seq), "U", ",3,", "1", "x", null]));
+      const del = message(OP_DELETE, { old: ["K", ["2", null, null]] });
+      decodeChange(del, d);
+      await spool.writeTuple(++seq, "D", del.bytes, d.old);
+      want.push(csvLine([String(seq), "D", "-", "2", null, null]));
+      const [seg] = await spool.close();
+      const text = await textOf(seg);
+      assert.equal(text, want.join(""));
+      assert.equal(seg.rows, TRICKY.length + 2);
+      assert.deepEqual(seg.unchanged, [3]);
+      assert.equal(parseCsv(text)[2][4], 'say "hi"');
+      assert.equal(spool.insertsOnly, false);
+      assert.equal(spool.distinctKeys, false, "key 1 and key 2 were written twice");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-    const upd = message(OP_UPDATE, { new: ["1", "x", undefined] });
-    decodeChange(upd, d);
-    await spool.writeTuple(++seq, "U", upd.bytes, d.new);
-    // The unchanged column is marked by its number (the third column: 3).
-    want.push(csvLine([String(seq), "U", ",3,", "1", "x", null]));
-    const del = message(OP_DELETE, { old: ["K", ["2", null, null]] });
-    decodeChange(del, d);
-    await spool.writeTuple(++seq, "D", del.bytes, d.old);
-    want.push(csvLine([String(seq), "D", "-", "2", null, null]));
-    const [seg] = await spool.close();
-    const text = await Deno.readTextFile(seg.path);
-    assert.equal(text, want.join(""));
-    assert.equal(seg.rows, TRICKY.length + 2);
-    assert.deepEqual(seg.unchanged, [3]);
-    assert.equal(parseCsv(text)[2][4], 'say "hi"');
-    assert.equal(spool.insertsOnly, false);
-    assert.equal(spool.distinctKeys, false, "key 1 and key 2 were written twice");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  });
+}
 
 Deno.test("an inserts-only spool also writes its rows without the change columns, until a row is not an insert", async () => {
   const dir = await Deno.makeTempDir();
@@ -130,10 +144,10 @@ Deno.test("an inserts-only spool also writes its rows without the change columns
     await spool.writeTuple(values.length + 1, "I", wide.bytes, d.new);
     let [seg, seg2] = await spool.close();
     assert.ok(seg.plain, "an inserts-only segment has its plain twin");
-    assert.equal(await Deno.readTextFile(seg.plain.path), plain.join(""));
-    assert.equal(seg.plain.bytes, (await Deno.stat(seg.plain.path)).size);
-    assert.equal(parseCsv(await Deno.readTextFile(seg.path)).length, values.length);
-    assert.equal(await Deno.readTextFile(seg2.plain!.path), csvLine(["99", "w", null, "x"]));
+    assert.equal(await textOf(seg.plain), plain.join(""));
+    assert.equal(seg.plain.bytes, (await bytesOf(seg.plain)).length);
+    assert.equal(parseCsv(await textOf(seg)).length, values.length);
+    assert.equal(await textOf(seg2.plain!), csvLine(["99", "w", null, "x"]));
 
     // A delete ends the twin; a truncate starts it again.
     const other = new BatchSpool(dir + "/b");
@@ -159,40 +173,42 @@ Deno.test("an inserts-only spool also writes its rows without the change columns
     );
     assert.equal(seg.rows, 3);
     const [seg3] = await s3.close();
-    assert.equal(await Deno.readTextFile(seg3.plain!.path), csvLine(["1", "a", null]));
-    assert.equal(await Deno.readTextFile(seg3.path), csvLine(["5", "I", "-", "1", "a", null]));
+    assert.equal(await textOf(seg3.plain!), csvLine(["1", "a", null]));
+    assert.equal(await textOf(seg3), csvLine(["5", "I", "-", "1", "a", null]));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
-Deno.test("the plain twins of a batch share a size limit: the table that crosses it drops its own", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const batch = new BatchSpool(dir, 0, { plainTwinLimit: 1_500 });
-    const a = batch.spool("public.a", { ...TABLE, name: "a" });
-    const b = batch.spool("public.b", { ...TABLE, name: "b" });
-    const d = fresh();
-    const row = (i: number) => {
-      const m = message(OP_INSERT, { new: [String(i), "v".repeat(20), null] });
-      decodeChange(m, d);
-      return m;
-    };
-    let seq = 0;
-    // a: 20 rows of ~33 bytes (about 660 of the 1,500); then b takes the rest and crosses the limit.
-    for (let i = 0; i < 20; i++) await a.writeTuple(++seq, "I", row(i).bytes, d.new);
-    for (let i = 0; i < 40; i++) await b.writeTuple(++seq, "I", row(i).bytes, d.new);
-    const [segA] = await a.close();
-    const [segB] = await b.close();
-    assert.ok(segA.plain, "the table under the limit keeps its twin");
-    assert.equal(parseCsv(await Deno.readTextFile(segA.plain.path)).length, 20);
-    assert.equal(segB.plain, undefined);
-    assert.equal(b.insertsOnly, true, "still inserts only: the target strips the change columns itself");
-    assert.equal(parseCsv(await Deno.readTextFile(segB.path)).length, 40);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+for (const memory of [false, true]) {
+  Deno.test(`the plain twins of a batch share a size limit: the table that crosses it drops its own${memory ? ", kept in memory" : ""}`, async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const batch = new BatchSpool(dir, 0, { plainTwinLimit: 1_500, memory: memory ? plenty() : undefined });
+      const a = batch.spool("public.a", { ...TABLE, name: "a" });
+      const b = batch.spool("public.b", { ...TABLE, name: "b" });
+      const d = fresh();
+      const row = (i: number) => {
+        const m = message(OP_INSERT, { new: [String(i), "v".repeat(20), null] });
+        decodeChange(m, d);
+        return m;
+      };
+      let seq = 0;
+      // a: 20 rows of ~33 bytes (about 660 of the 1,500); then b takes the rest and crosses the limit.
+      for (let i = 0; i < 20; i++) await a.writeTuple(++seq, "I", row(i).bytes, d.new);
+      for (let i = 0; i < 40; i++) await b.writeTuple(++seq, "I", row(i).bytes, d.new);
+      const [segA] = await a.close();
+      const [segB] = await b.close();
+      assert.ok(segA.plain, "the table under the limit keeps its twin");
+      assert.equal(parseCsv(await textOf(segA.plain)).length, 20);
+      assert.equal(segB.plain, undefined);
+      assert.equal(b.insertsOnly, true, "still inserts only: the target strips the change columns itself");
+      assert.equal(parseCsv(await textOf(segB)).length, 40);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
 
 Deno.test("a full old row fills the new row's unchanged TOAST values, and key changes are seen", () => {
   const d = fresh();
@@ -332,86 +348,96 @@ const int8 = (v: bigint) => {
   return b;
 };
 
-Deno.test("binary batch files: binary COPY rows with the change columns, a plain twin, a new file when types change", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const batch = new BatchSpool(dir, 0, { format: "binary" });
-    const spool = batch.spool("public.t", TABLE);
-    const d = fresh();
-    const wire = [20, 25, 25];
-    spool.wire = wire;
-    const nul = new Uint8Array([0, 1, 0]);
-    const write = async (seq: number, values: (Uint8Array | null | undefined)[]) => {
-      const msg = binaryMessage(OP_INSERT, values);
+for (const memory of [false, true]) {
+  Deno.test(`binary batch files: binary COPY rows with the change columns, a plain twin, a new file when types change${memory ? ", kept in memory" : ""}`, async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const batch = new BatchSpool(dir, 0, { format: "binary", memory: memory ? plenty() : undefined });
+      const spool = batch.spool("public.t", TABLE);
+      const d = fresh();
+      const wire = [20, 25, 25];
+      spool.wire = wire;
+      const nul = new Uint8Array([0, 1, 0]);
+      const write = async (seq: number, values: (Uint8Array | null | undefined)[]) => {
+        const msg = binaryMessage(OP_INSERT, values);
+        decodeChange(msg, d);
+        await spool.writeTuple(seq, "I", msg.bytes, d.new);
+      };
+      await write(1, [int8(1n), enc.encode('a,"b"\n'), null]);
+      await write(2, [int8(-5n), new Uint8Array(0), nul]);
+      assert.equal(spool.distinctKeys, true);
+      // Another type for the key: a new file (its values are another type's bytes).
+      spool.wire = [23, 25, 25];
+      await write(3, [new Uint8Array([0, 0, 0, 7]), enc.encode("x"), null]);
+      const segments = await spool.close();
+      assert.equal(segments.length, 2);
+      assert.deepEqual(segments.map((s) => [s.format, s.wire, s.rows]), [["binary", wire, 2], ["binary", [
+        23,
+        25,
+        25,
+      ], 1]]);
+      assert.ok(
+        segments.every((s) =>
+          memory
+            ? s.data && s.plain?.data && s.path === undefined
+            : s.path?.endsWith(".pgcopy") && s.plain?.path?.endsWith(".plain.pgcopy")
+        ),
+      );
+      const rows = readBinaryCopy(await bytesOf(segments[0]));
+      const text = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));
+      assert.deepEqual(rows.map((r) => [new DataView(r[0]!.buffer).getBigInt64(0), text(r[1]), text(r[2])]), [
+        [1n, "I", "-"],
+        [2n, "I", "-"],
+      ]);
+      assert.deepEqual(rows.map((r) => r.slice(3)), [[int8(1n), enc.encode('a,"b"\n'), null], [
+        int8(-5n),
+        new Uint8Array(0),
+        nul,
+      ]]);
+      // The twin: the same rows without the change columns.
+      const plain = readBinaryCopy(await bytesOf(segments[0].plain!));
+      assert.deepEqual(plain, rows.map((r) => r.slice(3)));
+      assert.equal(segments[0].bytes, (await bytesOf(segments[0])).length);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+for (const memory of [false, true]) {
+  Deno.test(`binary batch files: unchanged values are marked and NULL, a text value is refused${memory ? ", kept in memory" : ""}`, async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const batch = new BatchSpool(dir, 0, { format: "binary", memory: memory ? plenty() : undefined });
+      const spool = batch.spool("public.t", TABLE);
+      spool.wire = [20, 25, 25];
+      const d = fresh();
+      const msg = binaryMessage(OP_UPDATE, [int8(9n), enc.encode("v"), undefined]);
       decodeChange(msg, d);
-      await spool.writeTuple(seq, "I", msg.bytes, d.new);
-    };
-    await write(1, [int8(1n), enc.encode('a,"b"\n'), null]);
-    await write(2, [int8(-5n), new Uint8Array(0), nul]);
-    assert.equal(spool.distinctKeys, true);
-    // Another type for the key: a new file (its values are another type's bytes).
-    spool.wire = [23, 25, 25];
-    await write(3, [new Uint8Array([0, 0, 0, 7]), enc.encode("x"), null]);
-    const segments = await spool.close();
-    assert.equal(segments.length, 2);
-    assert.deepEqual(segments.map((s) => [s.format, s.wire, s.rows]), [["binary", wire, 2], ["binary", [
-      23,
-      25,
-      25,
-    ], 1]]);
-    assert.ok(segments.every((s) => s.path.endsWith(".pgcopy") && s.plain?.path.endsWith(".plain.pgcopy")));
-    const rows = readBinaryCopy(await Deno.readFile(segments[0].path));
-    const text = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));
-    assert.deepEqual(rows.map((r) => [new DataView(r[0]!.buffer).getBigInt64(0), text(r[1]), text(r[2])]), [
-      [1n, "I", "-"],
-      [2n, "I", "-"],
-    ]);
-    assert.deepEqual(rows.map((r) => r.slice(3)), [[int8(1n), enc.encode('a,"b"\n'), null], [
-      int8(-5n),
-      new Uint8Array(0),
-      nul,
-    ]]);
-    // The twin: the same rows without the change columns.
-    const plain = readBinaryCopy(await Deno.readFile(segments[0].plain!.path));
-    assert.deepEqual(plain, rows.map((r) => r.slice(3)));
-    assert.equal(segments[0].bytes, (await Deno.stat(segments[0].path)).size);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+      await spool.writeTuple(1, "U", msg.bytes, d.new);
+      const [seg] = await spool.close();
+      assert.equal(seg.plain, undefined, "an update drops the twin");
+      assert.deepEqual(seg.unchanged, [3]);
+      const [row] = readBinaryCopy(await bytesOf(seg));
+      assert.deepEqual([new TextDecoder().decode(row[1]!), new TextDecoder().decode(row[2]!), row[5]], [
+        "U",
+        ",3,",
+        null,
+      ]);
 
-Deno.test("binary batch files: unchanged values are marked and NULL, a text value is refused", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const batch = new BatchSpool(dir, 0, { format: "binary" });
-    const spool = batch.spool("public.t", TABLE);
-    spool.wire = [20, 25, 25];
-    const d = fresh();
-    const msg = binaryMessage(OP_UPDATE, [int8(9n), enc.encode("v"), undefined]);
-    decodeChange(msg, d);
-    await spool.writeTuple(1, "U", msg.bytes, d.new);
-    const [seg] = await spool.close();
-    assert.equal(seg.plain, undefined, "an update drops the twin");
-    assert.deepEqual(seg.unchanged, [3]);
-    const [row] = readBinaryCopy(await Deno.readFile(seg.path));
-    assert.deepEqual([new TextDecoder().decode(row[1]!), new TextDecoder().decode(row[2]!), row[5]], [
-      "U",
-      ",3,",
-      null,
-    ]);
-
-    const other = new BatchSpool(dir, 0, { format: "binary" }).spool("public.t", TABLE);
-    other.wire = [20, 25, 25];
-    const text = message(OP_INSERT, { new: ["1", "a", null] });
-    decodeChange(text, d);
-    await assert.rejects(
-      async () => await other.writeTuple(1, "I", text.bytes, d.new),
-      (e: Error) => e.name === "TextFallback",
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+      const other = new BatchSpool(dir, 0, { format: "binary" }).spool("public.t", TABLE);
+      other.wire = [20, 25, 25];
+      const text = message(OP_INSERT, { new: ["1", "a", null] });
+      decodeChange(text, d);
+      await assert.rejects(
+        async () => await other.writeTuple(1, "I", text.bytes, d.new),
+        (e: Error) => e.name === "TextFallback",
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
 
 Deno.test("binary integer keys read as the numbers their text would", () => {
   const edges = [999999999999999n, 1000000000000000n, -99999999999999n, -100000000000000n, 9007199254740993n];
@@ -422,4 +448,102 @@ Deno.test("binary integer keys read as the numbers their text would", () => {
   }
   assert.equal(binaryIntegerKey(new Uint8Array([0xff, 0xfe]), 0, 2), -2);
   assert.equal(binaryIntegerKey(new Uint8Array([0x80, 0, 0, 0]), 0, 4), -2147483648);
+});
+
+Deno.test("a batch kept in memory makes no folder and gives its memory back", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const memory = { left: 10 << 20 };
+    const batch = new BatchSpool(`${dir}/batch`, 0, { memory });
+    const a = batch.spool("public.a", { ...TABLE, name: "a" });
+    const b = batch.spool("public.b", { ...TABLE, name: "b" });
+    const d = fresh();
+    let seq = 0;
+    for (let i = 0; i < 100; i++) {
+      const m = message(OP_INSERT, { new: [String(i), "v".repeat(i), null] });
+      decodeChange(m, d);
+      await a.writeTuple(++seq, "I", m.bytes, d.new);
+      await b.writeTuple(++seq, "I", m.bytes, d.new);
+    }
+    const upd = message(OP_UPDATE, { new: ["1", "x", null] });
+    decodeChange(upd, d);
+    await b.writeTuple(++seq, "U", upd.bytes, d.new);
+    const [segA] = await a.close();
+    const [segB] = await b.close();
+    assert.ok(segA.data && segA.plain?.data && segB.data, "every file in memory");
+    assert.equal(segB.plain, undefined, "the update dropped b's twin");
+    assert.equal(
+      memory.left,
+      (10 << 20) - segA.bytes - segA.plain.bytes - segB.bytes,
+      "the budget holds what the batch keeps, the dropped twin given back",
+    );
+    assert.equal(parseCsv(await textOf(segA)).length, 100);
+    await assert.rejects(Deno.stat(batch.dir), Deno.errors.NotFound, "no folder was made");
+    // A truncate gives back what came before it.
+    const c = batch.spool("public.c", { ...TABLE, name: "c" });
+    await c.writeTuple(++seq, "U", upd.bytes, d.new);
+    await c.close();
+    const before = memory.left;
+    await c.truncateAll();
+    assert.ok(memory.left > before);
+    await batch.discard();
+    assert.equal(memory.left, 10 << 20, "discard gives the rest back");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a file that outgrows the memory budget goes to disk with every row, the same bytes as on disk", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const d = fresh();
+    // Rows of about a KiB: 1,500 of them pass the 512 KiB write buffer twice.
+    const rows = Array.from({ length: 1_500 }, (_, i) => {
+      const m = message(OP_INSERT, { new: [String(i), `${i}:` + "r".repeat(1_000), null] });
+      return m.bytes;
+    });
+    const fill = async (spool: TableSpool, n: number) => {
+      for (let i = 0; i < n; i++) {
+        decodeChange({ tag: "raw", op: OP_INSERT, relationOid: 42, bytes: rows[i] }, d);
+        await spool.writeTuple(i + 1, "I", rows[i], d.new);
+      }
+    };
+    const onDisk = new BatchSpool(`${dir}/disk`);
+    await fill(onDisk.spool("public.t", TABLE), rows.length);
+    const [want] = await onDisk.spool("public.t", TABLE).close();
+
+    const memory = { left: 600 << 10 };
+    const batch = new BatchSpool(`${dir}/mem`, 0, { memory });
+    const big = batch.spool("public.t", TABLE);
+    await fill(big, rows.length);
+    // A small table after the budget is free again (the big one gave its bytes back when it spilled).
+    const small = batch.spool("public.s", { ...TABLE, name: "s" });
+    await fill(small, 3);
+    const [seg] = await big.close();
+    const [segS] = await small.close();
+    assert.ok(seg.path && !seg.data, "the large file went to disk");
+    assert.ok(seg.plain?.path, "with its twin");
+    assert.deepEqual(await bytesOf(seg), await bytesOf(want));
+    assert.deepEqual(await bytesOf(seg.plain), await bytesOf(want.plain!));
+    assert.equal(seg.bytes, want.bytes);
+    assert.ok(segS.data, "the small one stayed in memory");
+    assert.equal(memory.left, (600 << 10) - segS.bytes - segS.plain!.bytes);
+
+    // A file that does not fit when its segment ends goes to disk then.
+    const tight = { left: 100 };
+    const other = new BatchSpool(`${dir}/tight`, 0, { memory: tight });
+    const t = other.spool("public.t", TABLE);
+    await fill(t, 2);
+    const [segT] = await t.close();
+    assert.ok(segT.path && !segT.data);
+    assert.equal(parseCsv(await textOf(segT)).length, 2);
+    assert.equal(tight.left, 100);
+
+    await batch.discard();
+    await other.discard();
+    assert.equal(memory.left, 600 << 10);
+    await assert.rejects(Deno.stat(batch.dir), Deno.errors.NotFound, "discard removed the folder");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

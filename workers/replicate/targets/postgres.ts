@@ -100,6 +100,50 @@ async function copyLocalFile(
   }
 }
 
+/** Copies `data` (a batch file kept in memory) into `statement`, a `COPY … FROM STDIN`. */
+async function copyBytes(
+  tx: postgres.ReservedSql<Record<string, unknown>>,
+  statement: string,
+  data: Uint8Array,
+  stripChangeColumns: boolean,
+): Promise<void> {
+  const { stream: writable, done } = await copyIn(tx, statement);
+  // Not in place: the bytes are read again if the load is retried.
+  const stripper = stripChangeColumns ? new ChangeColumnStripper() : undefined;
+  let failed: unknown;
+  const onError = (e: unknown) => (failed ??= e);
+  writable.on("error", onError);
+  try {
+    for (let at = 0; at < data.length; at += COPY_CHUNK) {
+      const piece = data.subarray(at, Math.min(data.length, at + COPY_CHUNK));
+      const out = stripper ? stripper.push(piece) : piece;
+      if (failed) throw failed;
+      if (out.length && !writable.write(out)) await once(writable, "drain");
+    }
+    if (failed) throw failed;
+    writable.end();
+    await done;
+  } catch (e) {
+    writable.destroy(e as Error);
+    throw e;
+  } finally {
+    writable.off("error", onError);
+  }
+}
+
+/** A batch file's bytes copied into `statement` from where the worker has them: memory or a local file. */
+function copyLocal(
+  tx: postgres.ReservedSql<Record<string, unknown>>,
+  statement: string,
+  local: { path?: string; data?: Uint8Array },
+  size: number,
+  stripChangeColumns: boolean,
+): Promise<void> {
+  return local.data && local.path === undefined
+    ? copyBytes(tx, statement, local.data, stripChangeColumns)
+    : copyLocalFile(tx, statement, local.path!, size, stripChangeColumns);
+}
+
 /**
  * Waits for every one of `queries` (pipelined on one connection) and throws the first failure in their
  * order, so that a statement refused in the middle of a pipeline is the error reported, not the ones
@@ -347,12 +391,12 @@ export class PostgresTarget implements Target {
     stripChangeColumns = false,
   ): Promise<void> {
     if (stripChangeColumns && seg.plain) {
-      return await copyLocalFile(tx, statement, seg.plain.path, seg.plain.bytes, false);
+      return await copyLocal(tx, statement, seg.plain, seg.plain.bytes, false);
     }
     if (stripChangeColumns && seg.format === "binary") {
       throw new Error("Cannot strip the change columns of a binary batch file");
     }
-    if (seg.path) return await copyLocalFile(tx, statement, seg.path, seg.bytes, stripChangeColumns);
+    if (seg.path || seg.data) return await copyLocal(tx, statement, seg, seg.bytes, stripChangeColumns);
     const body = await openObject(this.#s3, bucket, seg.key);
     const { stream: writable, done } = await copyIn(tx, statement);
     // The pipeline ends with the stream's `finish`, which a refusal of the last rows never brings: the

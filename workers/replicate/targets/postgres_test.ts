@@ -12,6 +12,7 @@ import {
 import { qualified } from "./merge_sql.ts";
 import { PostgresTarget } from "./postgres.ts";
 import { BINARY_HEADER } from "../spool.ts";
+import { csvLine } from "../csv.ts";
 
 async function subject(): Promise<ConformanceSubject & { target: PostgresTarget }> {
   const db = await createTestDatabase();
@@ -179,6 +180,69 @@ Deno.test("postgres target: binary batch files load from S3, straight when the t
     assert.deepEqual(await s.rows(t), [["1", null, null], ["3", "x", null]]);
     assert.equal((await s.target.applied("conformance")).get(`public.${t.name}`), 20n);
   } finally {
+    await s.dispose();
+  }
+});
+
+Deno.test("postgres target: batch files the worker holds load without S3, from memory or a file: the plain twin, stripped change columns, a merge", async () => {
+  const s = await subject();
+  const dir = await Deno.makeTempDir();
+  try {
+    await s.target.prepare();
+    const enc = new TextEncoder();
+    let n = 0;
+    for (const where of ["memory", "file"] as const) {
+      const t = conformanceTable(`local_${where}_${crypto.randomUUID().slice(0, 8)}`);
+      await s.target.ensureTable(t);
+      const local = async (text: string) => {
+        const data = enc.encode(text);
+        if (where === "memory") return { data };
+        const path = `${dir}/${++n}.csv`;
+        await Deno.writeFile(path, data);
+        return { path };
+      };
+      const changes = (rows: [number, string, string | null][]) =>
+        rows.map(([id, op, v], i) => csvLine([String(i + 1), op, "-", String(id), v, null])).join("");
+      const plain = (rows: [number, string, string | null][]) =>
+        rows.map(([id, , v]) => csvLine([String(id), v, null])).join("");
+      // Never uploaded: a read from S3 would fail the load.
+      const segment = async (text: string, twin?: string) => ({
+        key: `not/on/s3/${++n}.csv`,
+        columns: t.columns,
+        rows: text.split("\n").length - 1,
+        bytes: enc.encode(text).length,
+        ...(await local(text)),
+        ...(twin === undefined ? {} : { plain: { ...(await local(twin)), bytes: enc.encode(twin).length } }),
+      });
+      const load = async (lsn: bigint, insertsOnly: boolean, text: string, twin?: string) =>
+        await s.target.load({
+          pipeline: "conformance",
+          bucket: s.bucket,
+          table: t,
+          kind: "changes",
+          truncate: false,
+          insertsOnly,
+          segments: [await segment(text, twin)],
+          lsn,
+        });
+      const first: [number, string, string | null][] = [[1, "I", 'a,"b"\n'], [2, "I", ""], [3, "I", null]];
+      // Inserts with their plain twin: copied straight into the table.
+      assert.equal(await load(10n, true, changes(first), plain(first)), true);
+      // Inserts without a twin: the change columns taken off on the way.
+      assert.equal(await load(20n, true, changes([[4, "I", "x,\\N"], [5, "I", "z"]])), true);
+      // Changes: staged, then merged.
+      assert.equal(await load(30n, false, changes([[1, "D", null], [2, "U", "two"], [6, "U", "six"]])), true);
+      assert.deepEqual(await s.rows(t), [
+        ["2", "two", null],
+        ["3", null, null],
+        ["4", "x,\\N", null],
+        ["5", "z", null],
+        ["6", "six", null],
+      ], where);
+      assert.equal((await s.target.applied("conformance")).get(`public.${t.name}`), 30n);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
     await s.dispose();
   }
 });

@@ -37,11 +37,13 @@ export interface Segment {
    * target that loads through its client reads that instead of downloading the object again.
    */
   path?: string;
+  /** The same bytes in memory (instead of `path`), when the worker that wrote the batch kept them there. */
+  data?: Uint8Array;
   /**
-   * The same rows without the change columns in a local file (written while every row of the table was
-   * an insert): an inserts-only load can copy it straight into the table.
+   * The same rows without the change columns in a local file or in memory (written while every row of the
+   * table was an insert): an inserts-only load can copy it straight into the table.
    */
-  plain?: { path: string; bytes: number };
+  plain?: { path?: string; data?: Uint8Array; bytes: number };
 }
 
 /** What a target applies in one transaction. */
