@@ -118,6 +118,72 @@ export function binaryIntegerKey(msg: Uint8Array, start: number, len: number): n
   return v < 1e15 && v > -1e14 ? v : undefined;
 }
 
+/**
+ * The keys of a batch's rows, to tell whether one repeats. Integer keys that come in increasing order (a
+ * serial key's inserts, an update of a range in key order) go to a sorted list, where a key higher than
+ * its last cannot be a repeat; only the others go to a hash set.
+ */
+export class KeySet {
+  /** Increasing integer keys; every integer in `#other` is below the last. */
+  readonly #run: number[] = [];
+  readonly #other = new Set<string | number>();
+  /** Lowest and highest integer key, and how many keys are not integers. */
+  #lo = Infinity;
+  #hi = -Infinity;
+  #strings = 0;
+
+  get size(): number {
+    return this.#run.length + this.#other.size;
+  }
+
+  /** Adds `k`; false when it was there already. */
+  add(k: string | number): boolean {
+    if (typeof k === "number") {
+      const run = this.#run;
+      if (run.length === 0 || k > run[run.length - 1]) {
+        run.push(k);
+        if (k < this.#lo) this.#lo = k;
+        this.#hi = k;
+        return true;
+      }
+      if (this.#inRun(k) || this.#other.has(k)) return false;
+      if (k < this.#lo) this.#lo = k;
+    } else {
+      if (this.#other.has(k)) return false;
+      this.#strings++;
+    }
+    this.#other.add(k);
+    return true;
+  }
+
+  has(k: string | number): boolean {
+    return (typeof k === "number" && this.#inRun(k)) || this.#other.has(k);
+  }
+
+  /** True when no key is in both. */
+  disjoint(o: KeySet): boolean {
+    const numbersApart = this.#hi < o.#lo || o.#hi < this.#lo;
+    if (numbersApart && (this.#strings === 0 || o.#strings === 0)) return true;
+    const [small, big] = this.size <= o.size ? [this, o] : [o, this];
+    for (const k of small.#run) if (big.has(k)) return false;
+    for (const k of small.#other) if (big.has(k)) return false;
+    return true;
+  }
+
+  #inRun(k: number): boolean {
+    const run = this.#run;
+    let lo = 0, hi = run.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const v = run[mid];
+      if (v === k) return true;
+      if (v < k) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return false;
+  }
+}
+
 /** What is left of a batch's {@linkcode PLAIN_TWIN_LIMIT}, shared by its tables. */
 interface TwinBudget {
   left: number;
@@ -139,7 +205,7 @@ export class TableSpool {
    * Keys written so far, to know whether every key occurs once in the batch (then the target can skip
    * its keep-the-last-row-per-key step). Tracking stops, answering "maybe not", past `KEY_TRACK_LIMIT`.
    */
-  #keys: Set<string | number> | undefined = new Set();
+  #keys: KeySet | undefined = new KeySet();
   /** Every row since the last truncate is an insert (see `insertsOnly`). */
   #insertsOnly = true;
   #keyIdx: number[];
@@ -463,7 +529,11 @@ export class TableSpool {
           pb[this.#plainLen] = fields >> 8;
           pb[this.#plainLen + 1] = fields & 0xff;
         }
-        pb.set(this.#buf.subarray(from, p), this.#plainLen + head);
+        // A short row by hand: cheaper than a view of it (an allocation per row) for `set`.
+        if (p - from <= 128) {
+          const buf = this.#buf;
+          for (let j = from, w = this.#plainLen + head; j < p; j++, w++) pb[w] = buf[j];
+        } else pb.set(this.#buf.subarray(from, p), this.#plainLen + head);
         this.#plainLen += size;
       }
     }
@@ -617,8 +687,7 @@ export class TableSpool {
       }
       entry = k;
     }
-    if (keys.has(entry) || keys.size >= KEY_TRACK_LIMIT) this.#keys = undefined;
-    else keys.add(entry);
+    if (keys.size >= KEY_TRACK_LIMIT || !keys.add(entry)) this.#keys = undefined;
   }
 
   /**
@@ -640,16 +709,14 @@ export class TableSpool {
    * loaded as one): each tracked its keys, and no two share one.
    */
   static distinctAcross(spools: TableSpool[]): boolean {
-    const sets: Set<string | number>[] = [];
+    const sets: KeySet[] = [];
     for (const s of spools) {
       if (!s.#keys || s.#keyWire !== spools[0].#keyWire) return false;
       sets.push(s.#keys);
     }
     if (sets.reduce((a, k) => a + k.size, 0) > KEY_TRACK_LIMIT) return false;
     for (let i = 1; i < sets.length; i++) {
-      for (const k of sets[i]) {
-        for (let j = 0; j < i; j++) if (sets[j].has(k)) return false;
-      }
+      for (let j = 0; j < i; j++) if (!sets[i].disjoint(sets[j])) return false;
     }
     return true;
   }
@@ -661,7 +728,7 @@ export class TableSpool {
     this.#budget.left += this.#plainBytes; // removed below
     this.#plainBytes = 0;
     this.#plainOn = true;
-    this.#keys = new Set();
+    this.#keys = new KeySet();
     this.#insertsOnly = true;
     this.#flushAt = FLUSH_AT;
     this.release();
