@@ -4,7 +4,7 @@
  */
 import type { S3Client } from "@aws-sdk/client-s3";
 import { once } from "node:events";
-import { Transform } from "node:stream";
+import { Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { ChangeColumnStripper } from "../csv.ts";
 import type postgres from "postgres";
@@ -56,6 +56,36 @@ function stripTransform(): Transform {
   });
 }
 
+/**
+ * Runs `feed` with a `COPY … FROM STDIN` open on `tx`: `feed` writes the bytes, calling `check` after each
+ * wait (it throws the stream's error, if any); the COPY ends when `feed` returns and is cancelled when it
+ * throws.
+ */
+async function copyInto(
+  tx: postgres.ReservedSql<Record<string, unknown>>,
+  statement: string,
+  feed: (writable: Writable, check: () => void) => Promise<void>,
+): Promise<void> {
+  const { stream: writable, done } = await copyIn(tx, statement);
+  let failed: unknown;
+  const onError = (e: unknown) => (failed ??= e);
+  const check = () => {
+    if (failed) throw failed;
+  };
+  writable.on("error", onError);
+  try {
+    await feed(writable, check);
+    check();
+    writable.end();
+    await done;
+  } catch (e) {
+    writable.destroy(e as Error);
+    throw e;
+  } finally {
+    writable.off("error", onError);
+  }
+}
+
 async function copyLocalFile(
   tx: postgres.ReservedSql<Record<string, unknown>>,
   statement: string,
@@ -64,21 +94,17 @@ async function copyLocalFile(
   stripChangeColumns: boolean,
 ): Promise<void> {
   using file = await Deno.open(path, { read: true });
-  const { stream: writable, done } = await copyIn(tx, statement);
-  const stripper = stripChangeColumns ? new ChangeColumnStripper() : undefined;
-  const length = Math.min(COPY_CHUNK, size + 1);
-  const buffers = [new Uint8Array(length), new Uint8Array(length)];
-  // The write of each buffer's last chunk: the buffer is reused only once the socket has taken it.
-  const written: (Promise<void> | undefined)[] = [undefined, undefined];
-  let failed: unknown;
-  const onError = (e: unknown) => (failed ??= e);
-  writable.on("error", onError);
-  try {
+  await copyInto(tx, statement, async (writable, check) => {
+    const stripper = stripChangeColumns ? new ChangeColumnStripper() : undefined;
+    const length = Math.min(COPY_CHUNK, size + 1);
+    const buffers = [new Uint8Array(length), new Uint8Array(length)];
+    // The write of each buffer's last chunk: the buffer is reused only once the socket has taken it.
+    const written: (Promise<void> | undefined)[] = [undefined, undefined];
     for (let k = 0;; k ^= 1) {
       await written[k];
       const chunk = buffers[k];
       const n = await file.read(chunk);
-      if (failed) throw failed;
+      check();
       if (n === null) break;
       const data = stripper ? stripper.push(chunk.subarray(0, n), true) : chunk.subarray(0, n);
       if (!data.length) continue;
@@ -90,14 +116,7 @@ async function copyLocalFile(
       if (writable.writableNeedDrain) await once(writable, "drain");
     }
     await Promise.all(written);
-    writable.end();
-    await done;
-  } catch (e) {
-    writable.destroy(e as Error);
-    throw e;
-  } finally {
-    writable.off("error", onError);
-  }
+  });
 }
 
 /** Copies `data` (a batch file kept in memory) into `statement`, a `COPY … FROM STDIN`. */
@@ -107,28 +126,16 @@ async function copyBytes(
   data: Uint8Array,
   stripChangeColumns: boolean,
 ): Promise<void> {
-  const { stream: writable, done } = await copyIn(tx, statement);
-  // Not in place: the bytes are read again if the load is retried.
-  const stripper = stripChangeColumns ? new ChangeColumnStripper() : undefined;
-  let failed: unknown;
-  const onError = (e: unknown) => (failed ??= e);
-  writable.on("error", onError);
-  try {
+  await copyInto(tx, statement, async (writable, check) => {
+    // Not in place: the bytes are read again if the load is retried.
+    const stripper = stripChangeColumns ? new ChangeColumnStripper() : undefined;
     for (let at = 0; at < data.length; at += COPY_CHUNK) {
       const piece = data.subarray(at, Math.min(data.length, at + COPY_CHUNK));
       const out = stripper ? stripper.push(piece) : piece;
-      if (failed) throw failed;
       if (out.length && !writable.write(out)) await once(writable, "drain");
+      check();
     }
-    if (failed) throw failed;
-    writable.end();
-    await done;
-  } catch (e) {
-    writable.destroy(e as Error);
-    throw e;
-  } finally {
-    writable.off("error", onError);
-  }
+  });
 }
 
 /** A batch file's bytes copied into `statement` from where the worker has them: memory or a local file. */

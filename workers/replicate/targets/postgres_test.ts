@@ -214,16 +214,12 @@ Deno.test("postgres target: batch files the worker holds load without S3, from m
         ...(await local(text)),
         ...(twin === undefined ? {} : { plain: { ...(await local(twin)), bytes: enc.encode(twin).length } }),
       });
+      // A batch as the suite makes them, its file replaced by the local one.
       const load = async (lsn: bigint, insertsOnly: boolean, text: string, twin?: string) =>
         await s.target.load({
-          pipeline: "conformance",
-          bucket: s.bucket,
-          table: t,
-          kind: "changes",
-          truncate: false,
+          ...(await conformanceChanges(s, t, lsn, [])),
           insertsOnly,
           segments: [await segment(text, twin)],
-          lsn,
         });
       const first: [number, string, string | null][] = [[1, "I", 'a,"b"\n'], [2, "I", ""], [3, "I", null]];
       // Inserts with their plain twin: copied straight into the table.
