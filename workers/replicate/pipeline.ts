@@ -1,7 +1,8 @@
 /**
  * One pipeline: a logical slot on the source, read with pgoutput, cut into batches at transaction
- * boundaries, spooled to files (CSV, or Postgres's binary COPY format for a Postgres target: see `format`),
- * uploaded to S3, and loaded into the target table by table.
+ * boundaries, spooled to batch files (CSV, or Postgres's binary COPY format for a Postgres target: see
+ * `format`; held in memory within `spoolMemoryBytes`, else on disk), uploaded to S3, and loaded into the
+ * target table by table.
  *
  * Exactly-once effect: each table's load commits with the table's applied LSN in the target; the slot is
  * acknowledged only after every table of the batch has committed. After a crash the stream resumes at
@@ -45,14 +46,12 @@ import { openSnapshot, progressBar, runSnapshot, type SnapshotOptions } from "./
 import { BatchSpool, type FileFormat, type MemoryBudget, SPOOL_MEMORY_BYTES, TableSpool } from "./spool.ts";
 import type { Segment, Target } from "./targets/target.ts";
 
-/** A segment with its local file or its bytes in memory. */
-type Uploaded = Segment;
-
 /** One batch's part for one table, waiting on the table's lane. */
 interface LaneItem {
   b: BatchSpool;
   spool: TableSpool;
-  segments: Uploaded[];
+  /** With their local files or their bytes in memory. */
+  segments: Segment[];
   eager: Promise<unknown>;
   settle(error?: unknown): void;
 }
@@ -478,7 +477,7 @@ async function runSession(
     const loadTable = async (
       id: string,
       job: { table: TableInfo; truncate: boolean; distinctKeys: boolean; insertsOnly: boolean; lsn: bigint },
-      segments: Uploaded[],
+      segments: Segment[],
       eager: Promise<unknown>,
     ) => {
       const t0 = performance.now();
