@@ -50,3 +50,15 @@ Deno.test("loadReplicateConfig() refuses binary files for a Redshift target", ()
     (e: unknown) => e instanceof ConfigError && /REPLICATE_FILE_FORMAT/.test(e.message),
   );
 });
+
+Deno.test("loadReplicateConfig() keeps 64 MiB of batch files in memory by default, 0 for none, and refuses a negative", () => {
+  assert.equal(loadReplicateConfig(BASE).REPLICATE_SPOOL_MEMORY_MB, 64);
+  assert.equal(loadReplicateConfig({ ...BASE, REPLICATE_SPOOL_MEMORY_MB: "0" }).REPLICATE_SPOOL_MEMORY_MB, 0);
+  for (const bad of ["-1", "lots", "1.5"]) {
+    assert.throws(
+      () => loadReplicateConfig({ ...BASE, REPLICATE_SPOOL_MEMORY_MB: bad }),
+      (e: unknown) => e instanceof ConfigError && /REPLICATE_SPOOL_MEMORY_MB/.test(e.message),
+      bad,
+    );
+  }
+});
