@@ -152,6 +152,13 @@ class WorkerClock {
   notAfter(hereAt: number, workerAt: number): void {
     if (workerAt) this.#hi = Math.min(this.#hi, hereAt - workerAt);
   }
+  /**
+   * `workerAt` on this thread's clock at the latest it can have been (a deadline counted from there is never
+   * early); this thread's clock when no upper bound is known.
+   */
+  latest(workerAt: number): number {
+    return this.#hi === Infinity ? performance.now() : workerAt + this.#hi;
+  }
   /** `workerAt` on this thread's clock (`performance.now()`). */
   toHere(workerAt: number): number {
     const lo = this.#lo, hi = this.#hi;
@@ -325,19 +332,26 @@ function execBatch(
         timer = setTimeout(check, 5);
         return;
       }
+      // What the worker wrote is read before the time is taken: it wrote it no later than `now`.
+      const received = progress[3 + 2 * n];
+      const started = progress[1 + j];
       const now = performance.now();
+      clock.notBefore(sentAt, received);
+      clock.notAfter(now, received);
+      clock.notAfter(now, started);
       // Before the first event starts, its time counts from when the worker got the batch (the loading of
       // the function's code is the function's), and a worker not started yet gets WORKER_START_MS first.
-      const received = progress[3 + 2 * n];
-      clock.notBefore(sentAt, received);
-      const from = progress[1 + j]
-        ? startedAt(j)
+      // The worker's times are placed as late as they can have been: before a worker's first answer the
+      // clock's bounds are as far apart as the worker was slow to start, and its start must not be taken
+      // from the function's time.
+      const from = started
+        ? clock.latest(started)
         : received
-        ? clock.toHere(received)
+        ? clock.latest(received)
         : sentAt + WORKER_START_MS;
       const deadline = from + o.items[j].timeoutMs;
       if (now >= deadline) {
-        const error = progress[1 + j] || received
+        const error = started || received
           ? `Function timed out after ${o.items[j].timeoutMs} ms`
           : `The sandbox worker did not start within ${WORKER_START_MS} ms`;
         return abort(j, { error, timedOut: true });

@@ -202,21 +202,26 @@ Deno.test("a worker's start does not count against its first event's timeout", a
   const pool = new SandboxPool(4, 60_000, new URL("./_slow_worker.ts", import.meta.url));
   const ev = { id: "1", op: null } as unknown as DispatchEvent;
   try {
+    // The worker takes 800 ms to start (`_slow_start.ts`), longer than the 500 ms timeout; the function runs
+    // 60 ms, so the node looks at its progress while it runs.
     const t0 = performance.now();
     const [r] = await pool.runBatch({
-      code: "export default () => {}",
-      items: [{ event: ev, timeoutMs: 150 }],
+      code: "export default () => { const t = performance.now(); while (performance.now() - t < 60); }",
+      items: [{ event: ev, timeoutMs: 500 }],
     });
     assert.ok(r.started && r.ok, JSON.stringify(r));
-    assert.ok(performance.now() - t0 >= 400, "the worker started slowly");
-    // A function that hangs (on a new worker, slow to start too) is still stopped at its timeout.
+    assert.ok(performance.now() - t0 >= 800, "the worker started slowly");
+    // A function that hangs (on a new worker, slow to start too) is stopped at its timeout, counted from the
+    // worker's start, not from the batch's sending.
     const t1 = performance.now();
     const [hung] = await pool.runBatch({
       code: "export default () => new Promise(() => {})",
-      items: [{ event: ev, timeoutMs: 150 }],
+      items: [{ event: ev, timeoutMs: 500 }],
     });
+    const stoppedAfter = Math.round(performance.now() - t1);
     assert.ok(hung.started && !hung.ok && hung.timedOut, JSON.stringify(hung));
-    assert.ok(performance.now() - t1 < 3_000, `stopped after ${Math.round(performance.now() - t1)} ms`);
+    assert.ok(stoppedAfter >= 800 + 500 - 20, `stopped after ${stoppedAfter} ms, before its timeout was up`);
+    assert.ok(stoppedAfter < 4_000, `stopped after ${stoppedAfter} ms`);
   } finally {
     pool.close();
   }
