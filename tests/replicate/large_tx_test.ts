@@ -36,7 +36,7 @@ async function largeTransaction(format: "csv" | "binary"): Promise<void> {
   assert.ok(rows[0].bytes > 5_000_000);
   // Past 1 MiB the file went to disk, with its plain twin until the update dropped it; under the default
   // budget it stayed in memory.
-  await eventually("the batch's files released", () => Promise.resolve(p.status.spilledFiles !== undefined));
+  await eventually("the spool's figures", () => Promise.resolve(p.status.spilledFiles !== undefined));
   if (onDisk) assert.ok(p.status.spilledFiles! >= 1, "the batch's file went to disk");
   else assert.equal(p.status.spilledFiles, 0);
   await p.stop();

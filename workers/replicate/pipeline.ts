@@ -547,6 +547,15 @@ async function runSession(
       }
     };
 
+    /** The spool's figures: files that went to disk, bytes held in memory. */
+    const spoolStats = () => {
+      status.spilledFiles = session.memory.spilled ?? 0;
+      m?.spilled.set(status.spilledFiles, { pipeline: o.name });
+      m?.spoolMemory.set((o.spoolMemoryBytes ?? SPOOL_MEMORY_BYTES) - session.memory.left, {
+        pipeline: o.name,
+      });
+    };
+
     /** Closes the current batch, starts its uploads and queues its loads. */
     const cut = async () => {
       const b = batch!;
@@ -565,6 +574,7 @@ async function runSession(
         eager.catch(() => {});
         tableLoads.push(enqueue(id, { b, spool, segments, eager }));
       }
+      spoolStats();
       const previous = inflight;
       const self: { p?: Promise<void> } = {};
       const done: Promise<void> = (async () => {
@@ -579,11 +589,7 @@ async function runSession(
           await Promise.allSettled(tableLoads);
           await b.discard();
           if (self.p) inFlight.delete(self.p);
-          status.spilledFiles = session.memory.spilled ?? 0;
-          m?.spilled.set(status.spilledFiles, { pipeline: o.name });
-          m?.spoolMemory.set((o.spoolMemoryBytes ?? SPOOL_MEMORY_BYTES) - session.memory.left, {
-            pipeline: o.name,
-          });
+          spoolStats();
         }
       })();
       self.p = done;
