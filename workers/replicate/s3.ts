@@ -40,23 +40,32 @@ const IN_MEMORY_UPLOAD = 4 * 1024 * 1024;
 const IN_MEMORY_BUDGET = 32 * 1024 * 1024;
 let inMemory = 0;
 
+/** Puts a batch file's bytes, or a stream of its `size` bytes, at `key` (its type from its name). */
+function putBatchFile(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  body: Uint8Array | ReadStream,
+  size: number,
+): Promise<unknown> {
+  return client.send(
+    new PutObjectCommand({
+      Bucket: bucket,
+      Key: key,
+      Body: body,
+      ContentLength: size,
+      ContentType: key.endsWith(".csv") ? "text/csv" : "application/octet-stream",
+    }),
+  );
+}
+
 /** Uploads a local file (a large one streamed, never read whole into memory). */
 export async function uploadFile(client: S3Client, bucket: string, key: string, path: string): Promise<void> {
   const size = (await Deno.stat(path)).size;
-  const put = (body: Uint8Array | ReadStream) =>
-    client.send(
-      new PutObjectCommand({
-        Bucket: bucket,
-        Key: key,
-        Body: body,
-        ContentLength: size,
-        ContentType: path.endsWith(".csv") ? "text/csv" : "application/octet-stream",
-      }),
-    );
   if (size <= IN_MEMORY_UPLOAD && inMemory + size <= IN_MEMORY_BUDGET) {
     inMemory += size;
     try {
-      await put(await Deno.readFile(path));
+      await putBatchFile(client, bucket, key, await Deno.readFile(path), size);
     } finally {
       inMemory -= size;
     }
@@ -65,7 +74,7 @@ export async function uploadFile(client: S3Client, bucket: string, key: string, 
   // Large reads: each chunk costs a turn of the worker's event loop, which the stream also needs.
   const body = createReadStream(path, { highWaterMark: 512 * 1024 });
   try {
-    await put(body);
+    await putBatchFile(client, bucket, key, body, size);
   } finally {
     body.destroy();
   }
@@ -83,15 +92,7 @@ export async function uploadSegment(
 ): Promise<void> {
   if (seg.path !== undefined) return await uploadFile(client, bucket, key, seg.path);
   if (!seg.data) throw new Error(`Cannot upload ${key}: the batch file has neither a path nor bytes`);
-  await client.send(
-    new PutObjectCommand({
-      Bucket: bucket,
-      Key: key,
-      Body: seg.data,
-      ContentLength: seg.data.length,
-      ContentType: key.endsWith(".csv") ? "text/csv" : "application/octet-stream",
-    }),
-  );
+  await putBatchFile(client, bucket, key, seg.data, seg.data.length);
 }
 
 /** Uploads a small text object (a manifest). */
