@@ -10,7 +10,7 @@
  * photo, the request the feed and imgproc make most).
  *
  * A second table compares the clients against wharf's server, GET 3.4 MiB and PUT 30 KB: the SDK's
- * `S3Client.send`, and imgproc's `S3Objects` (web/feed/s3_objects.ts) over `fetch` and over wharf's
+ * `S3Client.send`, and imgproc's `S3Objects` (shared/s3_objects.ts) over `fetch` and over wharf's
  * HTTP/1.1 client (the GET read into a pooled buffer, as imgproc reads an upload).
  *
  * `BENCH_GETS` (60), `BENCH_SMALL_PUTS` (300), `BENCH_BIG_PUTS` (8), `BENCH_CONCURRENCY` (4).
@@ -21,7 +21,7 @@ import { fileURLToPath } from "node:url";
 import { freePort, type ManagedProcess, startProcess, tcpOpen } from "../shared/stack/process.ts";
 import { LOCAL_S3_CREDENTIALS, startS3 } from "../shared/stack/s3.ts";
 import { createS3Client } from "../web/feed/s3.ts";
-import { S3Objects } from "../web/feed/s3_objects.ts";
+import { S3Objects } from "../shared/s3_objects.ts";
 import type { S3Settings } from "../web/feed/s3_config.ts";
 import { S3RVER_CREDENTIALS } from "./_s3rver.ts";
 import { cpuMsOf, formatTable, report, type Row } from "./_util.ts";

@@ -14,7 +14,7 @@ import { LOCAL_S3_CREDENTIALS } from "../../shared/stack/s3.ts";
 import { EVENTS_PATH } from "../../shared/stack/s3_events.ts";
 import { createTestDatabase, testBucketName, testEnv } from "../../shared/testing/mod.ts";
 import { thumbnailKeyFor } from "../../web/feed/s3.ts";
-import { S3Objects } from "../../web/feed/s3_objects.ts";
+import { S3Objects } from "../../shared/s3_objects.ts";
 import { bridgeOnce, runBridge } from "../../workers/imgproc/bridge.ts";
 import { type ConsumerStatus, runConsumer } from "../../workers/imgproc/consumer.ts";
 import { encodeEventKey, parseEvents } from "../../workers/imgproc/events.ts";

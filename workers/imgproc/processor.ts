@@ -12,7 +12,7 @@ import type postgres from "postgres";
 import type { Sql } from "../../shared/db.ts";
 import type { Logger } from "../../shared/log.ts";
 import { thumbnailKeyFor } from "../../web/feed/s3.ts";
-import { ObjectTooLargeError, S3ObjectError, type S3Objects } from "../../web/feed/s3_objects.ts";
+import { ObjectTooLargeError, S3ObjectError, type S3Objects } from "../../shared/s3_objects.ts";
 import { compareSequencer, type ObjectEvent } from "./events.ts";
 import { ackIn } from "./pg_queue.ts";
 import { DEFAULT_MAX_BYTES, ImageRejectedError, makeThumbnail, type ThumbnailOptions } from "./thumbnail.ts";

@@ -10,7 +10,7 @@ import { runBridge } from "./bridge.ts";
 import { type ConsumerStatus, runConsumer } from "./consumer.ts";
 import { parseEvents } from "./events.ts";
 import { type AckInTransaction, applyEvent, markFailed } from "./processor.ts";
-import { S3Objects } from "../../web/feed/s3_objects.ts";
+import { S3Objects } from "../../shared/s3_objects.ts";
 import { PgQueue } from "./pg_queue.ts";
 import type { MessageQueue } from "./queue.ts";
 import type { ThumbnailOptions } from "./thumbnail.ts";

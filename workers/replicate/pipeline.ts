@@ -33,7 +33,7 @@ import {
   textPgoutputPlugin,
   Tuple,
 } from "./pgoutput.ts";
-import { uploadSegment } from "./s3.ts";
+import { BatchUploads } from "./s3.ts";
 import {
   binaryTypeOids,
   type Column,
@@ -254,6 +254,7 @@ async function runSession(
   let batch: BatchSpool | undefined;
   /** Copies of tables that joined the publication while streaming, awaited when the session ends. */
   const copies = new Set<Promise<unknown>>();
+  const uploads = new BatchUploads(o.s3);
   try {
     await o.target.prepare();
     const names = await publishedTables(source, o.publication);
@@ -278,7 +279,7 @@ async function runSession(
       slot: slotName,
       temporary,
       target: o.target,
-      s3: o.s3,
+      uploads,
       bucket: o.bucket,
       spoolDir: join(o.spoolDir, "snapshot"),
       log,
@@ -481,7 +482,7 @@ async function runSession(
       eager: Promise<unknown>,
     ) => {
       const t0 = performance.now();
-      const upload = () => Promise.all(segments.map((s) => uploadSegment(o.s3, o.bucket, s.key, s)));
+      const upload = () => Promise.all(segments.map((s) => uploads.segment(o.bucket, s.key, s)));
       let uploaded: Promise<unknown> = eager;
       // Awaited later (by the load, before its commit): mark it handled so that an upload failing first
       // is not an unhandled rejection.
@@ -570,7 +571,7 @@ async function runSession(
           const ext = s.format === "binary" ? "pgcopy" : "csv";
           s.key = `${o.name}/${id}/${formatLsn(b.endLsn).replace("/", "-")}-${i + 1}.${ext}`;
         }
-        const eager = Promise.all(segments.map((s) => uploadSegment(o.s3, o.bucket, s.key, s)));
+        const eager = Promise.all(segments.map((s) => uploads.segment(o.bucket, s.key, s)));
         eager.catch(() => {});
         tableLoads.push(enqueue(id, { b, spool, segments, eager }));
       }
@@ -989,6 +990,7 @@ async function runSession(
     await inflight.catch(() => {});
     await Promise.allSettled(copies);
     await batch?.discard();
+    uploads.close();
     await source.end({ timeout: 2 }).catch(() => {});
   }
 }

@@ -4,27 +4,91 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   PutObjectCommand,
+  S3Client,
 } from "@aws-sdk/client-s3";
-import { LOCAL_S3_CREDENTIALS } from "../../shared/stack/s3.ts";
-import { testBucketName, testEnv } from "../../shared/testing/mod.ts";
-import { loadConfig } from "../../shared/config.ts";
-import { S3Config } from "./s3_config.ts";
-import { createS3Client } from "./s3.ts";
-import { encodeKey, ObjectTooLargeError, S3ObjectError, S3Objects } from "./s3_objects.ts";
+import { LOCAL_S3_CREDENTIALS } from "./stack/s3.ts";
+import { testBucketName, testEnv } from "./testing/mod.ts";
+import {
+  crc32Base64,
+  encodeKey,
+  isLoopback,
+  ObjectTooLargeError,
+  payloadHeaders,
+  S3ObjectError,
+  S3Objects,
+} from "./s3_objects.ts";
 
 function client(secret: string = LOCAL_S3_CREDENTIALS.secretAccessKey) {
-  return createS3Client(loadConfig(S3Config, {
-    S3_ENDPOINT: testEnv.s3Endpoint,
-    S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
-    S3_SECRET_ACCESS_KEY: secret,
-    FEED_MEDIA_BUCKET: "unused-media",
-    FEED_THUMBNAILS_BUCKET: "unused-thumbs",
-  }));
+  return new S3Client({
+    region: "us-east-1",
+    endpoint: testEnv.s3Endpoint,
+    forcePathStyle: true,
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+    credentials: { accessKeyId: LOCAL_S3_CREDENTIALS.accessKeyId, secretAccessKey: secret },
+  });
 }
 
 Deno.test("encodeKey() percent-encodes each segment the way S3 signs paths", () => {
   assert.equal(encodeKey("u/1/a b+c(1)!*'.jpg"), "u/1/a%20b%2Bc%281%29%21%2A%27.jpg");
   assert.equal(encodeKey("ü/é~_-.x"), "%C3%BC/%C3%A9~_-.x");
+});
+
+Deno.test("isLoopback() knows this machine's names and no other", () => {
+  for (const h of ["localhost", "LOCALHOST", "s3.localhost", "127.0.0.1", "127.10.0.254", "[::1]"]) {
+    assert.ok(isLoopback(h), h);
+  }
+  for (
+    const h of ["s3.amazonaws.com", "127.0.0.1.example.com", "10.0.0.1", "[::2]", "localhost.example.com"]
+  ) {
+    assert.ok(!isLoopback(h), h);
+  }
+});
+
+Deno.test("payloadHeaders() signs the body's SHA-256 only where a CRC32 could be forged on the way", async () => {
+  const body = new TextEncoder().encode("123456789");
+  // CRC32 of "123456789" is 0xCBF43926 (its check value), big-endian in base64.
+  assert.equal(crc32Base64(body), "y/Q5Jg==");
+  const unsigned = { "x-amz-content-sha256": "UNSIGNED-PAYLOAD", "x-amz-checksum-crc32": "y/Q5Jg==" };
+  assert.deepEqual(payloadHeaders(new URL("https://bucket.s3.eu-west-1.amazonaws.com/"), body), unsigned);
+  assert.deepEqual(payloadHeaders(new URL("http://127.0.0.1:9000/bucket/"), body), unsigned);
+  assert.deepEqual(payloadHeaders(new URL("http://localhost:9000/bucket/"), body), unsigned);
+  const sha = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+  assert.deepEqual(payloadHeaders(new URL("http://minio.internal:9000/bucket/"), body), {
+    "x-amz-content-sha256": [...sha].map((b) => b.toString(16).padStart(2, "0")).join(""),
+  });
+});
+
+Deno.test("S3Objects.put sends an unsigned body to this machine with its CRC32 in a signed header", async () => {
+  // A stand-in endpoint that records what arrives (the local S3 server's check of the CRC32 is tested
+  // with its own suite).
+  const seen: { headers: Headers; body: Uint8Array }[] = [];
+  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    seen.push({ headers: req.headers, body: new Uint8Array(await req.arrayBuffer()) });
+    return new Response(null, { status: 200 });
+  });
+  const s3 = new S3Client({
+    region: "us-east-1",
+    endpoint: `http://127.0.0.1:${server.addr.port}`,
+    forcePathStyle: true,
+    credentials: { accessKeyId: LOCAL_S3_CREDENTIALS.accessKeyId, secretAccessKey: "test-secret" },
+  });
+  using objects = new S3Objects(s3);
+  try {
+    const body = new Uint8Array(70_000).map((_, i) => (i * 7) % 253);
+    await objects.put("some-bucket", "a/b.bin", body, { contentType: "application/octet-stream" });
+    assert.equal(seen.length, 1);
+    const h = seen[0].headers;
+    assert.deepEqual(seen[0].body, body);
+    assert.equal(h.get("x-amz-content-sha256"), "UNSIGNED-PAYLOAD");
+    assert.equal(h.get("x-amz-checksum-crc32"), crc32Base64(body));
+    const signed = /SignedHeaders=([^,]+)/.exec(h.get("authorization") ?? "")?.[1].split(";") ?? [];
+    for (const name of ["x-amz-checksum-crc32", "x-amz-content-sha256", "content-length", "host"]) {
+      assert.ok(signed.includes(name), `${name} is signed (${signed.join(";")})`);
+    }
+  } finally {
+    s3.destroy();
+  }
 });
 
 for (const transport of ["http1", "fetch"] as const) {
