@@ -144,6 +144,14 @@ export function payloadHeaders(base: URL, body: Uint8Array): Record<string, stri
   return { "x-amz-content-sha256": createHash("sha256").update(body).digest("hex") };
 }
 
+/**
+ * The deadline of a PUT of `bytes`: a minute, plus a second per 256 KiB, so that a large body on a slow link
+ * does not run into the deadline of a small request (a 64 MiB batch file may take 2 Mbit/s).
+ */
+export function putTimeoutMs(bytes: number): number {
+  return 60_000 + Math.ceil(bytes / 262.144);
+}
+
 /** The CRC32 of `body` as S3's `x-amz-checksum-crc32` carries it: four big-endian bytes in base64. */
 export function crc32Base64(body: Uint8Array): string {
   const b = Buffer.alloc(4);
@@ -225,7 +233,8 @@ export class S3Objects {
 
   /**
    * Signs and sends a request; returns the answer of a 2xx, its whole body read (into `bodyBuffer(length)`
-   * when given and the length is known), and throws {@linkcode S3ObjectError} for any other.
+   * when given and the length is known), and throws {@linkcode S3ObjectError} for any other. `timeoutMs`:
+   * the exchange's deadline over the HTTP/1.1 client (else the client's).
    */
   async #send(
     method: "GET" | "PUT",
@@ -234,6 +243,7 @@ export class S3Objects {
     headers: Record<string, string>,
     body?: Uint8Array,
     bodyBuffer?: (length: number) => ArrayBuffer,
+    timeoutMs?: number,
   ): Promise<Uint8Array> {
     const base = await this.#base(bucket);
     // Appended, not resolved against the base: a key may start with `/`.
@@ -253,14 +263,16 @@ export class S3Objects {
     const where = `s3://${bucket}/${key}`;
     let status: number, statusText: string, answer: Uint8Array;
     if (this.#http) {
-      const res = await this.#http.request({ method, url, headers: send, body, bodyBuffer }).catch((e) => {
-        if (e instanceof ObjectTooLargeError) throw e;
-        throw new S3ObjectError(
-          "NetworkError",
-          502,
-          `Cannot ${verb(method)} ${where}: ${(e as Error).message}`,
-        );
-      });
+      const res = await this.#http.request({ method, url, headers: send, body, bodyBuffer, timeoutMs }).catch(
+        (e) => {
+          if (e instanceof ObjectTooLargeError) throw e;
+          throw new S3ObjectError(
+            "NetworkError",
+            502,
+            `Cannot ${verb(method)} ${where}: ${(e as Error).message}`,
+          );
+        },
+      );
       ({ status, statusText, body: answer } = res);
     } else {
       const res = await fetch(url, { method, headers: send, body: body as BodyInit | undefined });
@@ -367,6 +379,6 @@ export class S3Objects {
     };
     if (meta.contentType) headers["content-type"] = meta.contentType;
     if (meta.cacheControl) headers["cache-control"] = meta.cacheControl;
-    await this.#send("PUT", bucket, key, headers, body);
+    await this.#send("PUT", bucket, key, headers, body, undefined, putTimeoutMs(body.byteLength));
   }
 }

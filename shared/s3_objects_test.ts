@@ -14,6 +14,7 @@ import {
   isLoopback,
   ObjectTooLargeError,
   payloadHeaders,
+  putTimeoutMs,
   S3ObjectError,
   S3Objects,
 } from "./s3_objects.ts";
@@ -57,6 +58,13 @@ Deno.test("payloadHeaders() signs the body's SHA-256 only where a CRC32 could be
   assert.deepEqual(payloadHeaders(new URL("http://minio.internal:9000/bucket/"), body), {
     "x-amz-content-sha256": [...sha].map((b) => b.toString(16).padStart(2, "0")).join(""),
   });
+});
+
+Deno.test("putTimeoutMs() gives a large body the time of a slow link", () => {
+  assert.equal(putTimeoutMs(0), 60_000);
+  assert.equal(putTimeoutMs(30_000), 60_115);
+  // 64 MiB at 2 Mbit/s (256 KiB/s) takes 256 s.
+  assert.equal(putTimeoutMs(64 * 1024 * 1024), 60_000 + 256_000);
 });
 
 Deno.test("S3Objects.put sends an unsigned body to this machine with its CRC32 in a signed header", async () => {
