@@ -1,4 +1,11 @@
 import assert from "node:assert/strict";
+import {
+  CreateBucketCommand,
+  DeleteBucketCommand,
+  DeleteObjectsCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+} from "@aws-sdk/client-s3";
 import { join } from "node:path";
 import { connectPostgres, dropReplicationSlot } from "../../shared/db.ts";
 import { createLogger } from "../../shared/log.ts";
@@ -7,7 +14,7 @@ import { freePort } from "../../shared/stack/process.ts";
 import { createTestDatabase, testEnv, testId } from "../../shared/testing/mod.ts";
 import { type PipelineStatus, runPipeline } from "../../workers/replicate/pipeline.ts";
 import { PostgresTarget } from "../../workers/replicate/targets/postgres.ts";
-import { converged, eventually, testBucket, testS3 } from "./_helpers.ts";
+import { converged, eventually, fixture, recordedKeys, testBucket, testS3 } from "./_helpers.ts";
 
 /** An extra Postgres of this test's own, so the shared test services are never restarted. */
 async function ownPostgres() {
@@ -143,4 +150,43 @@ Deno.test("a source restart breaks the stream and the pipeline reconnects and re
     await pg.stop();
     s3.destroy();
   }
+});
+
+Deno.test("with the bucket gone for a while nothing is applied or acknowledged, and every batch is on S3 once it is back", async () => {
+  await using f = await fixture(async (sql) => {
+    await sql`create table public.t (id int primary key, v text)`;
+    await sql`insert into public.t select g, 'a' from generate_series(1, 50) g`;
+  }, ["public.t"]);
+  const { status } = f.start({ log: createLogger("replicate-test", { level: "error" }), batchMs: 50 });
+  await converged(f.source.sql, f.target.sql, ["public.t"]);
+  // One batch of changes past the snapshot, so that the batches recorded so far can be counted.
+  await f.source.sql`insert into public.t values (1000, 'a')`;
+  await converged(f.source.sql, f.target.sql, ["public.t"]);
+  const before = (await recordedKeys(f, "public.t")).length;
+  // Emptied and removed while the source is idle, so that no upload lands in between.
+  const listed = await f.s3.send(new ListObjectsV2Command({ Bucket: f.bucket }));
+  const keys = (listed.Contents ?? []).map((o) => ({ Key: o.Key! }));
+  if (keys.length) await f.s3.send(new DeleteObjectsCommand({ Bucket: f.bucket, Delete: { Objects: keys } }));
+  await f.s3.send(new DeleteBucketCommand({ Bucket: f.bucket }));
+
+  await f.source.sql`insert into public.t select g, 'b' from generate_series(51, 400) g`;
+  await f.source.sql`update public.t set v = 'c' where id <= 10`;
+  await f.source.sql`delete from public.t where id between 20 and 25`;
+  await eventually("the pipeline to report retrying", () => Promise.resolve(status.state === "retrying"));
+  assert.match(status.lastError ?? "", /NoSuchBucket/);
+  // A load commits only once its files are on S3: the target has none of the new changes, and the slot
+  // still holds them.
+  const [t] = await f.target.sql`select count(*)::int as n, count(*) filter (where v <> 'a')::int as changed
+                                   from public.t`;
+  assert.deepEqual(t, { n: 51, changed: 0 });
+  const [held] = await f.source.sql`select (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint::int as lag
+                                      from pg_replication_slots where slot_name = ${f.slot}`;
+  assert.ok(held.lag > 0, "the slot is not acknowledged past unloaded changes");
+
+  await f.s3.send(new CreateBucketCommand({ Bucket: f.bucket }));
+  await converged(f.source.sql, f.target.sql, ["public.t"], 45_000);
+  await eventually("the pipeline to stream again", () => Promise.resolve(status.state === "streaming"));
+  const after = (await recordedKeys(f, "public.t")).slice(before);
+  assert.ok(after.length > 0, "batches were loaded after the bucket came back");
+  for (const key of after) await f.s3.send(new HeadObjectCommand({ Bucket: f.bucket, Key: key }));
 });
