@@ -130,15 +130,23 @@ export function isLoopback(hostname: string): boolean {
   return h === "localhost" || h.endsWith(".localhost") || h === "[::1]" || /^127(\.\d{1,3}){3}$/.test(h);
 }
 
+/** An AWS host name (`….amazonaws.com`, `….amazonaws.com.cn`). */
+export function isAwsHost(hostname: string): boolean {
+  const h = hostname.toLowerCase();
+  return h.endsWith(".amazonaws.com") || h.endsWith(".amazonaws.com.cn");
+}
+
 /**
- * The headers that protect a PUT's body to `base`: S3 refuses the request when the body it got differs.
- * Where the connection cannot be tampered with (HTTPS, or an endpoint on this machine) the body goes
- * unsigned with its CRC32 in a signed header, which S3 checks, as the SDK's own streamed uploads do (a
- * fraction of the CPU of hashing it with SHA-256 on both ends); over plain HTTP to another host, where a
- * CRC could be forged along with the body, its SHA-256 is signed.
+ * The headers that protect a PUT's body to `base`. To an endpoint on this machine (nothing between the two
+ * ends could change it) the body goes unsigned. To AWS over HTTPS it goes unsigned with its CRC32 in a
+ * signed header, which S3 checks and refuses a body that does not match, as the SDK's own uploads do. To any
+ * other endpoint (an S3-compatible store, whose support of the flexible checksums varies, or plain HTTP,
+ * where a CRC could be forged along with the body) its SHA-256 is signed, which every store checks. Unsigned
+ * is a fraction of the CPU of hashing the body with SHA-256 on both ends.
  */
 export function payloadHeaders(base: URL, body: Uint8Array): Record<string, string> {
-  if (base.protocol === "https:" || isLoopback(base.hostname)) {
+  if (isLoopback(base.hostname)) return { "x-amz-content-sha256": UNSIGNED_PAYLOAD };
+  if (base.protocol === "https:" && isAwsHost(base.hostname)) {
     return { "x-amz-content-sha256": UNSIGNED_PAYLOAD, "x-amz-checksum-crc32": crc32Base64(body) };
   }
   return { "x-amz-content-sha256": createHash("sha256").update(body).digest("hex") };
