@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { crc32 } from "node:zlib";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -24,6 +23,7 @@ import {
   UploadPartCommand,
   UploadPartCopyCommand,
 } from "@aws-sdk/client-s3";
+import { crc32Base64 } from "../s3_objects.ts";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { testEnv } from "../testing/mod.ts";
 import { createS3Client } from "../../web/feed/s3.ts";
@@ -67,12 +67,6 @@ async function rejects(p: Promise<unknown>, name: string, status?: number): Prom
     if (status) assert.equal(e.$metadata?.httpStatusCode, status);
     return true;
   });
-}
-
-function crc32Base64(b: Uint8Array): string {
-  const out = Buffer.alloc(4);
-  out.writeUInt32BE(crc32(b) >>> 0);
-  return out.toString("base64");
 }
 
 function md5(b: Uint8Array | string): string {

@@ -190,11 +190,13 @@ export async function runPipeline(
         instance_id = excluded.instance_id, updated_at = now()`;
   }
   let attempt = 0;
+  const spoolMemory = o.spoolMemoryBytes ?? SPOOL_MEMORY_BYTES;
+  const memory: SessionMemory = { size: spoolMemory, left: spoolMemory };
   const session = {
     /** Set when a binary session met a type it cannot carry: later sessions of this run are text. */
     textOnly: false,
-    /** What batch files may hold in memory, all of the run's batches together. */
-    memory: { left: o.spoolMemoryBytes ?? SPOOL_MEMORY_BYTES } as MemoryBudget,
+    /** What batch files may hold in memory, all of the run's batches together, of `size` in all. */
+    memory,
   };
   while (!signal.aborted) {
     if (control) {
@@ -229,6 +231,9 @@ export async function runPipeline(
 
 type Metrics = ReturnType<typeof pipelineMetrics>;
 
+/** The run's memory budget for batch files, with its whole size (for the metric of what is held). */
+type SessionMemory = MemoryBudget & { readonly size: number };
+
 async function runSession(
   o: PipelineOptions,
   signal: AbortSignal,
@@ -236,7 +241,7 @@ async function runSession(
   log: Logger,
   m: Metrics,
   setState: (s: string, e?: string) => Promise<void>,
-  session: { textOnly: boolean; memory: MemoryBudget },
+  session: { textOnly: boolean; memory: SessionMemory },
 ): Promise<void> {
   const source = connectPostgres(o.sourceUrl, {
     max: 3,
@@ -552,9 +557,7 @@ async function runSession(
     const spoolStats = () => {
       status.spilledFiles = session.memory.spilled ?? 0;
       m?.spilled.set(status.spilledFiles, { pipeline: o.name });
-      m?.spoolMemory.set((o.spoolMemoryBytes ?? SPOOL_MEMORY_BYTES) - session.memory.left, {
-        pipeline: o.name,
-      });
+      m?.spoolMemory.set(session.memory.size - session.memory.left, { pipeline: o.name });
     };
 
     /** Closes the current batch, starts its uploads and queues its loads. */
