@@ -386,6 +386,9 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
       lifeTimer.start()
       socket.on('data', data)
       keep_alive && socket.setKeepAlive && socket.setKeepAlive(true, 1000 * keep_alive)
+      // wharf: no Nagle delay (as libpq and pg): a message written after a small one (a COPY's CopyDone
+      // after its data) otherwise waits for the server's delayed ACK, 40 ms on Linux.
+      socket.setNoDelay && socket.setNoDelay(true)
       const s = StartupMessage()
       write(s)
     } catch (err) {
