@@ -14,6 +14,7 @@
  *
  * Only identifiers (quoted) and column indexes go into this text: no value ever does.
  */
+import { createHash } from "node:crypto";
 import { quoteIdent, type Sql } from "../../../shared/db.ts";
 import { type Column, columnNum, type TableInfo } from "../schema.ts";
 import { STATE_SCHEMA } from "./target.ts";
@@ -91,20 +92,39 @@ export function missingIn(table: TableInfo, columns: readonly Column[]): Column[
 /**
  * The staging table's definition (columns typed like the target; change columns first). `extra`: columns
  * the files hold besides the table's own (see {@linkcode droppedColumns}), staged and left out of the merge.
+ * With `keep` (Postgres), the table stays in the session for the next batches of the same shape
+ * ({@linkcode stagingName}) and is emptied at each commit instead of dropped: creating and dropping a
+ * temporary table costs the target a few milliseconds and about 24 KiB of catalog WAL per batch.
  */
 export function createStagingSql(
   dialect: Dialect,
   table: TableInfo,
   staging: string,
   extra: Column[] = [],
+  keep = false,
 ): string {
   const cols = [...table.columns, ...extra].map((c) =>
     `${quoteIdent(c.name)} ${redshiftType(dialect, c.type)}`
   );
-  const head = `create temp table ${
+  keep &&= dialect === "postgres";
+  const head = `create temp table ${keep ? "if not exists " : ""}${
     quoteIdent(staging)
   } (_seq bigint, _op char(1), _unchanged varchar(4096), ${cols.join(", ")})`;
-  return dialect === "postgres" ? head + " on commit drop" : head;
+  if (dialect !== "postgres") return head;
+  return head + (keep ? " on commit delete rows" : " on commit drop");
+}
+
+/**
+ * The name of a kept staging table ({@linkcode createStagingSql}) for `table` with `extra` columns: the
+ * same for the same table and columns (names and types), another when any of them changes.
+ */
+export function stagingName(table: TableInfo, extra: Column[] = []): string {
+  const shape = JSON.stringify([
+    table.schema,
+    table.name,
+    [...table.columns, ...extra].map((c) => [c.name, c.type]),
+  ]);
+  return `wharf_stage_${createHash("sha256").update(shape).digest("hex").slice(0, 16)}`;
 }
 
 /** Redshift has no `bytea`, `jsonb`, arrays…: such types land as wide varchar there. */
@@ -131,7 +151,8 @@ function hasNum(dialect: Dialect, alias: string, num: number): string {
  * Statements 1–3 above (run inside the load's transaction after the staging table is filled).
  * `unchangedNums` lists the column numbers that appear in `_unchanged` in this batch (often none); those of
  * columns `table` no longer has are ignored. `dropped`: the warehouse's columns that the source dropped,
- * set to NULL in rows updated in place, as they are in rewritten ones.
+ * set to NULL in rows updated in place, as they are in rewritten ones. `keep` (Postgres): the staging
+ * table is a kept one, and so is the table of its last rows per key (`<staging>_fin`).
  */
 export function mergeSql(
   dialect: Dialect,
@@ -140,6 +161,7 @@ export function mergeSql(
   unchangedNums: number[],
   distinctKeys = false,
   dropped: readonly string[] = [],
+  keep = false,
 ): string[] {
   const nums = table.columns.map((_, i) => columnNum(table.columns, i));
   const unchangedIdx = unchangedNums.map((n) => nums.indexOf(n)).filter((i) => i >= 0);
@@ -163,6 +185,11 @@ export function mergeSql(
   const keys = table.key.map(quoteIdent).join(", ");
   if (distinctKeys) {
     // fin is the staging table itself.
+  } else if (dialect === "postgres" && keep) {
+    out.push(
+      `create temp table if not exists ${fin} (like ${s}) on commit delete rows`,
+      `insert into ${fin} select distinct on (${keys}) * from ${s} order by ${keys}, _seq desc`,
+    );
   } else if (dialect === "postgres") {
     out.push(
       `create temp table ${fin} on commit drop as select distinct on (${keys}) * from ${s} order by ${keys}, _seq desc`,

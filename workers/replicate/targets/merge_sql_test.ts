@@ -2,12 +2,14 @@ import assert from "node:assert/strict";
 import type { TableInfo } from "../schema.ts";
 import {
   columnChangesSql,
+  createStagingSql,
   droppedColumns,
   fillMissingSql,
   loadNames,
   mergeSql,
   missingIn,
   type RecordedColumn,
+  stagingName,
 } from "./merge_sql.ts";
 import { redshiftLoadSql } from "./redshift.ts";
 
@@ -191,4 +193,39 @@ Deno.test("columnChangesSql() moves the primary key to a new merge key, after a 
   );
   // A table without a primary key is left without one.
   assert.deepEqual(columnChangesSql("postgres", now, new Set(["id", "a2", "c", "d"]), []), []);
+});
+
+Deno.test("kept staging tables: created once per session and emptied at commit, named by the table's shape", () => {
+  const table = now;
+  assert.match(
+    createStagingSql("postgres", table, "s", [], true),
+    /^create temp table if not exists "s" \(_seq bigint, .*"d" character varying\(20\)\) on commit delete rows$/,
+  );
+  assert.match(createStagingSql("postgres", table, "s"), /^create temp table "s" .* on commit drop$/);
+  assert.doesNotMatch(createStagingSql("redshift", table, "s", [], true), /if not exists|on commit/);
+  // The table of last rows per key is kept beside it, shaped like it.
+  const kept = mergeSql("postgres", table, "s", [], false, [], true);
+  assert.equal(kept[0], `create temp table if not exists "s_fin" (like "s") on commit delete rows`);
+  assert.match(
+    kept[1],
+    /^insert into "s_fin" select distinct on \("id"\) \* from "s" order by "id", _seq desc$/,
+  );
+  assert.match(
+    mergeSql("postgres", table, "s", [])[0],
+    /^create temp table "s_fin" on commit drop as select/,
+  );
+  // One name per shape: the same for the same columns, another when a name, a type or the table changes.
+  const name = stagingName(table);
+  assert.match(name, /^wharf_stage_[0-9a-f]{16}$/);
+  assert.equal(stagingName({ ...table, columns: table.columns.map((c) => ({ ...c })) }), name);
+  const others = [
+    stagingName({ ...table, name: "t2" }),
+    stagingName({ ...table, columns: [...table.columns.slice(0, 3), { name: "d", type: "text", num: 5 }] }),
+    stagingName({
+      ...table,
+      columns: [...table.columns.slice(0, 3), { name: "e", type: "character varying(20)", num: 5 }],
+    }),
+    stagingName(table, [{ name: "b", type: "text", num: 3 }]),
+  ];
+  assert.equal(new Set([name, ...others]).size, 5);
 });

@@ -14,7 +14,9 @@ import { PostgresTarget } from "./postgres.ts";
 import { BINARY_HEADER } from "../spool.ts";
 import { csvLine } from "../csv.ts";
 
-async function subject(): Promise<ConformanceSubject & { target: PostgresTarget }> {
+async function subject(
+  o: ConstructorParameters<typeof PostgresTarget>[2] = {},
+): Promise<ConformanceSubject & { target: PostgresTarget }> {
   const db = await createTestDatabase();
   const s3 = s3Client({
     endpoint: testEnv.s3Endpoint,
@@ -24,7 +26,7 @@ async function subject(): Promise<ConformanceSubject & { target: PostgresTarget 
   });
   const bucket = testBucketName("conf");
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-  const target = new PostgresTarget(db.url, s3);
+  const target = new PostgresTarget(db.url, s3, o);
   return {
     target,
     s3,
@@ -77,6 +79,76 @@ Deno.test("postgres target: a batch refused at its COPY or in its merge changes 
     assert.equal(await s.target.load(twice), true);
     assert.deepEqual(await s.rows(t), [["2", "two", null], ["3", "b", null]]);
     assert.equal((await s.target.applied("conformance")).get(`public.${t.name}`), 20n);
+  } finally {
+    await s.dispose();
+  }
+});
+
+/** The kept staging tables (not their `_fin` companions) in every session, by session. */
+async function keptStaging(s: { target: PostgresTarget }): Promise<Map<number, string[]>> {
+  const rows = await s.target.sql<{ ns: number; oid: number; name: string }[]>`
+    select relnamespace::int as ns, oid::int as oid, relname as name from pg_class
+     where relpersistence = 't' and relkind = 'r' and relname like 'wharf\_stage\_%'
+       and relname not like '%\_fin' order by oid`;
+  const out = new Map<number, string[]>();
+  for (const r of rows) out.set(r.ns, [...out.get(r.ns) ?? [], `${r.name}:${r.oid}`]);
+  return out;
+}
+
+Deno.test("postgres target: loads keep their staging tables in the session (emptied at commit), a few per session", async () => {
+  const s = await subject({ keptStaging: 2, stagingIdleMs: 60_000 });
+  try {
+    await s.target.prepare();
+    const tables = [0, 1, 2].map((i) => conformanceTable(`keep${i}_${crypto.randomUUID().slice(0, 8)}`));
+    for (const t of tables) await s.target.ensureTable(t);
+    const [a, b, c] = tables;
+    // Repeated keys: the merge's table of last rows per key is kept too.
+    await s.target.load(await conformanceChanges(s, a, 10n, [[1, "U", "one", null], [1, "U", "uno", null]]));
+    const first = await keptStaging(s);
+    assert.equal(first.size, 1);
+    const [kept] = [...first.values()];
+    assert.equal(kept.length, 1);
+    // The next batches of the table stage in the same table (same oid), which the commit left empty.
+    await s.target.load(await conformanceChanges(s, a, 20n, [[2, "U", "two", null], [1, "D", null, null]]));
+    await s.target.load(
+      await conformanceChanges(s, a, 30n, [[3, "U", "three", null], [3, "U", "tres", null]]),
+    );
+    assert.deepEqual(await keptStaging(s), first);
+    assert.deepEqual(await s.rows(a), [["2", "two", null], ["3", "tres", null]]);
+    // Two more tables on the one idle session: the second fits, the third is staged for its batch only.
+    await s.target.load(await conformanceChanges(s, b, 10n, [[1, "U", "b", null]]));
+    await s.target.load(await conformanceChanges(s, c, 10n, [[1, "U", "c", null]]));
+    await s.target.load(await conformanceChanges(s, c, 20n, [[2, "U", "c2", null]]));
+    const after = [...(await keptStaging(s)).values()];
+    assert.equal(after.length, 1);
+    assert.equal(after[0].length, 2);
+    assert.equal(after[0][0], kept[0]);
+    assert.deepEqual(await s.rows(c), [["1", "c", null], ["2", "c2", null]]);
+  } finally {
+    await s.dispose();
+  }
+});
+
+Deno.test("postgres target: a kept staging table unused for a while makes room for another table's", async () => {
+  const s = await subject({ keptStaging: 1, stagingIdleMs: 0 });
+  try {
+    await s.target.prepare();
+    const [a, b] = [0, 1].map((i) => conformanceTable(`room${i}_${crypto.randomUUID().slice(0, 8)}`));
+    await s.target.ensureTable(a);
+    await s.target.ensureTable(b);
+    await s.target.load(await conformanceChanges(s, a, 10n, [[1, "U", "a", null], [1, "U", "a1", null]]));
+    const [before] = [...(await keptStaging(s)).values()];
+    await s.target.load(await conformanceChanges(s, b, 10n, [[1, "U", "b", null], [1, "U", "b1", null]]));
+    const [after] = [...(await keptStaging(s)).values()];
+    assert.equal(after.length, 1);
+    assert.notEqual(after[0], before[0]);
+    // Its companion went with it: only b's is left.
+    const [{ n }] = await s.target.sql`
+      select count(*)::int as n from pg_class where relpersistence = 't' and relname like '%\_fin'`;
+    assert.equal(n, 1);
+    await s.target.load(await conformanceChanges(s, a, 20n, [[2, "U", "a2", null]]));
+    assert.deepEqual(await s.rows(a), [["1", "a1", null], ["2", "a2", null]]);
+    assert.deepEqual(await s.rows(b), [["1", "b1", null]]);
   } finally {
     await s.dispose();
   }
