@@ -10,6 +10,10 @@
  * `pg_current_wal_lsn() - confirmed_flush_lsn` seen; peak RSS is the worker process's (VmHWM) and, for
  * the peer, the apply worker backend's.
  *
+ * After the last round's workload, each contender gets `LATENCY_CHANGES` single-row changes one at a time
+ * (inserts, then updates), each timed from its commit until the target's table shows it: the JSON line's
+ * `change_p50_ms` / `change_p99_ms` and `peer_change_…`.
+ *
  * `BENCH_ROUNDS` (default 5) interleaved rounds, each contender first in every other round, each in fresh
  * databases after a checkpoint; the JSON line gives every round's ratio (`ratios`) and the median round's
  * figures (`ratio` is its ratio): this machine's noise moves a single round's ratio by a tenth either way.
@@ -35,8 +39,10 @@ import {
   alternate,
   benchPostgres,
   cpuMsOf,
+  formatTable,
   medianRound,
   peakRssMiB,
+  percentile,
   procStat,
   report,
   roundRow,
@@ -50,6 +56,8 @@ const PEER_BINARY = Deno.env.get("BENCH_PEER_BINARY") !== "0";
 const FORMAT = Deno.env.get("BENCH_FORMAT") === "csv" ? "csv" : "binary";
 /** Interleaved rounds (each contender first in every other one); the ratio is the median round's. */
 const ROUNDS = Math.max(1, Number(Deno.env.get("BENCH_ROUNDS") ?? 5));
+/** Single-row changes timed one at a time after the last round's workload (see `changeLatency`). */
+const LATENCY_CHANGES = 20;
 const TABLES = ["t1", "t2", "t3"];
 const MAIN = fromFileUrl(new URL("../workers/replicate/main.ts", import.meta.url));
 /** Extra `deno run` flags for the worker (e.g. `--cpu-prof --cpu-prof-dir=…` to profile it). */
@@ -150,6 +158,46 @@ async function checksums(sql: Sql): Promise<string[]> {
   return out;
 }
 
+/**
+ * One change at a time on an idle pipeline: `LATENCY_CHANGES` single-row transactions on the source
+ * (inserts of new keys, then updates of them), each awaited until the target shows it, polled every
+ * millisecond. Returns the milliseconds from each commit to its row on the target.
+ */
+async function changeLatency(src: Sql, dst: Sql): Promise<number[]> {
+  const ms: number[] = [];
+  for (let i = 0; i < LATENCY_CHANGES; i++) {
+    const id = 100_000_000 + (i % (LATENCY_CHANGES / 2));
+    const b = `latency ${i}`;
+    await abortableSleep(100); // idle in between, as a trickle of changes finds it
+    // The commit flushes its WAL: this server commits asynchronously, and the walsender sends only flushed
+    // WAL, so up to the WAL writer's next round (200 ms) would be timed otherwise.
+    await src.begin(async (tx) => {
+      await tx`set local synchronous_commit = on`;
+      if (i < LATENCY_CHANGES / 2) {
+        await tx`insert into public.t1 (id, a, b, c) values (${id}, 0, ${b}, now())`;
+      } else await tx`update public.t1 set b = ${b} where id = ${id}`;
+    });
+    const t0 = performance.now();
+    for (;;) {
+      const [r] = await dst`select b from public.t1 where id = ${id}`;
+      if (r?.b === b) break;
+      if (performance.now() - t0 > 30_000) throw new Error(`change ${i} not on the target after 30 s`);
+      await abortableSleep(1);
+    }
+    ms.push(performance.now() - t0);
+  }
+  return ms;
+}
+
+/** The latency columns of a round's row: p50 and p99 of `ms`, when measured. */
+function latencyColumns(ms: number[]): Row {
+  if (!ms.length) return {};
+  return {
+    change_p50_ms: Number(percentile(ms, 50).toFixed(1)),
+    change_p99_ms: Number(percentile(ms, 99).toFixed(1)),
+  };
+}
+
 /** Samples lag until the slot has confirmed `endLsn`, keeping the peak. */
 async function followSlot(
   admin: Sql,
@@ -181,6 +229,7 @@ async function runNative(
   admin: Sql,
   servers: number[],
   round: number,
+  latency = false,
 ): Promise<Row> {
   const [srcDb, dstDb] = [`src_native_${round}`, `dst_native_${round}`];
   await admin.unsafe("checkpoint"); // what earlier rounds wrote is not this one's to flush
@@ -228,6 +277,7 @@ async function runNative(
     sayCpu("peer", cpuBefore, serverCpu(servers));
     pid ??= await applyPid();
     const same = JSON.stringify(await checksums(src)) === JSON.stringify(await checksums(dst));
+    const lat = latency ? await changeLatency(src, dst) : [];
     await dst`alter subscription bench_sub disable`;
     await dst`alter subscription bench_sub set (slot_name = none)`;
     await dst`drop subscription bench_sub`;
@@ -242,6 +292,7 @@ async function runNative(
       peak_lag_mib: follow.peakLagMiB,
       peak_rss_mib: follow.peakRss,
       target_equals_source: same ? "yes" : "NO",
+      ...latencyColumns(lat),
     };
   } finally {
     await Promise.allSettled([src.end(), dst.end()]);
@@ -261,6 +312,7 @@ async function runWharf(
   s3Endpoint: string,
   tmp: string,
   round: number,
+  latency = false,
 ): Promise<Row> {
   const [srcDb, dstDb, ctlDb] = [`src_wharf_${round}`, `dst_wharf_${round}`, `ctl_wharf_${round}`];
   const bucket = `bench-warehouse-${round}`;
@@ -331,6 +383,7 @@ async function runWharf(
     sayCpu("wharf", cpuBefore, serverCpu(servers));
     const rss = Math.max(follow.peakRss, peakRssMiB(pid));
     const same = JSON.stringify(await checksums(src)) === JSON.stringify(await checksums(dst));
+    const lat = latency ? await changeLatency(src, dst) : [];
     const [b] =
       await ctl`select count(*)::int as n, avg(rows)::float as avg_rows, avg(duration_ms)::float as avg_ms
                             from control.replicate_batches where pipeline = 'bench'`;
@@ -345,6 +398,7 @@ async function runWharf(
       peak_lag_mib: follow.peakLagMiB,
       peak_rss_mib: rss,
       target_equals_source: same ? "yes" : "NO",
+      ...latencyColumns(lat),
     };
   } finally {
     if (worker) {
@@ -387,12 +441,12 @@ try {
     const native = async () => {
       if (ONLY === "wharf") return;
       say(`peer: PostgreSQL logical replication${tag}…`);
-      peer = await runNative(pg.urlFor, admin, servers, r);
+      peer = await runNative(pg.urlFor, admin, servers, r, r === ROUNDS - 1);
       say(`peer done in ${Number(peer.seconds).toFixed(1)} s`);
     };
     const wharf = async () => {
       say(`wharf replicate${tag}…`);
-      ours = await runWharf(pg.urlFor, admin, servers, s3.endpoint, dir, r);
+      ours = await runWharf(pg.urlFor, admin, servers, s3.endpoint, dir, r, r === ROUNDS - 1);
       say(`wharf done in ${Number(ours.seconds).toFixed(1)} s`);
     };
     await alternate(r, native, wharf);
@@ -400,9 +454,19 @@ try {
     rounds.push({ ours: ours!, peer, ratio });
   }
   const { ours, peer, ratio } = medianRound(rounds);
+  const last = rounds[rounds.length - 1];
   const rows = rounds.flatMap((x, r) =>
     (ONLY === "wharf" ? [x.ours] : [x.ours, x.peer]).map((row) => roundRow(row, r, ROUNDS))
   );
+  console.log(formatTable(
+    [last.ours, ...(ONLY === "wharf" ? [] : [last.peer])].map((x) => ({
+      "one change at a time, idle (ms: commit → row on the target)": String(x.system),
+      changes: LATENCY_CHANGES,
+      p50: x.change_p50_ms,
+      p99: x.change_p99_ms,
+    })),
+  ));
+  console.log();
   report("replicate", rows, {
     ratio,
     ratios: rounds.map((x) => x.ratio),
@@ -420,6 +484,10 @@ try {
     peak_lag_mib: Number(Number(ours.peak_lag_mib).toFixed(1)),
     peer_peak_lag_mib: Number(Number(peer.peak_lag_mib).toFixed(1)),
     rss_mb: Math.round(Math.max(...rounds.map((x) => Number(x.ours.peak_rss_mib)))),
+    change_p50_ms: last.ours.change_p50_ms,
+    change_p99_ms: last.ours.change_p99_ms,
+    peer_change_p50_ms: last.peer.change_p50_ms,
+    peer_change_p99_ms: last.peer.change_p99_ms,
     target_equals_source: rounds.every((x) =>
       x.ours.target_equals_source === "yes" && x.peer.target_equals_source === "yes"
     ),
