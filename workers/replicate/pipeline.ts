@@ -58,8 +58,13 @@ interface LaneItem {
 
 /** Queued stream bytes past which the socket is paused (see the message queue in `runSession`). */
 const QUEUE_PAUSE_BYTES = 4 * 1024 * 1024;
-/** Silence (ms) after a commit that makes the stream count as caught up, so the batch is cut at once. */
-const IDLE_CUT_MS = 20;
+/**
+ * Silence (ms) after a commit, with every message handled, that makes the stream count as caught up, so
+ * the batch is cut at once. The stream comes in reads at least READ_COALESCE_MS apart.
+ */
+const QUIET_CUT_MS = 5;
+/** The batch timer's tick (batchMs, and the quiet cut's fallback). */
+const BATCH_TICK_MS = 20;
 /**
  * After a read of the stream shorter than READ_COALESCE_BELOW bytes, the socket rests READ_COALESCE_MS so
  * that the server's messages gather in the kernel and come in one read. Read as they arrive, the stream came
@@ -832,8 +837,30 @@ async function runSession(
         failure?.(e);
       } finally {
         draining = false;
+        armQuietCut();
       }
     };
+    /**
+     * Between transactions with every message handled, a timer: if nothing arrives for QUIET_CUT_MS, the
+     * stream has caught up and the batch is cut now rather than at batchMs (unless half the batches allowed
+     * in flight are already there: then the loaders are the bottleneck, and larger batches cost less).
+     */
+    let quietTimer: ReturnType<typeof setTimeout> | undefined;
+    const armQuietCut = () => {
+      if (quietTimer !== undefined || tx || queue.length || !batch || batch.endLsn === 0n || failed) return;
+      const at = received;
+      quietTimer = setTimeout(() => {
+        quietTimer = undefined;
+        if (received !== at || tx || draining || queue.length || !batch || batch.endLsn === 0n) return;
+        if (inFlight.size >= MAX_BATCHES_IN_FLIGHT / 2) return;
+        void lock.run(async () => {
+          const b = batch!;
+          if (tx || failed || sessionAbort.signal.aborted || b.endLsn === 0n || received !== at) return;
+          await cut();
+        }).catch((e) => failure?.(e));
+      }, QUIET_CUT_MS);
+    };
+    sessionAbort.signal.addEventListener("abort", () => clearTimeout(quietTimer), { once: true });
     /** Queues a message; `size` is its length on the wire (a queued row costs that plus a few objects). */
     const onData = (msg: StreamMessage, size: number) => {
       if (failed) return;
@@ -904,10 +931,9 @@ async function runSession(
       });
     });
     // Cut a batch on time when the stream is quiet between transactions; an empty batch still moves the
-    // acknowledged position (transactions on unpublished tables advance it). A batch is also cut as soon
-    // as the stream has been silent for a tick (IDLE_CUT_MS) after a commit: caught up, nothing more is
-    // coming now, so waiting for batchMs would only add latency (unless half the batches allowed in
-    // flight are already there: then the loaders are the bottleneck, and larger batches cost less).
+    // acknowledged position (transactions on unpublished tables advance it). A batch is also cut when the
+    // stream has been silent for a whole tick after a commit and the quiet cut above did not (half the
+    // batches allowed in flight were there then).
     timers.push(setInterval(() => {
       const silent = received === receivedAtTick;
       receivedAtTick = received;
@@ -920,7 +946,7 @@ async function runSession(
         if (tx || failed || sessionAbort.signal.aborted || b.endLsn === 0n) return;
         await cut();
       }).catch((e) => failure?.(e));
-    }, IDLE_CUT_MS));
+    }, BATCH_TICK_MS));
     timers.push(setInterval(() => ack(acked), 5_000));
     // Status: lag, retained WAL, pause flag.
     const refresh = async () => {
