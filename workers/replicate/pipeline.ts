@@ -41,6 +41,7 @@ import {
   publishedTables,
   tableId,
   type TableInfo,
+  waitVisible,
 } from "./schema.ts";
 import { openSnapshot, progressBar, runSnapshot, type SnapshotOptions } from "./snapshot.ts";
 import { BatchSpool, type FileFormat, type MemoryBudget, SPOOL_MEMORY_BYTES, TableSpool } from "./spool.ts";
@@ -379,7 +380,7 @@ async function runSession(
     };
     const lock = new Lock();
     let batchNo = 0;
-    let tx: { commitLsn: bigint; commitMs: number } | undefined;
+    let tx: { commitLsn: bigint; commitMs: number; xid: number } | undefined;
     // The batch's folder is made when a file of it does not fit in memory.
     const newBatch = () => {
       const dir = join(o.spoolDir, `batch-${Date.now()}-${++batchNo}`);
@@ -624,7 +625,14 @@ async function runSession(
     const relationTable = async (rel: MessageRelation): Promise<TableInfo | undefined> => {
       const id = `${rel.schema}.${rel.name}`;
       const known = tables.get(id);
+      /** The catalog is read once the transaction being decoded is visible (see `waitVisible`). */
+      const visible = async () => {
+        if (tx && !(await waitVisible(source, tx.xid))) {
+          log.warn("reading the catalog before the transaction being decoded is visible", { table: id });
+        }
+      };
       if (!known) {
+        await visible();
         const published = await publishedTables(source, o.publication);
         if (!published.some((t) => tableId(t) === id)) return undefined;
         // Joined the publication since the session started. A temporary slot fixes the point the copy
@@ -662,6 +670,7 @@ async function runSession(
         names.every((n, i) => n === known.columns[i].name);
       // The first message of a session with the known names: the description just read is current.
       if (seen === sig || (seen === undefined && sameNames)) return known;
+      await visible();
       const fresh = await describeTable(source, rel.schema, rel.name);
       const columns = names.map((n, i): Column => {
         const c = fresh.columns.find((f) => f.name === n);
@@ -717,6 +726,7 @@ async function runSession(
           tx = {
             commitLsn: parseLsn(msg.commitLsn!),
             commitMs: Number((msg.commitTime as unknown as bigint) / 1000n),
+            xid: msg.xid,
           };
           return;
         case "relation": {

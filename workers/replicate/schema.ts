@@ -49,6 +49,29 @@ export function tableId(t: { schema: string; name: string }): string {
 }
 
 /** Reads a table's columns and merge key from the source catalog. */
+/**
+ * Waits until transaction `xid` (its 32 bits, as the stream gives it) is visible to new snapshots on `sql`;
+ * false after `timeoutMs`. The stream can deliver a transaction as soon as its commit record is on disk, a
+ * moment before the committing backend makes it visible to others: a catalog read in that moment still
+ * sees the table as it was before the transaction's `ALTER TABLE`.
+ */
+export async function waitVisible(sql: Sql, xid: number, timeoutMs = 5_000): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    // The full id: the snapshot's epoch, one less when the xid is above the low half of its xmax.
+    const [r] = await sql<{ visible: boolean }[]>`
+      with s as (select pg_current_snapshot() as snap),
+           x as (select snap, pg_snapshot_xmax(snap)::text::numeric as xmax from s)
+      select pg_visible_in_snapshot((greatest(0, (floor(xmax / 4294967296)
+               - case when ${xid}::numeric > mod(xmax, 4294967296) then 1 else 0 end)) * 4294967296
+               + ${xid}::numeric)::text::xid8, snap) as visible
+        from x`;
+    if (r.visible) return true;
+    if (performance.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
 export async function describeTable(sql: Sql, schema: string, name: string): Promise<TableInfo> {
   const rows = await sql<
     {
