@@ -47,8 +47,9 @@ interface TargetColumn {
 /** Loads at once, each on a connection of its own. */
 const LOADERS = 4;
 /**
- * Staging tables a loader's session keeps. Postgres empties every one of them at each commit of a
- * transaction that used a temporary table (about 0.13 ms each here), so a few, not one per table.
+ * Staging tables a loader's session keeps (each with its table of last rows per key, when a batch needed
+ * one). Postgres empties every one of them at each commit of a transaction that used a temporary table
+ * (about 0.13 ms each here), so a few, not one per table.
  */
 const KEPT_STAGING = 4;
 /** A kept staging table unused this long makes room for another table's. */
