@@ -5,8 +5,9 @@
  * Loads run on connections of their own ({@linkcode LOADERS}), each keeping the staging tables of the
  * tables it loaded last in its session (temporary, emptied at every commit; at most
  * {@linkcode KEPT_STAGING}). Creating and dropping a temporary table per batch cost the target 1–4 ms of
- * CPU and about 24 KiB of catalog WAL (and left the catalog to vacuum); a kept one costs a lookup. A kept
- * table holds its column types until its connection closes (idle for 30 s, or after an hour at most).
+ * CPU and about 24 KiB of catalog WAL (and left the catalog to vacuum); a kept one costs a lookup. Kept
+ * tables go with their connection (idle for 30 s, or after an hour at most), and their columns are of
+ * built-in types only (a user-defined type is text in the warehouse), so they hold no type in place.
  */
 import type { S3Client } from "@aws-sdk/client-s3";
 import { once } from "node:events";
