@@ -29,3 +29,32 @@ Deno.test("once the stream is caught up a batch is loaded at once, without waiti
   assert.equal(await batches(), 3, "one batch per transaction");
   await p.stop();
 });
+
+Deno.test("a steady trickle of transactions is cut into batches at most every 50 ms, not one per transaction", async () => {
+  await using f = await fixture(async (sql) => {
+    await sql`create table public.trickle (id int primary key, v text)`;
+  }, ["public.trickle"]);
+  const p = f.start({ batchMs: 60_000, batchRows: 1_000_000 });
+  await eventually("the stream to start", () => Promise.resolve(p.status.state === "streaming"));
+  // Transactions a few milliseconds apart: each is followed by more than 5 ms of quiet, which alone would
+  // make each a batch of its own.
+  const t0 = performance.now();
+  for (let i = 1; i <= 60; i++) {
+    // Flushed at commit: the test server commits asynchronously, which would send them in bursts.
+    await f.source.sql.begin(async (tx) => {
+      await tx`set local synchronous_commit = on`;
+      await tx`insert into public.trickle values (${i}, 'x')`;
+    });
+    await new Promise((r) => setTimeout(r, 8));
+  }
+  const elapsed = performance.now() - t0;
+  await converged(f.source.sql, f.target.sql, ["public.trickle"], 15_000);
+  const [{ n }] = await f.source.sql`select count(*)::int as n from control.replicate_batches
+                                      where pipeline = ${f.pipeline} and table_name = 'public.trickle'`;
+  // Caught-up cuts at least 50 ms apart (the last may come after the loop: one more).
+  assert.ok(
+    n <= Math.ceil(elapsed / 50) + 2,
+    `${n} batches for 60 transactions in ${Math.round(elapsed)} ms`,
+  );
+  await p.stop();
+});

@@ -64,6 +64,11 @@ const QUEUE_PAUSE_BYTES = 4 * 1024 * 1024;
  * the batch is cut at once. The stream comes in reads at least READ_COALESCE_MS apart.
  */
 const QUIET_CUT_MS = 5;
+/**
+ * Caught-up cuts (above, and the tick's) come at most this often: under a steady trickle of transactions a
+ * few milliseconds apart, each would otherwise be a batch of its own (an S3 PUT and a load per table).
+ */
+const QUIET_CUT_MIN_GAP_MS = 50;
 /** The batch timer's tick (batchMs, and the quiet cut's fallback). */
 const BATCH_TICK_MS = 20;
 /**
@@ -380,6 +385,8 @@ async function runSession(
     };
     const lock = new Lock();
     let batchNo = 0;
+    /** When the last batch was cut (`performance.now()`). */
+    let lastCutAt = -Infinity;
     let tx: { commitLsn: bigint; commitMs: number; xid: number } | undefined;
     // The batch's folder is made when a file of it does not fit in memory.
     const newBatch = () => {
@@ -570,6 +577,7 @@ async function runSession(
     const cut = async () => {
       const b = batch!;
       batch = newBatch();
+      lastCutAt = performance.now();
       if (b.firstCommitMs !== undefined) pendingSince.push(b.firstCommitMs);
       loading++;
       const tableLoads: Promise<unknown>[] = [];
@@ -851,14 +859,17 @@ async function runSession(
       }
     };
     /**
-     * Between transactions with every message handled, a timer: if nothing arrives for QUIET_CUT_MS, the
-     * stream has caught up and the batch is cut now rather than at batchMs (unless half the batches allowed
-     * in flight are already there: then the loaders are the bottleneck, and larger batches cost less).
+     * Between transactions with every message handled, a timer: if nothing arrives for QUIET_CUT_MS (and
+     * until QUIET_CUT_MIN_GAP_MS after the last cut), the stream has caught up and the batch is cut now
+     * rather than at batchMs (unless half the batches allowed in flight are already there: then the loaders
+     * are the bottleneck, and larger batches cost less).
      */
     let quietTimer: ReturnType<typeof setTimeout> | undefined;
     const armQuietCut = () => {
       if (quietTimer !== undefined || tx || queue.length || !batch || batch.endLsn === 0n || failed) return;
       const at = received;
+      // Quiet for QUIET_CUT_MS, and until QUIET_CUT_MIN_GAP_MS after the last cut.
+      const wait = Math.max(QUIET_CUT_MS, lastCutAt + QUIET_CUT_MIN_GAP_MS - performance.now());
       quietTimer = setTimeout(() => {
         quietTimer = undefined;
         if (received !== at || tx || draining || queue.length || !batch || batch.endLsn === 0n) return;
@@ -868,7 +879,7 @@ async function runSession(
           if (tx || failed || sessionAbort.signal.aborted || b.endLsn === 0n || received !== at) return;
           await cut();
         }).catch((e) => failure?.(e));
-      }, QUIET_CUT_MS);
+      }, wait);
     };
     sessionAbort.signal.addEventListener("abort", () => clearTimeout(quietTimer), { once: true });
     /** Queues a message; `size` is its length on the wire (a queued row costs that plus a few objects). */
@@ -948,8 +959,9 @@ async function runSession(
       const silent = received === receivedAtTick;
       receivedAtTick = received;
       if (tx || draining || queue.length || !batch || batch.endLsn === 0n) return;
-      const due = performance.now() - batch.createdAt >= o.batchMs ||
-        (silent && inFlight.size < MAX_BATCHES_IN_FLIGHT / 2);
+      const now = performance.now();
+      const due = now - batch.createdAt >= o.batchMs ||
+        (silent && inFlight.size < MAX_BATCHES_IN_FLIGHT / 2 && now - lastCutAt >= QUIET_CUT_MIN_GAP_MS);
       if (!due) return;
       void lock.run(async () => {
         const b = batch!;
