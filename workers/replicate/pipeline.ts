@@ -66,7 +66,8 @@ const QUEUE_PAUSE_BYTES = 4 * 1024 * 1024;
 const QUIET_CUT_MS = 5;
 /**
  * Caught-up cuts (above, and the tick's) come at most this often: under a steady trickle of transactions a
- * few milliseconds apart, each would otherwise be a batch of its own (an S3 PUT and a load per table).
+ * few milliseconds apart, each would otherwise be a batch of its own (an S3 PUT and a load per table). A cut
+ * for size or time does not count: the end of a busy stream is cut 5 ms after it.
  */
 const QUIET_CUT_MIN_GAP_MS = 50;
 /** The batch timer's tick (batchMs, and the quiet cut's fallback). */
@@ -385,8 +386,8 @@ async function runSession(
     };
     const lock = new Lock();
     let batchNo = 0;
-    /** When the last batch was cut (`performance.now()`). */
-    let lastCutAt = -Infinity;
+    /** When the last batch was cut because the stream had caught up (`performance.now()`). */
+    let lastQuietCutAt = -Infinity;
     let tx: { commitLsn: bigint; commitMs: number; xid: number } | undefined;
     // The batch's folder is made when a file of it does not fit in memory.
     const newBatch = () => {
@@ -577,7 +578,6 @@ async function runSession(
     const cut = async () => {
       const b = batch!;
       batch = newBatch();
-      lastCutAt = performance.now();
       if (b.firstCommitMs !== undefined) pendingSince.push(b.firstCommitMs);
       loading++;
       const tableLoads: Promise<unknown>[] = [];
@@ -860,7 +860,7 @@ async function runSession(
     };
     /**
      * Between transactions with every message handled, a timer: if nothing arrives for QUIET_CUT_MS (and
-     * until QUIET_CUT_MIN_GAP_MS after the last cut), the stream has caught up and the batch is cut now
+     * until QUIET_CUT_MIN_GAP_MS after the last such cut), the stream has caught up and the batch is cut now
      * rather than at batchMs (unless half the batches allowed in flight are already there: then the loaders
      * are the bottleneck, and larger batches cost less).
      */
@@ -869,7 +869,7 @@ async function runSession(
       if (quietTimer !== undefined || tx || queue.length || !batch || batch.endLsn === 0n || failed) return;
       const at = received;
       // Quiet for QUIET_CUT_MS, and until QUIET_CUT_MIN_GAP_MS after the last cut.
-      const wait = Math.max(QUIET_CUT_MS, lastCutAt + QUIET_CUT_MIN_GAP_MS - performance.now());
+      const wait = Math.max(QUIET_CUT_MS, lastQuietCutAt + QUIET_CUT_MIN_GAP_MS - performance.now());
       quietTimer = setTimeout(() => {
         quietTimer = undefined;
         if (received !== at || tx || draining || queue.length || !batch || batch.endLsn === 0n) return;
@@ -877,6 +877,7 @@ async function runSession(
         void lock.run(async () => {
           const b = batch!;
           if (tx || failed || sessionAbort.signal.aborted || b.endLsn === 0n || received !== at) return;
+          lastQuietCutAt = performance.now();
           await cut();
         }).catch((e) => failure?.(e));
       }, wait);
@@ -960,12 +961,14 @@ async function runSession(
       receivedAtTick = received;
       if (tx || draining || queue.length || !batch || batch.endLsn === 0n) return;
       const now = performance.now();
-      const due = now - batch.createdAt >= o.batchMs ||
-        (silent && inFlight.size < MAX_BATCHES_IN_FLIGHT / 2 && now - lastCutAt >= QUIET_CUT_MIN_GAP_MS);
-      if (!due) return;
+      const timely = now - batch.createdAt >= o.batchMs;
+      const quiet = silent && inFlight.size < MAX_BATCHES_IN_FLIGHT / 2 &&
+        now - lastQuietCutAt >= QUIET_CUT_MIN_GAP_MS;
+      if (!timely && !quiet) return;
       void lock.run(async () => {
         const b = batch!;
         if (tx || failed || sessionAbort.signal.aborted || b.endLsn === 0n) return;
+        if (!timely) lastQuietCutAt = performance.now();
         await cut();
       }).catch((e) => failure?.(e));
     }, BATCH_TICK_MS));
