@@ -1,13 +1,27 @@
 import assert from "node:assert/strict";
 import { converged, eventually, fixture } from "./_helpers.ts";
 
+/**
+ * A fixture with table `public.<name>` and its pipeline streaming, with batch rules that would cut no batch
+ * within a test (a minute, a million rows): only the caught-up cuts do.
+ */
+async function streaming(name: string) {
+  const f = await fixture(async (sql) => {
+    await sql.unsafe(`create table public.${name} (id int primary key, v text)`);
+  }, [`public.${name}`]);
+  try {
+    const p = f.start({ batchMs: 60_000, batchRows: 1_000_000 });
+    await eventually("the stream to start", () => Promise.resolve(p.status.state === "streaming"));
+    return { f, p };
+  } catch (e) {
+    await f[Symbol.asyncDispose]();
+    throw e;
+  }
+}
+
 Deno.test("once the stream is caught up a batch is loaded at once, without waiting for the batch timer or size", async () => {
-  await using f = await fixture(async (sql) => {
-    await sql`create table public.quick (id int primary key, v text)`;
-  }, ["public.quick"]);
-  // Neither rule would cut a batch within this test: a minute, a million rows.
-  const p = f.start({ batchMs: 60_000, batchRows: 1_000_000 });
-  await eventually("the stream to start", () => Promise.resolve(p.status.state === "streaming"));
+  const { f: fx, p } = await streaming("quick");
+  await using f = fx;
   for (let round = 0; round < 3; round++) {
     await f.source.sql.begin(async (tx) => {
       await tx`insert into public.quick select g, 'r' || ${round} from generate_series(${
@@ -31,11 +45,8 @@ Deno.test("once the stream is caught up a batch is loaded at once, without waiti
 });
 
 Deno.test("a steady trickle of transactions is cut into batches at most every 50 ms, not one per transaction", async () => {
-  await using f = await fixture(async (sql) => {
-    await sql`create table public.trickle (id int primary key, v text)`;
-  }, ["public.trickle"]);
-  const p = f.start({ batchMs: 60_000, batchRows: 1_000_000 });
-  await eventually("the stream to start", () => Promise.resolve(p.status.state === "streaming"));
+  const { f: fx, p } = await streaming("trickle");
+  await using f = fx;
   // Transactions a few milliseconds apart: each is followed by more than 5 ms of quiet, which alone would
   // make each a batch of its own.
   const t0 = performance.now();
