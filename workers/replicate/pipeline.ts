@@ -872,6 +872,8 @@ async function runSession(
       const wait = Math.max(QUIET_CUT_MS, lastQuietCutAt + QUIET_CUT_MIN_GAP_MS - performance.now());
       quietTimer = setTimeout(() => {
         quietTimer = undefined;
+        // Messages came meanwhile, and were all handled: quiet since then?
+        if (received !== at && !draining) return armQuietCut();
         if (received !== at || tx || draining || queue.length || !batch || batch.endLsn === 0n) return;
         if (inFlight.size >= MAX_BATCHES_IN_FLIGHT / 2) return;
         void lock.run(async () => {
