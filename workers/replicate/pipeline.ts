@@ -865,23 +865,29 @@ async function runSession(
      * are the bottleneck, and larger batches cost less).
      */
     let quietTimer: ReturnType<typeof setTimeout> | undefined;
+    /** Between transactions, every message handled, and a commit in the batch: a batch could be cut. */
+    const betweenTransactions = () => !tx && !draining && !queue.length && !!batch && batch.endLsn !== 0n;
+    /**
+     * Cuts the batch under the lock, unless a transaction began or `still` says otherwise meanwhile; a
+     * `quiet` cut counts toward QUIET_CUT_MIN_GAP_MS.
+     */
+    const cutSoon = (quiet: boolean, still: () => boolean = () => true) =>
+      void lock.run(async () => {
+        if (tx || failed || sessionAbort.signal.aborted || batch!.endLsn === 0n || !still()) return;
+        if (quiet) lastQuietCutAt = performance.now();
+        await cut();
+      }).catch((e) => failure?.(e));
     const armQuietCut = () => {
-      if (quietTimer !== undefined || tx || queue.length || !batch || batch.endLsn === 0n || failed) return;
+      if (quietTimer !== undefined || failed || !betweenTransactions()) return;
       const at = received;
       // Quiet for QUIET_CUT_MS, and until QUIET_CUT_MIN_GAP_MS after the last cut.
       const wait = Math.max(QUIET_CUT_MS, lastQuietCutAt + QUIET_CUT_MIN_GAP_MS - performance.now());
       quietTimer = setTimeout(() => {
         quietTimer = undefined;
         // Messages came meanwhile, and were all handled: quiet since then?
-        if (received !== at && !draining) return armQuietCut();
-        if (received !== at || tx || draining || queue.length || !batch || batch.endLsn === 0n) return;
-        if (inFlight.size >= MAX_BATCHES_IN_FLIGHT / 2) return;
-        void lock.run(async () => {
-          const b = batch!;
-          if (tx || failed || sessionAbort.signal.aborted || b.endLsn === 0n || received !== at) return;
-          lastQuietCutAt = performance.now();
-          await cut();
-        }).catch((e) => failure?.(e));
+        if (received !== at) return draining ? undefined : armQuietCut();
+        if (!betweenTransactions() || inFlight.size >= MAX_BATCHES_IN_FLIGHT / 2) return;
+        cutSoon(true, () => received === at);
       }, wait);
     };
     sessionAbort.signal.addEventListener("abort", () => clearTimeout(quietTimer), { once: true });
@@ -961,18 +967,12 @@ async function runSession(
     timers.push(setInterval(() => {
       const silent = received === receivedAtTick;
       receivedAtTick = received;
-      if (tx || draining || queue.length || !batch || batch.endLsn === 0n) return;
+      if (!betweenTransactions()) return;
       const now = performance.now();
-      const timely = now - batch.createdAt >= o.batchMs;
+      const timely = now - batch!.createdAt >= o.batchMs;
       const quiet = silent && inFlight.size < MAX_BATCHES_IN_FLIGHT / 2 &&
         now - lastQuietCutAt >= QUIET_CUT_MIN_GAP_MS;
-      if (!timely && !quiet) return;
-      void lock.run(async () => {
-        const b = batch!;
-        if (tx || failed || sessionAbort.signal.aborted || b.endLsn === 0n) return;
-        if (!timely) lastQuietCutAt = performance.now();
-        await cut();
-      }).catch((e) => failure?.(e));
+      if (timely || quiet) cutSoon(!timely);
     }, BATCH_TICK_MS));
     timers.push(setInterval(() => ack(acked), 5_000));
     // Status: lag, retained WAL, pause flag.

@@ -18,7 +18,7 @@ import type postgres from "postgres";
 import { connectPostgres, copyIn, quoteIdent, type Sql } from "../../../shared/db.ts";
 import { formatLsn, parseLsn } from "../lsn.ts";
 import { openObject } from "../s3.ts";
-import { type Column, tableId, type TableInfo } from "../schema.ts";
+import { tableId, type TableInfo } from "../schema.ts";
 import {
   createColumnStateSql,
   createStagingSql,
@@ -210,11 +210,15 @@ export class PostgresTarget implements Target {
    * how many staging tables a loader's session keeps, and after how long unused one makes room.
    */
   constructor(url: string, s3: S3Client, o: { keptStaging?: number; stagingIdleMs?: number } = {}) {
-    this.sql = connectPostgres(url, { max: 2, applicationName: "wharf-replicate-target", connectTimeout: 5 });
     this.#url = url;
+    this.sql = this.#connect(2);
     this.#s3 = s3;
     this.#keptStaging = o.keptStaging ?? KEPT_STAGING;
     this.#stagingIdleMs = o.stagingIdleMs ?? STAGING_IDLE_MS;
+  }
+
+  #connect(max: number): Sql {
+    return connectPostgres(this.#url, { max, applicationName: "wharf-replicate-target", connectTimeout: 5 });
   }
 
   /** An idle loader, preferably one that keeps staging table `staging`; waits while all are busy. */
@@ -226,14 +230,7 @@ export class PostgresTarget implements Target {
         return this.#idle.splice(i >= 0 ? i : this.#idle.length - 1, 1)[0];
       }
       if (this.#loaders.size < LOADERS) {
-        const loader = {
-          sql: connectPostgres(this.#url, {
-            max: 1,
-            applicationName: "wharf-replicate-target",
-            connectTimeout: 5,
-          }),
-          kept: new Map(),
-        };
+        const loader = { sql: this.#connect(1), kept: new Map() };
         this.#loaders.add(loader);
         return loader;
       }
@@ -254,12 +251,11 @@ export class PostgresTarget implements Target {
   }
 
   /**
-   * How `loader` stages a batch of `table`: in kept table `name` when its session has it or has room
-   * for it (making room by dropping, in the same transaction, a kept table idle for a minute: `drop`),
-   * else in a table of this transaction only (`name` undefined).
+   * How `loader` stages a batch in kept table `name` ({@linkcode stagingName}): there when its session has
+   * it or has room for it (making room by dropping, in the same transaction, a kept table idle for a
+   * minute: `drop`), else in a table of this transaction only (`name` undefined).
    */
-  #stagingFor(loader: Loader, table: TableInfo, extra: Column[]): { name?: string; drop: string[] } {
-    const name = stagingName(table, extra);
+  #stagingFor(loader: Loader, name: string): { name?: string; drop: string[] } {
     const now = performance.now();
     const drop: string[] = [];
     if (!loader.kept.has(name) && loader.kept.size >= this.#keptStaging) {
@@ -311,13 +307,14 @@ export class PostgresTarget implements Target {
     const missing = batch.segments.map((seg) => missingIn(batch.table, seg.columns));
     const staged = batch.kind === "changes" && (!batch.insertsOnly || missing.some((m) => m.length));
     const extra = staged ? droppedColumns(batch.table, batch.segments) : [];
-    const loader = await this.#acquire(staged ? stagingName(batch.table, extra) : undefined);
+    const kept = staged ? stagingName(batch.table, extra) : undefined;
+    const loader = await this.#acquire(kept);
     let endSession = true; // unless the load ends as planned
     let tx: postgres.ReservedSql<Record<string, unknown>> | undefined;
     let open = true; // until COMMIT or ROLLBACK went through: otherwise ROLLBACK before the release
     try {
       tx = await loader.sql.reserve();
-      const plan = staged ? this.#stagingFor(loader, batch.table, extra) : undefined;
+      const plan = kept ? this.#stagingFor(loader, kept) : undefined;
       const staging = plan ? plan.name ?? `wharf_stage_${crypto.randomUUID().slice(0, 8)}` : undefined;
       const keep = plan?.name !== undefined;
       // The row lock serialises two loaders of one table (a restarted worker racing its predecessor).
