@@ -31,7 +31,10 @@ export interface RawChange {
 }
 
 /** The plugin, with its parser callable on plain bytes. */
-export type StreamPlugin = PgoutputPlugin & { parseStream(buf: Uint8Array): StreamMessage };
+export type StreamPlugin = PgoutputPlugin & {
+  /** Decodes the message at `buf[off, off + len)` (default: all of `buf`); the bytes are not kept. */
+  parseStream(buf: Uint8Array, off?: number, len?: number): StreamMessage;
+};
 
 /** What the plugin hands out per message. */
 export type StreamMessage = Message | RawChange;
@@ -82,23 +85,27 @@ export function textPgoutputPlugin(publications: string[], o: { binary?: boolean
   // Messages are copied into shared slabs: one small allocation per row would cost more than the copy.
   let slab = new Uint8Array(SLAB);
   let used = 0;
-  const parseStream = (buf: Uint8Array): StreamMessage => {
-    const tag = buf[0];
+  const parseStream = (buf: Uint8Array, off = 0, len = buf.length - off): StreamMessage => {
+    const tag = buf[off];
     if (tag === OP_INSERT || tag === OP_UPDATE || tag === OP_DELETE) {
       let bytes: Uint8Array;
-      if (buf.length > SLAB / 8) bytes = new Uint8Array(buf.length);
+      if (len > SLAB / 8) bytes = new Uint8Array(len);
       else {
-        if (used + buf.length > SLAB) {
+        if (used + len > SLAB) {
           slab = new Uint8Array(SLAB);
           used = 0;
         }
-        bytes = slab.subarray(used, used + buf.length);
-        used += buf.length;
+        bytes = slab.subarray(used, used + len);
+        used += len;
       }
-      bytes.set(buf);
+      // A plain view: a Buffer's subarray goes through its species constructor, which costs.
+      bytes.set(
+        off === 0 && len === buf.length ? buf : new Uint8Array(buf.buffer, buf.byteOffset + off, len),
+      );
       return { tag: "raw", op: tag, relationOid: int32(bytes, 1), bytes };
     }
-    return parse(buf as Parameters<typeof parse>[0]) as Message;
+    const msg = off === 0 && len === buf.length ? buf : new Uint8Array(buf.buffer, buf.byteOffset + off, len);
+    return parse(msg as Parameters<typeof parse>[0]) as Message;
   };
   (plugin as unknown as { parse: typeof parseStream }).parse = parseStream;
   return Object.assign(plugin, { parseStream });

@@ -16,6 +16,7 @@
 import type { S3Client } from "@aws-sdk/client-s3";
 import { join } from "node:path";
 import { LogicalReplicationService } from "pg-logical-replication";
+import { takeOverCopyData } from "./copy_frames.ts";
 import { connectPostgres, type Sql } from "../../shared/db.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Registry } from "../../shared/metrics.ts";
@@ -942,23 +943,25 @@ async function runSession(
         }, READ_COALESCE_MS);
       });
       sessionAbort.signal.addEventListener("abort", () => clearTimeout(resting), { once: true });
-      conn.removeAllListeners("copyData");
-      conn.on("copyData", ({ chunk }) => {
+      /** One CopyData frame, `buf[off, off + len)`. */
+      const frame = (buf: Uint8Array, off: number, len: number) => {
         // Called from the socket's data event: a throw here would end the process rather than the session.
         try {
-          const tag = chunk[0];
-          if (tag === 0x77 /* w: XLogData */) {
-            // A plain view: a Buffer's subarray goes through its species constructor, which costs.
-            const body = new Uint8Array(chunk.buffer, chunk.byteOffset + 25, chunk.byteLength - 25);
-            onData(plugin.parseStream(body), chunk.byteLength);
-          } else if (tag === 0x6b /* k: keepalive */) {
-            const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-            onHeartbeat(view.getBigUint64(1), chunk[17] !== 0);
+          const tag = buf[off];
+          if (tag === 0x77 /* w: XLogData */) onData(plugin.parseStream(buf, off + 25, len - 25), len);
+          else if (tag === 0x6b /* k: keepalive */) {
+            const view = new DataView(buf.buffer, buf.byteOffset + off, len);
+            onHeartbeat(view.getBigUint64(1), view.getUint8(17) !== 0);
           }
         } catch (e) {
           failure?.(e);
         }
-      });
+      };
+      conn.removeAllListeners("copyData");
+      // Frames the connection's parser has already made into messages (the rest of the chunk it is reading
+      // now, or all of them where the parser cannot be taken over).
+      conn.on("copyData", ({ chunk }) => frame(chunk, 0, chunk.byteLength));
+      takeOverCopyData(frame);
     });
     // Cut a batch on time when the stream is quiet between transactions; an empty batch still moves the
     // acknowledged position (transactions on unpublished tables advance it). A batch is also cut when the
