@@ -320,6 +320,10 @@ export class PostgresTarget implements Target {
       // The row lock serialises two loaders of one table (a restarted worker racing its predecessor).
       const first: Promise<unknown>[] = [
         tx`begin`,
+        // The source's slot is acknowledged once this commit returns: it must then be durable, also where
+        // the target runs with synchronous_commit off (a crash would otherwise lose a batch the source no
+        // longer holds). Any other setting waits for the local flush at least, and is left as it is.
+        tx`select set_config('synchronous_commit', 'local', true) where current_setting('synchronous_commit') = 'off'`,
         tx<{ lsn: string }[]>`
           select lsn::text as lsn from ${tx(STATE_SCHEMA)}.${tx(STATE_TABLE)}
            where pipeline = ${batch.pipeline} and table_name = ${id} for update`,
@@ -341,7 +345,7 @@ export class PostgresTarget implements Target {
           staging ? quoteIdent(staging) : t
         }::regclass and attnum > 0 and not attisdropped`);
       }
-      const [, [cur], ...rest] = await all(first) as [unknown, { lsn: string }[], ...unknown[]];
+      const [, , [cur], ...rest] = await all(first) as [unknown, unknown, { lsn: string }[], ...unknown[]];
       const destTypes = new Map<string, TargetColumn>();
       if (binary) {
         for (const c of rest.at(-1) as { name: string; oid: number; type: string }[]) {

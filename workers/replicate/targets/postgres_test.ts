@@ -95,6 +95,44 @@ async function keptStaging(s: { target: PostgresTarget }): Promise<Map<number, s
   return out;
 }
 
+Deno.test("postgres target: a load commits durably where the target's synchronous_commit is off", async () => {
+  const s = await subject();
+  try {
+    const [{ db }] = await s.target.sql`select current_database() as db`;
+    // The loaders' sessions (opened by the first load) start with the database's setting.
+    await s.target.sql.unsafe(`alter database ${db} set synchronous_commit = off`);
+    await s.target.prepare();
+    const t = conformanceTable(`sync_${crypto.randomUUID().slice(0, 8)}`);
+    await s.target.ensureTable(t);
+    // What the load's statements run with, seen from inside its transaction.
+    await s.target.sql.unsafe(`
+      create table public.${t.name}_seen (setting text);
+      create function public.${t.name}_seen() returns trigger language plpgsql as $$
+        begin insert into public.${t.name}_seen values (current_setting('synchronous_commit')); return null; end $$;
+      create trigger seen after insert on ${qualified(t.schema, t.name)}
+        for each statement execute function public.${t.name}_seen()`);
+    await s.target.load(await conformanceChanges(s, t, 10n, [[1, "U", "one", null]]));
+    await s.target.load({
+      ...(await conformanceChanges(s, t, 20n, [[2, "U", "two", null]])),
+      insertsOnly: true,
+    });
+    const seen = await s.target.sql.unsafe(`select setting from public.${t.name}_seen`);
+    assert.deepEqual(seen.map((r) => r.setting), ["local", "local"]);
+    // The loaders' sessions did start with it off.
+    const [{ n }] = await s.target.sql`
+      select count(*)::int as n from pg_stat_activity
+       where datname = current_database() and application_name = 'wharf-replicate-target'`;
+    assert.ok(n >= 2);
+    const [{ setting }] = await s.target.sql.unsafe(
+      `select setconfig::text as setting from pg_db_role_setting
+        where setdatabase = (select oid from pg_database where datname = current_database())`,
+    );
+    assert.equal(setting, "{synchronous_commit=off}");
+  } finally {
+    await s.dispose();
+  }
+});
+
 Deno.test("postgres target: loads keep their staging tables in the session (emptied at commit), a few per session", async () => {
   const s = await subject({ keptStaging: 2, stagingIdleMs: 60_000 });
   try {
