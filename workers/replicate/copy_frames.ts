@@ -1,7 +1,7 @@
 /**
  * The replication stream's CopyData frames without a message object each. `pg`'s protocol parser makes an
  * object and a `Buffer` view for every message it frames, and the connection emits an event for each: at a
- * million rows that is a fifth of what the worker allocates. Once a replication connection is streaming,
+ * million rows that is a quarter of what the worker allocates. Once a replication connection is streaming,
  * {@linkcode takeOverCopyData} hands its parser's CopyData frames straight to a function, as the bytes they
  * lie in and where; every other message (an error, the end of the copy) still goes the library's way.
  *

@@ -16,11 +16,11 @@
 import type { S3Client } from "@aws-sdk/client-s3";
 import { join } from "node:path";
 import { LogicalReplicationService } from "pg-logical-replication";
-import { takeOverCopyData } from "./copy_frames.ts";
 import { connectPostgres, type Sql } from "../../shared/db.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Registry } from "../../shared/metrics.ts";
 import { abortableSleep, backoffMs } from "../../shared/worker.ts";
+import { takeOverCopyData } from "./copy_frames.ts";
 import { formatLsn, parseLsn } from "./lsn.ts";
 import {
   decodeChange,
