@@ -26,8 +26,14 @@ export interface RawChange {
   /** {@linkcode OP_INSERT}, {@linkcode OP_UPDATE} or {@linkcode OP_DELETE}. */
   op: number;
   relationOid: number;
-  /** The whole pgoutput message, its tag byte first. */
-  bytes: Uint8Array;
+  /**
+   * The bytes the message lies in (a slab shared with other messages): the whole pgoutput message, its
+   * tag byte first, is `buf[off, off + len)`. Offsets into the message (a {@linkcode Tuple}'s) count
+   * from the start of `buf`.
+   */
+  buf: Uint8Array;
+  off: number;
+  len: number;
 }
 
 /** The plugin, with its parser callable on plain bytes. */
@@ -88,21 +94,25 @@ export function textPgoutputPlugin(publications: string[], o: { binary?: boolean
   const parseStream = (buf: Uint8Array, off = 0, len = buf.length - off): StreamMessage => {
     const tag = buf[off];
     if (tag === OP_INSERT || tag === OP_UPDATE || tag === OP_DELETE) {
-      let bytes: Uint8Array;
-      if (len > SLAB / 8) bytes = new Uint8Array(len);
-      else {
-        if (used + len > SLAB) {
-          slab = new Uint8Array(SLAB);
-          used = 0;
-        }
-        bytes = slab.subarray(used, used + len);
-        used += len;
-      }
       // A plain view: a Buffer's subarray goes through its species constructor, which costs.
-      bytes.set(
-        off === 0 && len === buf.length ? buf : new Uint8Array(buf.buffer, buf.byteOffset + off, len),
-      );
-      return { tag: "raw", op: tag, relationOid: int32(bytes, 1), bytes };
+      const from = off === 0 && len === buf.length
+        ? buf
+        : new Uint8Array(buf.buffer, buf.byteOffset + off, len);
+      if (len > SLAB / 8) {
+        const own = new Uint8Array(len);
+        own.set(from);
+        return { tag: "raw", op: tag, relationOid: int32(own, 1), buf: own, off: 0, len };
+      }
+      if (used + len > SLAB) {
+        slab = new Uint8Array(SLAB);
+        used = 0;
+      }
+      // No view per message either: queued messages outlive young-generation collections, which copy
+      // every object still alive.
+      slab.set(from, used);
+      const at = used;
+      used += len;
+      return { tag: "raw", op: tag, relationOid: int32(slab, at + 1), buf: slab, off: at, len };
     }
     const msg = off === 0 && len === buf.length ? buf : new Uint8Array(buf.buffer, buf.byteOffset + off, len);
     return parse(msg as Parameters<typeof parse>[0]) as Message;
@@ -183,19 +193,25 @@ export interface DecodedChange {
  * FULL`), an unchanged TOAST value in the new row takes the old row's value, which the WAL holds.
  */
 export function decodeChange(msg: RawChange, into: DecodedChange): void {
-  const b = msg.bytes;
-  let off = 5;
+  const b = msg.buf;
+  const end = msg.off + msg.len;
+  let off = msg.off + 5;
   into.oldKind = 0;
   const sub = b[off];
   if (sub === 0x4b /* K */ || sub === 0x4f /* O */) {
     into.oldKind = sub;
     off = into.old.read(b, off + 1);
+    if (off > end) throw new Error("Cannot decode a pgoutput change: its old row runs past the message");
     if (msg.op === OP_DELETE) return;
   } else if (msg.op === OP_DELETE) {
     throw new Error(`Cannot decode a pgoutput delete: unknown part ${sub}`);
   }
-  if (b[off] !== 0x4e /* N */) throw new Error(`Cannot decode a pgoutput change: unknown part ${b[off]}`);
-  into.new.read(b, off + 1);
+  if (off >= end || b[off] !== 0x4e /* N */) {
+    throw new Error(`Cannot decode a pgoutput change: unknown part ${off < end ? b[off] : "(none)"}`);
+  }
+  if (into.new.read(b, off + 1) > end) {
+    throw new Error("Cannot decode a pgoutput change: its new row runs past the message");
+  }
   if (into.oldKind === 0x4f) {
     const nw = into.new;
     for (let i = 0; i < nw.n && i < into.old.n; i++) if (nw.kind[i] === KIND_UNCHANGED) nw.take(i, into.old);
@@ -213,7 +229,7 @@ export function keyChanged(msg: RawChange, d: DecodedChange, keyIdx: number[]): 
     if (i < 0 || i >= d.old.n) continue;
     const k = d.old.kind[i];
     if (k === KIND_UNCHANGED || (k === KIND_NULL && d.oldKind === 0x4b)) continue;
-    if (!d.old.same(msg.bytes, i, d.new)) return true;
+    if (!d.old.same(msg.buf, i, d.new)) return true;
   }
   return false;
 }

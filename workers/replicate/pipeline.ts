@@ -771,8 +771,8 @@ async function runSession(
           }
           b.rows++;
           decodeChange(msg, change);
-          if (msg.op === OP_INSERT) return spool.writeTuple(++b.seq, "I", msg.bytes, change.new);
-          if (msg.op === OP_DELETE) return spool.writeTuple(++b.seq, "D", msg.bytes, change.old);
+          if (msg.op === OP_INSERT) return spool.writeTuple(++b.seq, "I", msg.buf, change.new, msg.len);
+          if (msg.op === OP_DELETE) return spool.writeTuple(++b.seq, "D", msg.buf, change.old, msg.len);
           // An update that moved its row to another key: a delete of the old key, then the new row.
           let keyIdx = keyIndexes.get(info);
           if (!keyIdx) {
@@ -780,10 +780,10 @@ async function runSession(
             keyIndexes.set(info, keyIdx);
           }
           if (keyChanged(msg, change, keyIdx)) {
-            const w = spool.writeTuple(++b.seq, "D", msg.bytes, change.old);
-            if (w) return w.then(() => spool.writeTuple(++b.seq, "U", msg.bytes, change.new));
+            const w = spool.writeTuple(++b.seq, "D", msg.buf, change.old, msg.len);
+            if (w) return w.then(() => spool.writeTuple(++b.seq, "U", msg.buf, change.new, msg.len));
           }
-          return spool.writeTuple(++b.seq, "U", msg.bytes, change.new);
+          return spool.writeTuple(++b.seq, "U", msg.buf, change.new, msg.len);
         }
         case "truncate":
           return (async () => {

@@ -464,17 +464,24 @@ export class TableSpool {
 
   /**
    * Appends one change row: op `I`/`U` write `tuple` (an unchanged TOAST value is marked in `_unchanged`),
-   * `D` writes it with unchanged values as NULL. `tuple` is a view of `msg` whose columns follow
-   * `table.columns`. Returns a promise only when it has to wait for the disk (a new file, or a full
-   * buffer); `tuple` must not change until then.
+   * `D` writes it with unchanged values as NULL. `tuple` is a view of the message in `msg` (its offsets
+   * count from the start of `msg`, which may hold other messages too: `size` is the message's length)
+   * whose columns follow `table.columns`. Returns a promise only when it has to wait for the disk (a new
+   * file, or a full buffer); `tuple` must not change until then.
    */
-  writeTuple(seq: number, op: "I" | "U" | "D", msg: Uint8Array, tuple: Tuple): Promise<void> | undefined {
+  writeTuple(
+    seq: number,
+    op: "I" | "U" | "D",
+    msg: Uint8Array,
+    tuple: Tuple,
+    size = msg.length,
+  ): Promise<void> | undefined {
     const last = this.segments.at(-1);
     const append = this.format === "binary" ? this.#appendBinary : this.#append;
     if (last && last.columns === this.#table.columns && last.wire === this.#wire) {
-      return append.call(this, last, seq, op, msg, tuple);
+      return append.call(this, last, seq, op, msg, tuple, size);
     }
-    return this.#current().then((seg) => append.call(this, seg, seq, op, msg, tuple));
+    return this.#current().then((seg) => append.call(this, seg, seq, op, msg, tuple, size));
   }
 
   /**
@@ -549,12 +556,13 @@ export class TableSpool {
     op: "I" | "U" | "D",
     msg: Uint8Array,
     t: Tuple,
+    size: number,
   ): Promise<void> | undefined {
     const ncols = seg.columns.length;
     const n = Math.min(t.n, ncols);
     // Worst case: the message's bytes (the values with their lengths are in it), a NULL's length per
     // column, the change columns and the unchanged marks.
-    const buf = this.#reserve(64 + ncols * 12 + msg.length);
+    const buf = this.#reserve(64 + ncols * 12 + size);
     let p = this.#len;
     const fields = 3 + ncols;
     buf[p++] = fields >> 8;
@@ -604,12 +612,13 @@ export class TableSpool {
     op: "I" | "U" | "D",
     msg: Uint8Array,
     t: Tuple,
+    size: number,
   ): Promise<void> | undefined {
     const ncols = seg.columns.length;
     const n = Math.min(t.n, ncols);
     // Worst case: every byte of the message doubled (the values are in it), quotes, commas and NULL
     // markers per column, the change columns and the unchanged marks.
-    const buf = this.#reserve(64 + ncols * 16 + msg.length * 2);
+    const buf = this.#reserve(64 + ncols * 16 + size * 2);
     let p = this.#len;
     // "seq","op",
     buf[p++] = QUOTE;

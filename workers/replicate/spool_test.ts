@@ -44,7 +44,8 @@ function message(
   const all = [bytes];
   if (parts.old) all.push([parts.old[0].charCodeAt(0)], tuple(parts.old[1]));
   if (parts.new) all.push([0x4e], tuple(parts.new));
-  return { tag: "raw", op, relationOid: 42, bytes: new Uint8Array(all.flat()) };
+  const buf = new Uint8Array(all.flat());
+  return { tag: "raw", op, relationOid: 42, buf, off: 0, len: buf.length };
 }
 
 const TABLE: TableInfo = {
@@ -96,17 +97,17 @@ for (const memory of [false, true]) {
       for (const [i, v] of TRICKY.entries()) {
         const m = message(OP_INSERT, { new: [String(i), v, i % 2 ? null : v] });
         decodeChange(m, d);
-        await spool.writeTuple(++seq, "I", m.bytes, d.new);
+        await spool.writeTuple(++seq, "I", m.buf, d.new);
         want.push(csvLine([String(seq), "I", "-", String(i), v, i % 2 ? null : v]));
       }
       const upd = message(OP_UPDATE, { new: ["1", "x", undefined] });
       decodeChange(upd, d);
-      await spool.writeTuple(++seq, "U", upd.bytes, d.new);
+      await spool.writeTuple(++seq, "U", upd.buf, d.new);
       // The unchanged column is marked by its number (the third column: 3).
       want.push(csvLine([String(seq), "U", ",3,", "1", "x", null]));
       const del = message(OP_DELETE, { old: ["K", ["2", null, null]] });
       decodeChange(del, d);
-      await spool.writeTuple(++seq, "D", del.bytes, d.old);
+      await spool.writeTuple(++seq, "D", del.buf, d.old);
       want.push(csvLine([String(seq), "D", "-", "2", null, null]));
       const [seg] = await spool.close();
       const text = await textOf(seg);
@@ -134,14 +135,14 @@ Deno.test("an inserts-only spool also writes its rows without the change columns
     for (const [i, v] of values.entries()) {
       const m = message(OP_INSERT, { new: [String(i), v, i % 2 ? null : v] });
       decodeChange(m, d);
-      await spool.writeTuple(i + 1, "I", m.bytes, d.new);
+      await spool.writeTuple(i + 1, "I", m.buf, d.new);
       plain.push(csvLine([String(i), v, i % 2 ? null : v]));
     }
     // A column added while running starts a new file, with its own twin.
     spool.table = { ...TABLE, columns: [...TABLE.columns, { name: "extra", type: "text" }] };
     const wide = message(OP_INSERT, { new: ["99", "w", null, "x"] });
     decodeChange(wide, d);
-    await spool.writeTuple(values.length + 1, "I", wide.bytes, d.new);
+    await spool.writeTuple(values.length + 1, "I", wide.buf, d.new);
     let [seg, seg2] = await spool.close();
     assert.ok(seg.plain, "an inserts-only segment has its plain twin");
     assert.equal(await textOf(seg.plain), plain.join(""));
@@ -155,15 +156,15 @@ Deno.test("an inserts-only spool also writes its rows without the change columns
     const s2 = other.spool("public.t", TABLE);
     const ins = message(OP_INSERT, { new: ["1", "a", null] });
     decodeChange(ins, d);
-    await s2.writeTuple(1, "I", ins.bytes, d.new);
+    await s2.writeTuple(1, "I", ins.buf, d.new);
     const del = message(OP_DELETE, { old: ["K", ["1", null, null]] });
     decodeChange(del, d);
-    await s2.writeTuple(2, "D", del.bytes, d.old);
-    await s2.writeTuple(3, "I", ins.bytes, d.new);
+    await s2.writeTuple(2, "D", del.buf, d.old);
+    await s2.writeTuple(3, "I", ins.buf, d.new);
     const s3 = other.spool("public.u", { ...TABLE, name: "u" });
-    await s3.writeTuple(4, "D", del.bytes, d.old);
+    await s3.writeTuple(4, "D", del.buf, d.old);
     await s3.truncateAll();
-    await s3.writeTuple(5, "I", ins.bytes, d.new);
+    await s3.writeTuple(5, "I", ins.buf, d.new);
     [seg] = await s2.close();
     assert.equal(seg.plain, undefined);
     assert.deepEqual(
@@ -195,8 +196,8 @@ for (const memory of [false, true]) {
       };
       let seq = 0;
       // a: 20 rows of ~33 bytes (about 660 of the 1,500); then b takes the rest and crosses the limit.
-      for (let i = 0; i < 20; i++) await a.writeTuple(++seq, "I", row(i).bytes, d.new);
-      for (let i = 0; i < 40; i++) await b.writeTuple(++seq, "I", row(i).bytes, d.new);
+      for (let i = 0; i < 20; i++) await a.writeTuple(++seq, "I", row(i).buf, d.new);
+      for (let i = 0; i < 40; i++) await b.writeTuple(++seq, "I", row(i).buf, d.new);
       const [segA] = await a.close();
       const [segB] = await b.close();
       assert.ok(segA.plain, "the table under the limit keeps its twin");
@@ -216,7 +217,7 @@ Deno.test("a full old row fills the new row's unchanged TOAST values, and key ch
   decodeChange(full, d);
   assert.equal(d.new.kind[2], 0x74);
   assert.equal(
-    new TextDecoder().decode(full.bytes.subarray(d.new.start[2], d.new.start[2] + d.new.len[2])),
+    new TextDecoder().decode(full.buf.subarray(d.new.start[2], d.new.start[2] + d.new.len[2])),
     "big",
   );
   assert.equal(keyChanged(full, d, [0]), false);
@@ -251,7 +252,7 @@ Deno.test("distinct keys are tracked exactly, integer keys as numbers and other 
     for (const k of ["7", "07", "-7", "x"]) {
       const m = message(OP_UPDATE, { new: [k, "v", "w"] });
       decodeChange(m, d);
-      await spool.writeTuple(++seq, "U", m.bytes, d.new);
+      await spool.writeTuple(++seq, "U", m.buf, d.new);
     }
     assert.equal(spool.distinctKeys, true);
     // The same table with another key: what was tracked no longer tells.
@@ -260,7 +261,7 @@ Deno.test("distinct keys are tracked exactly, integer keys as numbers and other 
     assert.equal(other.distinctKeys, false);
     const again = message(OP_DELETE, { old: ["K", ["07", null, null]] });
     decodeChange(again, d);
-    await spool.writeTuple(++seq, "D", again.bytes, d.old);
+    await spool.writeTuple(++seq, "D", again.buf, d.old);
     assert.equal(spool.distinctKeys, false);
     await spool.close();
   } finally {
@@ -278,7 +279,7 @@ Deno.test("several batches of a table count as distinct only when no key repeats
       for (const [i, k] of keys.entries()) {
         const m = message(OP_UPDATE, { new: [k, "v", "w"] });
         decodeChange(m, d);
-        await spool.writeTuple(i + 1, "U", m.bytes, d.new);
+        await spool.writeTuple(i + 1, "U", m.buf, d.new);
       }
       spools.push(spool);
     }
@@ -311,7 +312,7 @@ function binaryTuple(values: (Uint8Array | null | undefined)[]): number[] {
 
 function binaryMessage(op: number, values: (Uint8Array | null | undefined)[]): RawChange {
   const bytes = new Uint8Array([op, 0, 0, 0, 42, 0x4e, ...binaryTuple(values)]);
-  return { tag: "raw", op, relationOid: 42, bytes };
+  return { tag: "raw", op, relationOid: 42, buf: bytes, off: 0, len: bytes.length };
 }
 
 /** Reads a binary COPY file: its rows, each field's bytes or null. */
@@ -361,7 +362,7 @@ for (const memory of [false, true]) {
       const write = async (seq: number, values: (Uint8Array | null | undefined)[]) => {
         const msg = binaryMessage(OP_INSERT, values);
         decodeChange(msg, d);
-        await spool.writeTuple(seq, "I", msg.bytes, d.new);
+        await spool.writeTuple(seq, "I", msg.buf, d.new);
       };
       await write(1, [int8(1n), enc.encode('a,"b"\n'), null]);
       await write(2, [int8(-5n), new Uint8Array(0), nul]);
@@ -414,7 +415,7 @@ for (const memory of [false, true]) {
       const d = fresh();
       const msg = binaryMessage(OP_UPDATE, [int8(9n), enc.encode("v"), undefined]);
       decodeChange(msg, d);
-      await spool.writeTuple(1, "U", msg.bytes, d.new);
+      await spool.writeTuple(1, "U", msg.buf, d.new);
       const [seg] = await spool.close();
       assert.equal(seg.plain, undefined, "an update drops the twin");
       assert.deepEqual(seg.unchanged, [3]);
@@ -430,7 +431,7 @@ for (const memory of [false, true]) {
       const text = message(OP_INSERT, { new: ["1", "a", null] });
       decodeChange(text, d);
       await assert.rejects(
-        async () => await other.writeTuple(1, "I", text.bytes, d.new),
+        async () => await other.writeTuple(1, "I", text.buf, d.new),
         (e: Error) => e.name === "TextFallback",
       );
     } finally {
@@ -462,12 +463,12 @@ Deno.test("a batch kept in memory makes no folder and gives its memory back", as
     for (let i = 0; i < 100; i++) {
       const m = message(OP_INSERT, { new: [String(i), "v".repeat(i), null] });
       decodeChange(m, d);
-      await a.writeTuple(++seq, "I", m.bytes, d.new);
-      await b.writeTuple(++seq, "I", m.bytes, d.new);
+      await a.writeTuple(++seq, "I", m.buf, d.new);
+      await b.writeTuple(++seq, "I", m.buf, d.new);
     }
     const upd = message(OP_UPDATE, { new: ["1", "x", null] });
     decodeChange(upd, d);
-    await b.writeTuple(++seq, "U", upd.bytes, d.new);
+    await b.writeTuple(++seq, "U", upd.buf, d.new);
     const [segA] = await a.close();
     const [segB] = await b.close();
     assert.ok(segA.data && segA.plain?.data && segB.data, "every file in memory");
@@ -481,7 +482,7 @@ Deno.test("a batch kept in memory makes no folder and gives its memory back", as
     await assert.rejects(Deno.stat(batch.dir), Deno.errors.NotFound, "no folder was made");
     // A truncate gives back what came before it.
     const c = batch.spool("public.c", { ...TABLE, name: "c" });
-    await c.writeTuple(++seq, "U", upd.bytes, d.new);
+    await c.writeTuple(++seq, "U", upd.buf, d.new);
     await c.close();
     const before = memory.left;
     await c.truncateAll();
@@ -500,11 +501,18 @@ Deno.test("a file that outgrows the memory budget goes to disk with every row, t
     // Rows of about a KiB: 1,500 of them pass the 512 KiB write buffer twice.
     const rows = Array.from({ length: 1_500 }, (_, i) => {
       const m = message(OP_INSERT, { new: [String(i), `${i}:` + "r".repeat(1_000), null] });
-      return m.bytes;
+      return m.buf;
     });
     const fill = async (spool: TableSpool, n: number) => {
       for (let i = 0; i < n; i++) {
-        decodeChange({ tag: "raw", op: OP_INSERT, relationOid: 42, bytes: rows[i] }, d);
+        decodeChange({
+          tag: "raw",
+          op: OP_INSERT,
+          relationOid: 42,
+          buf: rows[i],
+          off: 0,
+          len: rows[i].length,
+        }, d);
         await spool.writeTuple(i + 1, "I", rows[i], d.new);
       }
     };
