@@ -8,6 +8,7 @@ import {
   OP_INSERT,
   OP_UPDATE,
   type RawChange,
+  textPgoutputPlugin,
   Tuple,
 } from "./pgoutput.ts";
 import type { TableInfo } from "./schema.ts";
@@ -233,6 +234,45 @@ Deno.test("a full old row fills the new row's unchanged TOAST values, and key ch
   decodeChange(nulls, d);
   assert.equal(keyChanged(nulls, d, [0, 1]), false);
   assert.equal(keyChanged(nulls, d, [0, 1, 2]), true);
+});
+
+Deno.test("row messages share slabs: each is read at its offset, and one cut short is refused", () => {
+  const plugin = textPgoutputPlugin(["p"]);
+  const d = fresh();
+  const text = (m: RawChange, t: Tuple, i: number) =>
+    new TextDecoder().decode(m.buf.subarray(t.start[i], t.start[i] + t.len[i]));
+  // Handed over inside a larger buffer (as the connection's parser has them), copied into one slab.
+  const wire = [
+    message(OP_INSERT, { new: ["1", "one", null] }),
+    message(OP_UPDATE, { old: ["K", ["1", null, null]], new: ["2", "two", "x"] }),
+    message(OP_DELETE, { old: ["K", ["2", null, null]] }),
+  ].map((m) => m.buf);
+  const outer = new Uint8Array(wire.reduce((a, w) => a + w.length + 3, 0));
+  const got: RawChange[] = [];
+  let o = 0;
+  for (const w of wire) {
+    outer.set(w, o + 3);
+    got.push(plugin.parseStream(outer, o + 3, w.length) as RawChange);
+    o += w.length + 3;
+  }
+  outer.fill(0); // the parser's buffer is reused: the messages must not depend on it
+  assert.equal(got[0].buf, got[2].buf);
+  assert.deepEqual(got.map((m) => m.len), wire.map((w) => w.length));
+  decodeChange(got[0], d);
+  assert.deepEqual([text(got[0], d.new, 0), text(got[0], d.new, 1), d.new.kind[2]], ["1", "one", 0x6e]);
+  decodeChange(got[1], d);
+  assert.deepEqual([text(got[1], d.old, 0), text(got[1], d.new, 1), text(got[1], d.new, 2)], [
+    "1",
+    "two",
+    "x",
+  ]);
+  assert.equal(keyChanged(got[1], d, [0]), true);
+  decodeChange(got[2], d);
+  assert.equal(text(got[2], d.old, 0), "2");
+  // A message cut short would otherwise read on into the next one in its slab.
+  assert.throws(() => decodeChange({ ...got[0], len: got[0].len - 2 }, d), /runs past the message/);
+  assert.throws(() => decodeChange({ ...got[2], len: got[2].len - 1 }, d), /runs past the message/);
+  assert.throws(() => decodeChange({ ...got[1], len: 14 }, d), /runs past the message|unknown part/);
 });
 
 Deno.test("distinct keys are tracked exactly, integer keys as numbers and other keys as bytes", async () => {
