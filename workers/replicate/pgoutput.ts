@@ -12,6 +12,8 @@ import { type Pgoutput, PgoutputPlugin } from "pg-logical-replication";
 export type Message = Pgoutput.Message;
 /** A relation (table) description from the stream. */
 export type MessageRelation = Pgoutput.MessageRelation;
+/** A pgoutput truncate message. */
+export type MessageTruncate = Pgoutput.MessageTruncate;
 
 /** `I`, `U`, `D`: the tags of the row change messages. */
 export const OP_INSERT = 0x49;

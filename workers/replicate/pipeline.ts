@@ -27,8 +27,10 @@ import {
   type DecodedChange,
   keyChanged,
   type MessageRelation,
+  type MessageTruncate,
   OP_DELETE,
   OP_INSERT,
+  type RawChange,
   type StreamMessage,
   TextFallback,
   textPgoutputPlugin,
@@ -726,6 +728,55 @@ async function runSession(
     const dirty = new Set<string>();
     const skip = (id: string) => tx !== undefined && (applied.get(id) ?? -1n) >= tx.commitLsn;
 
+    /** The key's column numbers in `info`'s columns. */
+    const keyIndexesOf = (info: TableInfo): number[] => {
+      let keyIdx = keyIndexes.get(info);
+      if (!keyIdx) {
+        keyIdx = info.key.map((k) => info.columns.findIndex((c) => c.name === k));
+        keyIndexes.set(info, keyIdx);
+      }
+      return keyIdx;
+    };
+    /** The new row of an update that moved its row to another key, once its delete is written. */
+    const writeMoved = async (w: Promise<void>, spool: TableSpool, b: BatchSpool, msg: RawChange) => {
+      await w;
+      await spool.writeTuple(++b.seq, "U", msg.buf, change.new, msg.len);
+    };
+    /**
+     * A row change. Nothing in here makes a closure: this runs for every row, and a closure would cost each
+     * call a context for the variables it captures.
+     */
+    const handleRow = (msg: RawChange, b: BatchSpool): Promise<void> | undefined => {
+      const id = relationIds.get(msg.relationOid);
+      const info = id === undefined ? undefined : tables.get(id);
+      if (!info || skip(id!)) return;
+      const spool = b.spool(id!, info);
+      if (spool.table !== info) spool.table = info;
+      if (binary) {
+        const wire = wireTypes.get(msg.relationOid);
+        if (!wire) throw new Error(`Cannot write a change of ${id}: no relation message came before it`);
+        spool.wire = wire;
+      }
+      b.rows++;
+      decodeChange(msg, change);
+      if (msg.op === OP_INSERT) return spool.writeTuple(++b.seq, "I", msg.buf, change.new, msg.len);
+      if (msg.op === OP_DELETE) return spool.writeTuple(++b.seq, "D", msg.buf, change.old, msg.len);
+      // An update that moved its row to another key: a delete of the old key, then the new row.
+      if (keyChanged(msg, change, keyIndexesOf(info))) {
+        const w = spool.writeTuple(++b.seq, "D", msg.buf, change.old, msg.len);
+        if (w) return writeMoved(w, spool, b, msg);
+      }
+      return spool.writeTuple(++b.seq, "U", msg.buf, change.new, msg.len);
+    };
+    const truncateTables = async (msg: MessageTruncate, b: BatchSpool) => {
+      for (const rel of msg.relations) {
+        const id = `${rel.schema}.${rel.name}`;
+        const info = tables.get(id);
+        if (!info || skip(id)) continue;
+        await b.spool(id, info).truncateAll();
+      }
+    };
+
     /** Handles one message; returns a promise only when it has to wait (a file write, a batch cut). */
     const handle = (msg: StreamMessage): Promise<void> | undefined => {
       if (flushError) throw flushError;
@@ -758,42 +809,10 @@ async function runSession(
             if (info && info !== known) dirty.add(tableId(info));
           });
         }
-        case "raw": {
-          const id = relationIds.get(msg.relationOid);
-          const info = id === undefined ? undefined : tables.get(id);
-          if (!info || skip(id!)) return;
-          const spool = b.spool(id!, info);
-          if (spool.table !== info) spool.table = info;
-          if (binary) {
-            const wire = wireTypes.get(msg.relationOid);
-            if (!wire) throw new Error(`Cannot write a change of ${id}: no relation message came before it`);
-            spool.wire = wire;
-          }
-          b.rows++;
-          decodeChange(msg, change);
-          if (msg.op === OP_INSERT) return spool.writeTuple(++b.seq, "I", msg.buf, change.new, msg.len);
-          if (msg.op === OP_DELETE) return spool.writeTuple(++b.seq, "D", msg.buf, change.old, msg.len);
-          // An update that moved its row to another key: a delete of the old key, then the new row.
-          let keyIdx = keyIndexes.get(info);
-          if (!keyIdx) {
-            keyIdx = info.key.map((k) => info.columns.findIndex((c) => c.name === k));
-            keyIndexes.set(info, keyIdx);
-          }
-          if (keyChanged(msg, change, keyIdx)) {
-            const w = spool.writeTuple(++b.seq, "D", msg.buf, change.old, msg.len);
-            if (w) return w.then(() => spool.writeTuple(++b.seq, "U", msg.buf, change.new, msg.len));
-          }
-          return spool.writeTuple(++b.seq, "U", msg.buf, change.new, msg.len);
-        }
+        case "raw":
+          return handleRow(msg, b);
         case "truncate":
-          return (async () => {
-            for (const rel of msg.relations) {
-              const id = `${rel.schema}.${rel.name}`;
-              const info = tables.get(id);
-              if (!info || skip(id)) continue;
-              await b.spool(id, info).truncateAll();
-            }
-          })();
+          return truncateTables(msg, b);
         case "commit": {
           if (!tx) return;
           b.transactions++;

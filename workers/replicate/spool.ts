@@ -284,7 +284,10 @@ export class TableSpool {
   set wire(wire: number[]) {
     if (wire === this.#wire) return;
     this.#wire = wire;
-    const sig = this.#keyIdx.map((i) => wire[i]).join(",");
+    // A loop rather than a closure: this setter runs for every row, and a closure would cost each call a
+    // context for the `wire` it captures.
+    let sig = "";
+    for (let j = 0; j < this.#keyIdx.length; j++) sig += (j ? "," : "") + (wire[this.#keyIdx[j]] ?? "");
     // Keys seen as values of other types may not compare as bytes: stop tracking (answer "maybe not").
     if (this.#keyWire !== undefined && sig !== this.#keyWire) this.#keys = undefined;
     this.#keyWire = sig;
@@ -481,7 +484,27 @@ export class TableSpool {
     if (last && last.columns === this.#table.columns && last.wire === this.#wire) {
       return append.call(this, last, seq, op, msg, tuple, size);
     }
-    return this.#current().then((seg) => append.call(this, seg, seq, op, msg, tuple, size));
+    // In a function of its own: a closure here would cost every call a context for what it captures.
+    return this.#appendToNew(append, seq, op, msg, tuple, size);
+  }
+
+  async #appendToNew(
+    append: (
+      this: TableSpool,
+      seg: OpenSegment,
+      seq: number,
+      op: "I" | "U" | "D",
+      msg: Uint8Array,
+      t: Tuple,
+      size: number,
+    ) => Promise<void> | undefined,
+    seq: number,
+    op: "I" | "U" | "D",
+    msg: Uint8Array,
+    tuple: Tuple,
+    size: number,
+  ): Promise<void> {
+    await append.call(this, await this.#current(), seq, op, msg, tuple, size);
   }
 
   /**
