@@ -63,6 +63,11 @@ const BINARY_TRAILER = new Uint8Array([0xff, 0xff]);
 /** Type oids of int2, int4 and int8, whose binary values the key tracking reads as numbers. */
 const INT_OIDS = new Set([21, 23, 20]);
 
+/** A change row as {@linkcode TableSpool.writeTuple} takes it: sequence, op, message, tuple, message length. */
+type RowArgs = [seq: number, op: "I" | "U" | "D", msg: Uint8Array, t: Tuple, size: number];
+/** Appends a row to a segment (the binary or the CSV writer). */
+type AppendRow = (this: TableSpool, seg: OpenSegment, ...row: RowArgs) => Promise<void> | undefined;
+
 interface OpenSegment {
   unchanged: Set<number>;
   /** Where the file is, or goes if it has to leave memory. */
@@ -488,23 +493,8 @@ export class TableSpool {
     return this.#appendToNew(append, seq, op, msg, tuple, size);
   }
 
-  async #appendToNew(
-    append: (
-      this: TableSpool,
-      seg: OpenSegment,
-      seq: number,
-      op: "I" | "U" | "D",
-      msg: Uint8Array,
-      t: Tuple,
-      size: number,
-    ) => Promise<void> | undefined,
-    seq: number,
-    op: "I" | "U" | "D",
-    msg: Uint8Array,
-    tuple: Tuple,
-    size: number,
-  ): Promise<void> {
-    await append.call(this, await this.#current(), seq, op, msg, tuple, size);
+  async #appendToNew(append: AppendRow, ...row: RowArgs): Promise<void> {
+    await append.call(this, await this.#current(), ...row);
   }
 
   /**
