@@ -3,6 +3,7 @@
  * merge changes. Read from the source catalog, because the replication stream carries type oids only.
  */
 import type { Sql } from "../../shared/db.ts";
+import { abortableSleep } from "../../shared/worker.ts";
 
 /** One column of a replicated table. */
 export interface Column {
@@ -48,7 +49,6 @@ export function tableId(t: { schema: string; name: string }): string {
   return `${t.schema}.${t.name}`;
 }
 
-/** Reads a table's columns and merge key from the source catalog. */
 /**
  * Waits until transaction `xid` (its 32 bits, as the stream gives it) is visible to new snapshots on `sql`;
  * false after `timeoutMs`. The stream can deliver a transaction as soon as its commit record is on disk, a
@@ -68,10 +68,11 @@ export async function waitVisible(sql: Sql, xid: number, timeoutMs = 5_000): Pro
         from x`;
     if (r.visible) return true;
     if (performance.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 2));
+    await abortableSleep(2);
   }
 }
 
+/** Reads a table's columns and merge key from the source catalog. */
 export async function describeTable(sql: Sql, schema: string, name: string): Promise<TableInfo> {
   const rows = await sql<
     {
