@@ -95,11 +95,11 @@ export function textPgoutputPlugin(publications: string[], o: { binary?: boolean
   let used = 0;
   const parseStream = (buf: Uint8Array, off = 0, len = buf.length - off): StreamMessage => {
     const tag = buf[off];
+    // A plain view: a Buffer's subarray goes through its species constructor, which costs.
+    const from = off === 0 && len === buf.length
+      ? buf
+      : new Uint8Array(buf.buffer, buf.byteOffset + off, len);
     if (tag === OP_INSERT || tag === OP_UPDATE || tag === OP_DELETE) {
-      // A plain view: a Buffer's subarray goes through its species constructor, which costs.
-      const from = off === 0 && len === buf.length
-        ? buf
-        : new Uint8Array(buf.buffer, buf.byteOffset + off, len);
       if (len > SLAB / 8) {
         const own = new Uint8Array(len);
         own.set(from);
@@ -116,8 +116,7 @@ export function textPgoutputPlugin(publications: string[], o: { binary?: boolean
       used += len;
       return { tag: "raw", op: tag, relationOid: int32(slab, at + 1), buf: slab, off: at, len };
     }
-    const msg = off === 0 && len === buf.length ? buf : new Uint8Array(buf.buffer, buf.byteOffset + off, len);
-    return parse(msg as Parameters<typeof parse>[0]) as Message;
+    return parse(from as Parameters<typeof parse>[0]) as Message;
   };
   (plugin as unknown as { parse: typeof parseStream }).parse = parseStream;
   return Object.assign(plugin, { parseStream });
